@@ -1,0 +1,2 @@
+//! Local dev stack (in progress).
+fn main() {}

@@ -1,0 +1,171 @@
+//! One query per function; the caller owns the connection and so the transaction.
+
+use sqlx::{MySqlConnection, Row, mysql::MySqlDatabaseError};
+
+use crate::domain::{OrderSn, SellStatus};
+
+/// A `stock_sell_detail` row as stored.
+#[derive(Debug)]
+pub struct SellDetailRow {
+    pub status: String,
+    pub detail: String,
+}
+
+/// MySQL error numbers the stock transactions react to.
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
+    match err {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(|e| e.number()),
+        _ => None,
+    }
+}
+
+pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
+    mysql_error_number(err) == Some(ER_DUP_ENTRY)
+}
+
+/// A deadlock rolls the whole transaction back; running it again is the documented fix.
+pub fn is_deadlock(err: &sqlx::Error) -> bool {
+    mysql_error_number(err) == Some(ER_LOCK_DEADLOCK)
+}
+
+/// Inserts a detail row; `Ok(false)` when the order_sn already has one.
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn insert_sell_detail(
+    conn: &mut MySqlConnection,
+    order_sn: &OrderSn,
+    status: SellStatus,
+    detail_json: &str,
+) -> sqlx::Result<bool> {
+    let result =
+        sqlx::query("INSERT INTO stock_sell_detail (order_sn, status, detail) VALUES (?, ?, ?)")
+            .bind(order_sn.as_str())
+            .bind(status.as_str())
+            .bind(detail_json)
+            .execute(conn)
+            .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_duplicate_key(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads and row-locks the detail of one order (the latest committed version).
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn lock_sell_detail(
+    conn: &mut MySqlConnection,
+    order_sn: &OrderSn,
+) -> sqlx::Result<Option<SellDetailRow>> {
+    sqlx::query("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ? FOR UPDATE")
+        .bind(order_sn.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|row| {
+            Ok(SellDetailRow {
+                status: row.try_get("status")?,
+                detail: row.try_get("detail")?,
+            })
+        })
+        .transpose()
+}
+
+/// Reads the detail of one order without locking.
+pub async fn find_sell_detail(
+    conn: &mut MySqlConnection,
+    order_sn: &OrderSn,
+) -> sqlx::Result<Option<SellDetailRow>> {
+    sqlx::query("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ?")
+        .bind(order_sn.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|row| {
+            Ok(SellDetailRow {
+                status: row.try_get("status")?,
+                detail: row.try_get("detail")?,
+            })
+        })
+        .transpose()
+}
+
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn mark_returned(conn: &mut MySqlConnection, order_sn: &OrderSn) -> sqlx::Result<()> {
+    sqlx::query("UPDATE stock_sell_detail SET status = 'RETURNED' WHERE order_sn = ?")
+        .bind(order_sn.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes `num` out of one goods if that much is there; `false` when it is not (or the
+/// goods is unknown). The condition in the WHERE clause is what prevents oversell.
+pub async fn deduct_stock(
+    conn: &mut MySqlConnection,
+    goods_id: i32,
+    num: i32,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE inventory SET stocks = stocks - ?, version = version + 1 \
+         WHERE goods_id = ? AND stocks >= ?",
+    )
+    .bind(num)
+    .bind(goods_id)
+    .bind(num)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn add_stock(conn: &mut MySqlConnection, goods_id: i32, num: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE inventory SET stocks = stocks + ?, version = version + 1 WHERE goods_id = ?",
+    )
+    .bind(num)
+    .bind(goods_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn stock_of(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar("SELECT stocks FROM inventory WHERE goods_id = ?")
+        .bind(goods_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Stocks of several goods; unknown ids are absent from the result.
+pub async fn stocks_of(
+    conn: &mut MySqlConnection,
+    goods_ids: &[i32],
+) -> sqlx::Result<Vec<(i32, i32)>> {
+    if goods_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; goods_ids.len()].join(",");
+    let sql = format!(
+        "SELECT goods_id, stocks FROM inventory WHERE goods_id IN ({placeholders}) ORDER BY goods_id"
+    );
+    let mut query = sqlx::query_as::<_, (i32, i32)>(&sql);
+    for id in goods_ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(conn).await
+}
+
+/// Sets the absolute stock of one goods, creating its row when missing.
+pub async fn set_stock(conn: &mut MySqlConnection, goods_id: i32, stocks: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO inventory (goods_id, stocks) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE stocks = VALUES(stocks), version = version + 1",
+    )
+    .bind(goods_id)
+    .bind(stocks)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

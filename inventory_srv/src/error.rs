@@ -1,0 +1,58 @@
+//! The one error type of the service and its mapping to gRPC statuses.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("goods {0} has no inventory")]
+    GoodsNotFound(i32),
+    #[error("insufficient stock for goods {goods_id}: wanted {wanted}, available {available}")]
+    InsufficientStock {
+        goods_id: i32,
+        wanted: i32,
+        available: i32,
+    },
+    #[error("order {0} was already returned; its stock can no longer be sold")]
+    AlreadyReturned(String),
+    #[error("order {0} was already sold with different items")]
+    ConflictingSell(String),
+    #[error("no sell detail for order {0}")]
+    SellDetailNotFound(String),
+    #[error("stored sell detail of order {order_sn} is unreadable: {reason}")]
+    CorruptDetail { order_sn: String, reason: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match &err {
+            Error::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
+            Error::GoodsNotFound(_) | Error::SellDetailNotFound(_) => {
+                Status::not_found(err.to_string())
+            }
+            Error::InsufficientStock { .. } | Error::AlreadyReturned(_) => {
+                Status::failed_precondition(err.to_string())
+            }
+            Error::ConflictingSell(_) => Status::already_exists(err.to_string()),
+            Error::CorruptDetail { .. } => {
+                tracing::error!(error = %err, "corrupt sell detail");
+                Status::internal("internal error")
+            }
+            Error::Database(db) => {
+                tracing::error!(error = %db, "database error");
+                // Pool exhaustion and lost connections are worth a retry; the rest is ours.
+                match db {
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                        Status::unavailable("database unavailable")
+                    }
+                    _ => Status::internal("internal error"),
+                }
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

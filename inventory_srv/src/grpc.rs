@@ -1,0 +1,138 @@
+//! The gRPC edge: validate, call the rules in [`crate::stock`], map the answer.
+
+use proto::inventory::{self as pb, inventory_server::Inventory};
+use sqlx::MySqlPool;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    db,
+    domain::{OrderSn, SellOrder, SellStatus, StockLevel, goods_id},
+    error::Error,
+    stock::{self, RebackOutcome, SellOutcome},
+};
+
+/// Largest batch accepted by `BatchInvDetail`.
+const MAX_BATCH: usize = 1000;
+
+pub struct InventoryService {
+    pool: MySqlPool,
+}
+
+impl InventoryService {
+    pub fn new(pool: MySqlPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[tonic::async_trait]
+impl Inventory for InventoryService {
+    #[tracing::instrument(skip_all, fields(goods_id = request.get_ref().goods_id))]
+    async fn set_inv(
+        &self,
+        request: Request<pb::SetInvRequest>,
+    ) -> Result<Response<pb::GoodsInv>, Status> {
+        let level = StockLevel::try_from(request.into_inner())?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        db::set_stock(&mut conn, level.goods_id, level.stocks)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::GoodsInv {
+            goods_id: level.goods_id,
+            stocks: level.stocks,
+        }))
+    }
+
+    async fn inv_detail(
+        &self,
+        request: Request<pb::InvDetailRequest>,
+    ) -> Result<Response<pb::GoodsInv>, Status> {
+        let id = goods_id(request.into_inner().goods_id)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let stocks = db::stock_of(&mut conn, id)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::GoodsNotFound(id))?;
+        Ok(Response::new(pb::GoodsInv {
+            goods_id: id,
+            stocks,
+        }))
+    }
+
+    async fn batch_inv_detail(
+        &self,
+        request: Request<pb::BatchInvDetailRequest>,
+    ) -> Result<Response<pb::BatchInvDetailResponse>, Status> {
+        let ids = request.into_inner().goods_ids;
+        if ids.len() > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!("at most {MAX_BATCH} goods_ids")).into());
+        }
+        let ids = ids
+            .into_iter()
+            .map(goods_id)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let items = db::stocks_of(&mut conn, &ids)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|(goods_id, stocks)| pb::GoodsInv { goods_id, stocks })
+            .collect();
+        Ok(Response::new(pb::BatchInvDetailResponse { items }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_sn = %request.get_ref().order_sn))]
+    async fn sell(
+        &self,
+        request: Request<pb::SellRequest>,
+    ) -> Result<Response<pb::SellResponse>, Status> {
+        let order = SellOrder::try_from(request.into_inner())?;
+        let outcome = stock::sell(&self.pool, &order).await?;
+        tracing::info!(?outcome, "sell");
+        Ok(Response::new(pb::SellResponse {
+            already_deducted: outcome == SellOutcome::AlreadyDeducted,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_sn = %request.get_ref().order_sn))]
+    async fn reback(
+        &self,
+        request: Request<pb::RebackRequest>,
+    ) -> Result<Response<pb::RebackResponse>, Status> {
+        let order_sn = OrderSn::parse(&request.into_inner().order_sn)?;
+        let outcome = stock::reback(&self.pool, &order_sn).await?;
+        tracing::info!(?outcome, "reback");
+        Ok(Response::new(pb::RebackResponse {
+            outcome: reback_outcome(outcome) as i32,
+        }))
+    }
+
+    async fn sell_detail(
+        &self,
+        request: Request<pb::SellDetailRequest>,
+    ) -> Result<Response<pb::SellDetailResponse>, Status> {
+        let order_sn = OrderSn::parse(&request.into_inner().order_sn)?;
+        let (status, lines) = stock::sell_detail(&self.pool, &order_sn).await?;
+        Ok(Response::new(pb::SellDetailResponse {
+            order_sn: order_sn.to_string(),
+            status: match status {
+                SellStatus::Deducted => pb::SellStatus::Deducted,
+                SellStatus::Returned => pb::SellStatus::Returned,
+            } as i32,
+            items: lines
+                .into_iter()
+                .map(|l| pb::GoodsNum {
+                    goods_id: l.goods_id,
+                    num: l.num,
+                })
+                .collect(),
+        }))
+    }
+}
+
+pub fn reback_outcome(outcome: RebackOutcome) -> pb::RebackOutcome {
+    match outcome {
+        RebackOutcome::Returned => pb::RebackOutcome::Returned,
+        RebackOutcome::AlreadyReturned => pb::RebackOutcome::AlreadyReturned,
+        RebackOutcome::Tombstoned => pb::RebackOutcome::Tombstoned,
+    }
+}

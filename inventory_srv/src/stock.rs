@@ -1,0 +1,175 @@
+//! The inventory rules: Sell and Reback, each one MySQL transaction keyed by order_sn.
+//!
+//! Sell writes the order's `stock_sell_detail` row *first*. That row is the order's
+//! lock and idempotency key: a retried Sell finds it DEDUCTED and succeeds without
+//! deducting twice; a Sell that finds it RETURNED (a reback got there first) is refused,
+//! so stock returned for an order can never be taken again by that order.
+//!
+//! Connections run at READ COMMITTED (see `startup`): locking reads and conditional
+//! updates always see the latest committed rows, and no gap locks are taken, so two
+//! rebacks of an unknown order cannot deadlock on the tombstone insert.
+
+use sqlx::{MySqlConnection, MySqlPool};
+
+use crate::{
+    db,
+    domain::{OrderSn, SellLine, SellLines, SellOrder, SellStatus},
+    error::{Error, Result},
+};
+
+/// Attempts per transaction when MySQL picks it as a deadlock victim.
+const DEADLOCK_ATTEMPTS: usize = 5;
+
+/// What a successful Sell did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SellOutcome {
+    Deducted,
+    /// The same order with the same items had already been deducted.
+    AlreadyDeducted,
+}
+
+/// What a Reback did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebackOutcome {
+    Returned,
+    AlreadyReturned,
+    /// No Sell was ever recorded: a tombstone now refuses a late one.
+    Tombstoned,
+}
+
+/// Deducts the stock of one order, all or nothing.
+#[tracing::instrument(skip_all, fields(order_sn = %order.order_sn))]
+pub async fn sell(pool: &MySqlPool, order: &SellOrder) -> Result<SellOutcome> {
+    with_deadlock_retry(|| async {
+        let mut tx = pool.begin().await?;
+        let outcome = sell_in(&mut tx, order).await?;
+        if outcome == SellOutcome::Deducted {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    })
+    .await
+}
+
+async fn sell_in(conn: &mut MySqlConnection, order: &SellOrder) -> Result<SellOutcome> {
+    let detail = order.lines.to_json();
+    if !db::insert_sell_detail(conn, &order.order_sn, SellStatus::Deducted, &detail).await? {
+        return already_sold(conn, order).await;
+    }
+    for line in order.lines.lines() {
+        if !db::deduct_stock(conn, line.goods_id, line.num).await? {
+            // Dropping the transaction rolls back the detail row and earlier deductions.
+            return Err(match db::stock_of(conn, line.goods_id).await? {
+                None => Error::GoodsNotFound(line.goods_id),
+                Some(available) => Error::InsufficientStock {
+                    goods_id: line.goods_id,
+                    wanted: line.num,
+                    available,
+                },
+            });
+        }
+    }
+    Ok(SellOutcome::Deducted)
+}
+
+/// The order_sn already has a detail row: a retry, a conflict, or a tombstone.
+async fn already_sold(conn: &mut MySqlConnection, order: &SellOrder) -> Result<SellOutcome> {
+    // The insert waited for the other writer to commit, so a plain read sees its row.
+    let row = db::find_sell_detail(conn, &order.order_sn)
+        .await?
+        .ok_or_else(|| {
+            // The row blocked our insert, so it exists unless it was deleted since.
+            Error::Database(sqlx::Error::Protocol("sell detail vanished".into()))
+        })?;
+    match parse_status(&order.order_sn, &row.status)? {
+        SellStatus::Returned => Err(Error::AlreadyReturned(order.order_sn.to_string())),
+        SellStatus::Deducted => {
+            let stored = parse_detail(&order.order_sn, &row.detail)?;
+            if stored == order.lines.lines() {
+                Ok(SellOutcome::AlreadyDeducted)
+            } else {
+                Err(Error::ConflictingSell(order.order_sn.to_string()))
+            }
+        }
+    }
+}
+
+/// Gives back the stock of one order; idempotent, and safe before its Sell.
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn reback(pool: &MySqlPool, order_sn: &OrderSn) -> Result<RebackOutcome> {
+    with_deadlock_retry(|| async {
+        // Two rounds suffice: a lost insert race means the row exists on the next read.
+        for _ in 0..3 {
+            let mut tx = pool.begin().await?;
+            let Some(row) = db::lock_sell_detail(&mut tx, order_sn).await? else {
+                if db::insert_sell_detail(&mut tx, order_sn, SellStatus::Returned, "[]").await? {
+                    tx.commit().await?;
+                    return Ok(RebackOutcome::Tombstoned);
+                }
+                // A Sell or another reback inserted the row meanwhile: look again.
+                continue;
+            };
+            return match parse_status(order_sn, &row.status)? {
+                SellStatus::Returned => Ok(RebackOutcome::AlreadyReturned),
+                SellStatus::Deducted => {
+                    for line in parse_detail(order_sn, &row.detail)? {
+                        db::add_stock(&mut tx, line.goods_id, line.num).await?;
+                    }
+                    db::mark_returned(&mut tx, order_sn).await?;
+                    tx.commit().await?;
+                    Ok(RebackOutcome::Returned)
+                }
+            };
+        }
+        Err(Error::Database(sqlx::Error::Protocol(
+            "sell detail keeps vanishing during reback".into(),
+        )))
+    })
+    .await
+}
+
+/// The stored status and lines of one order.
+pub async fn sell_detail(
+    pool: &MySqlPool,
+    order_sn: &OrderSn,
+) -> Result<(SellStatus, Vec<SellLine>)> {
+    let mut conn = pool.acquire().await?;
+    let row = db::find_sell_detail(&mut conn, order_sn)
+        .await?
+        .ok_or_else(|| Error::SellDetailNotFound(order_sn.to_string()))?;
+    Ok((
+        parse_status(order_sn, &row.status)?,
+        parse_detail(order_sn, &row.detail)?,
+    ))
+}
+
+fn parse_status(order_sn: &OrderSn, raw: &str) -> Result<SellStatus> {
+    SellStatus::parse(raw).ok_or_else(|| Error::CorruptDetail {
+        order_sn: order_sn.to_string(),
+        reason: format!("unknown status {raw:?}"),
+    })
+}
+
+fn parse_detail(order_sn: &OrderSn, raw: &str) -> Result<Vec<SellLine>> {
+    SellLines::from_json(raw).map_err(|err| Error::CorruptDetail {
+        order_sn: order_sn.to_string(),
+        reason: err.to_string(),
+    })
+}
+
+async fn with_deadlock_retry<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(Error::Database(err)) if db::is_deadlock(&err) && tries < DEADLOCK_ATTEMPTS => {
+                tracing::debug!(tries, "deadlock victim, retrying the transaction");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
