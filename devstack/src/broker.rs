@@ -1,0 +1,322 @@
+//! An embedded RocketMQ name server and broker (the rocketmq-rust implementation), started
+//! in-process from the libraries' own builders, for tests and local runs.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use rocketmq_broker::{
+    BrokerBootstrap, Builder as BrokerBuilder, Running,
+    config::{broker_config::BrokerConfig, validated::ValidatedBrokerConfig},
+};
+use rocketmq_namesrv::{NamesrvConfig, bootstrap::Builder as NamesrvBuilder};
+use rocketmq_observability::{TelemetryHandle, TelemetryRuntimeGuard};
+use rocketmq_runtime::RuntimeContext;
+use rocketmq_store::MessageStoreConfig;
+use rocketmq_transport::api::ServerConfig;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The topics the system uses, created when the broker starts.
+pub const SYSTEM_TOPICS: [&str; 2] = ["order_reback", "order_timeout"];
+
+/// What to start and how the broker behaves. `Default` is production-like; `for_tests`
+/// makes check-backs and delays fast.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub host: String,
+    /// Name server port; 0 picks a free one.
+    pub namesrv_port: u16,
+    /// Broker port; 0 picks a free one (the broker also listens on port - 2).
+    pub broker_port: u16,
+    /// Where the broker keeps its store; `None` makes a throwaway directory.
+    pub store_dir: Option<PathBuf>,
+    /// A half message older than this is checked back.
+    pub transaction_timeout: Duration,
+    /// How often the broker scans for half messages to check back.
+    pub transaction_check_interval: Duration,
+    /// Check-backs per half message before the broker gives up (and discards it).
+    pub transaction_check_max: u32,
+    /// The delay levels, e.g. "1s 5s 10s 30s 1m ...".
+    pub message_delay_level: String,
+    /// Size of one commit-log file (the store maps it whole).
+    pub commit_log_file_size: usize,
+    /// Topics to create once the broker is up.
+    pub topics: Vec<String>,
+    pub queues_per_topic: i32,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            namesrv_port: 9876,
+            broker_port: 10911,
+            store_dir: None,
+            transaction_timeout: Duration::from_secs(6),
+            transaction_check_interval: Duration::from_secs(30),
+            transaction_check_max: 15,
+            message_delay_level: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+                .into(),
+            commit_log_file_size: 1024 * 1024 * 1024,
+            topics: SYSTEM_TOPICS.iter().map(|t| (*t).to_owned()).collect(),
+            queues_per_topic: 4,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// Free ports, a throwaway store, check-back after about a second, short delays.
+    pub fn for_tests() -> Self {
+        Self {
+            namesrv_port: 0,
+            broker_port: 0,
+            transaction_timeout: Duration::from_secs(1),
+            transaction_check_interval: Duration::from_secs(1),
+            transaction_check_max: 30,
+            message_delay_level: "1s 2s 3s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m"
+                .into(),
+            commit_log_file_size: 64 * 1024 * 1024,
+            ..Self::default()
+        }
+    }
+}
+
+/// A running name server + broker. Call [`EmbeddedBroker::shutdown`] to stop both.
+pub struct EmbeddedBroker {
+    namesrv_addr: String,
+    broker_addr: SocketAddr,
+    store_dir: PathBuf,
+    // Held only so a throwaway store outlives the broker.
+    _temp_store: Option<tempfile::TempDir>,
+    broker: Option<BrokerBootstrap<Running>>,
+    namesrv_stop: Option<oneshot::Sender<()>>,
+    namesrv_task: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts both on the current tokio runtime and waits until the broker has registered
+    /// and the configured topics exist.
+    pub async fn start(settings: BrokerSettings) -> anyhow::Result<Self> {
+        let (store_dir, temp_store) = match &settings.store_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating store directory {}", dir.display()))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("devstack-broker-")
+                    .tempdir()
+                    .context("creating a throwaway store directory")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+
+        let namesrv_port = match settings.namesrv_port {
+            0 => free_port(&settings.host)?,
+            port => port,
+        };
+        let namesrv_addr = format!("{}:{namesrv_port}", settings.host);
+        let (namesrv_stop, namesrv_task) =
+            start_namesrv(&settings.host, namesrv_port, &store_dir.join("namesrv")).await?;
+        let mut stack = Self {
+            namesrv_addr,
+            broker_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store_dir,
+            _temp_store: temp_store,
+            broker: None,
+            namesrv_stop: Some(namesrv_stop),
+            namesrv_task: Some(namesrv_task),
+        };
+        wait_for_port(&stack.namesrv_addr, Duration::from_secs(30))
+            .await
+            .context("the name server did not start listening")?;
+
+        let broker_port = match settings.broker_port {
+            0 => free_broker_port(&settings.host)?,
+            port => port,
+        };
+        let ha_port = free_port(&settings.host)?;
+        match start_broker(&settings, &stack, broker_port, ha_port).await {
+            Ok(running) => stack.broker = Some(running),
+            Err(e) => {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        }
+        stack.broker_addr = format!("{}:{broker_port}", settings.host)
+            .parse()
+            .context("broker address")?;
+
+        if !settings.topics.is_empty() {
+            let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+            if let Err(e) = create_topics(&stack.namesrv_addr, &topics, settings.queues_per_topic).await {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(stack)
+    }
+
+    /// `host:port` of the name server: what clients need.
+    pub fn namesrv_addr(&self) -> &str {
+        &self.namesrv_addr
+    }
+
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.broker_addr
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    /// Stops the broker (flushing its store), then the name server.
+    pub async fn shutdown(mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+        if let Some(stop) = self.namesrv_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.namesrv_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+async fn start_namesrv(
+    host: &str,
+    port: u16,
+    data_dir: &Path,
+) -> anyhow::Result<(oneshot::Sender<()>, JoinHandle<()>)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let namesrv_config = NamesrvConfig {
+        kv_config_path: data_dir.join("kvConfig.json").display().to_string(),
+        config_store_path: data_dir
+            .join("rocketmq-namesrv.properties")
+            .display()
+            .to_string(),
+        ..NamesrvConfig::default()
+    };
+    let server_config = ServerConfig {
+        listen_port: u32::from(port),
+        bind_address: host.to_owned(),
+        ..ServerConfig::default()
+    };
+    let context = RuntimeContext::from_current(format!("devstack-namesrv-{port}"));
+    let bootstrap = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
+        .set_name_server_config(namesrv_config)
+        .set_server_config(server_config)
+        .build();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = bootstrap.boot_with_shutdown(stopped).await {
+            tracing::error!(error = %e, "name server stopped with an error");
+        }
+    });
+    Ok((stop_tx, task))
+}
+
+async fn start_broker(
+    settings: &BrokerSettings,
+    stack: &EmbeddedBroker,
+    port: u16,
+    ha_port: u16,
+) -> anyhow::Result<BrokerBootstrap<Running>> {
+    let root = stack.store_dir.join("broker").display().to_string();
+    let mut broker = BrokerConfig {
+        broker_ip1: settings.host.as_str().into(),
+        listen_port: u32::from(port),
+        store_path_root_dir: root.as_str().into(),
+        namesrv_addr: Some(stack.namesrv_addr.as_str().into()),
+        transaction_timeout: millis(settings.transaction_timeout),
+        transaction_check_interval: millis(settings.transaction_check_interval),
+        transaction_check_max: settings.transaction_check_max,
+        ..BrokerConfig::default()
+    };
+    broker.broker_server_config.bind_address = settings.host.clone();
+    broker.broker_server_config.listen_port = u32::from(port);
+    let store = MessageStoreConfig {
+        store_path_root_dir: root.as_str().into(),
+        message_delay_level: settings.message_delay_level.clone(),
+        mapped_file_size_commit_log: settings.commit_log_file_size,
+        ha_listen_port: usize::from(ha_port),
+        ..MessageStoreConfig::default()
+    };
+    let validated =
+        ValidatedBrokerConfig::try_from_parts(broker, store).context("broker configuration")?;
+    let context = RuntimeContext::from_current(format!("devstack-broker-{port}"));
+    let initialized = BrokerBuilder::new(context.service_context("broker"), TelemetryRuntimeGuard::noop())
+        .with_validated_config(validated)
+        .build()
+        .initialize()
+        .await
+        .map_err(|e| anyhow::anyhow!("initializing the broker: {e}"))?;
+    initialized
+        .start()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the broker: {e}"))
+}
+
+async fn create_topics(namesrv_addr: &str, topics: &[&str], queues: i32) -> anyhow::Result<()> {
+    let mq = mq::Mq::new(&mq::MqConfig::new(namesrv_addr), "devstack-admin")?;
+    // The broker's first registration can trail its start by a moment: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        match mq.create_topics(topics, queues).await {
+            Ok(()) => break Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "creating topics; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => break Err(anyhow::anyhow!("creating topics {topics:?}: {e}")),
+        }
+    };
+    mq.shutdown().await;
+    outcome
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn free_port(host: &str) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((host, 0)).with_context(|| format!("binding {host}:0"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The broker also binds `port - 2` (its "fast" listener): find a port where both are free.
+fn free_broker_port(host: &str) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let normal = TcpListener::bind((host, 0))?;
+        let port = normal.local_addr()?.port();
+        if let Some(fast) = port.checked_sub(2)
+            && fast > 1024
+            && TcpListener::bind((host, fast)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair for the broker on {host}")
+}
+
+async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("nothing listens on {addr} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

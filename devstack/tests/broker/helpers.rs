@@ -1,0 +1,122 @@
+//! A collecting test consumer and a scripted transaction listener.
+
+use std::{
+    any::Any,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use mq::{Mq, MqConfig};
+use rocketmq_client_rust::{
+    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer,
+    LocalTransactionState, MQPushConsumer, TransactionListener,
+};
+use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
+
+/// One delivery as a consumer saw it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub body: String,
+    pub reconsume_times: i32,
+    pub at: Instant,
+}
+
+/// Everything a consumer received, in order.
+#[derive(Clone, Default)]
+pub struct Received(Arc<Mutex<Vec<Delivery>>>);
+
+impl Received {
+    pub fn all(&self) -> Vec<Delivery> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn of(&self, body: &str) -> Vec<Delivery> {
+        self.all().into_iter().filter(|d| d.body == body).collect()
+    }
+}
+
+pub fn mq(name: &'static str) -> Mq {
+    Mq::new(&MqConfig::new(devstack::testing::shared_broker()), name).expect("client runtime")
+}
+
+/// Starts a consumer of `topic` in `group` that records each delivery and answers with
+/// `answer(delivery)`.
+pub async fn collecting_consumer(
+    mq: &Mq,
+    group: &str,
+    topic: &str,
+    max_reconsume_times: Option<i32>,
+    answer: impl Fn(&Delivery) -> ConsumeConcurrentlyStatus + Send + Sync + 'static,
+) -> (DefaultMQPushConsumer, Received) {
+    let received = Received::default();
+    let sink = received.clone();
+    let mut consumer = mq.push_consumer(group, 4, None);
+    if let Some(times) = max_reconsume_times {
+        consumer.set_max_reconsume_times(times);
+    }
+    consumer.subscribe(topic, "*").await.expect("subscribe");
+    consumer.register_message_listener_concurrently(
+        move |msgs: &[&MessageExt], _context: &ConsumeConcurrentlyContext| {
+            let mut status = ConsumeConcurrentlyStatus::ConsumeSuccess;
+            for msg in msgs {
+                let delivery = Delivery {
+                    body: msg
+                        .body()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default(),
+                    reconsume_times: msg.reconsume_times(),
+                    at: Instant::now(),
+                };
+                status = answer(&delivery);
+                if let Ok(mut all) = sink.0.lock() {
+                    all.push(delivery);
+                }
+            }
+            Ok(status)
+        },
+    );
+    consumer.start().await.expect("consumer start");
+    (consumer, received)
+}
+
+/// Executes with the state passed as the send's `arg`; answers check-backs with `check`.
+pub struct ScriptedListener {
+    pub check: LocalTransactionState,
+    pub checks: Arc<AtomicUsize>,
+}
+
+impl TransactionListener for ScriptedListener {
+    fn execute_local_transaction(
+        &self,
+        _msg: &dyn MessageTrait,
+        arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        arg.and_then(|a| a.downcast_ref::<LocalTransactionState>())
+            .copied()
+            .unwrap_or(LocalTransactionState::Unknown)
+    }
+
+    fn check_local_transaction(&self, _msg: &MessageExt) -> LocalTransactionState {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        self.check
+    }
+}
+
+pub fn message(topic: &str, body: &str) -> rocketmq_model::common::message::message_single::Message {
+    rocketmq_model::common::message::message_single::Message::builder()
+        .topic(topic)
+        .key(body)
+        .body(body.as_bytes().to_vec())
+        .build()
+        .expect("message")
+}
+
+/// Creates a topic for one test on the shared broker.
+pub async fn topic(mq: &Mq, prefix: &str) -> String {
+    let topic = devstack::testing::unique(prefix);
+    mq.create_topics(&[&topic], 2).await.expect("create topic");
+    topic
+}

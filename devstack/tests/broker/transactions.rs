@@ -1,0 +1,113 @@
+//! Half messages: commit, rollback and check-back.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use devstack::testing::{PATIENCE, eventually, unique};
+use rocketmq_client_rust::{ConsumeConcurrentlyStatus, LocalTransactionState};
+
+use crate::helpers::{ScriptedListener, collecting_consumer, message, mq, topic};
+
+struct Setup {
+    mq: mq::Mq,
+    topic: String,
+    producer: rocketmq_client_rust::TransactionMQProducer,
+    consumer: rocketmq_client_rust::DefaultMQPushConsumer,
+    received: crate::helpers::Received,
+    checks: Arc<AtomicUsize>,
+}
+
+async fn setup(check: LocalTransactionState) -> Setup {
+    let mq = mq("tx-test");
+    let topic = topic(&mq, "tx").await;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let listener = ScriptedListener {
+        check,
+        checks: checks.clone(),
+    };
+    let mut producer = mq.transactional_producer(&unique("tx_producer"), &[&topic], listener, None);
+    producer.start().await.expect("producer start");
+    let (consumer, received) = collecting_consumer(&mq, &unique("tx_consumer"), &topic, None, |_| {
+        ConsumeConcurrentlyStatus::ConsumeSuccess
+    })
+    .await;
+    Setup {
+        mq,
+        topic,
+        producer,
+        consumer,
+        received,
+        checks,
+    }
+}
+
+impl Setup {
+    async fn send(&self, body: &str, state: LocalTransactionState) {
+        let result = self
+            .producer
+            .send_message_in_transaction(message(&self.topic, body), Some(state))
+            .await
+            .expect("half message stored");
+        assert_eq!(result.local_transaction_state, Some(state));
+    }
+
+    async fn teardown(mut self) {
+        self.consumer.shutdown().await;
+        self.producer.shutdown().await;
+        self.mq.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_half_message_is_delivered_once_and_a_rolled_back_one_never() {
+    let setup = setup(LocalTransactionState::RollbackMessage).await;
+    setup.send("rolled-back", LocalTransactionState::RollbackMessage).await;
+    setup.send("committed", LocalTransactionState::CommitMessage).await;
+
+    eventually(PATIENCE, "the committed message", || async {
+        (!setup.received.of("committed").is_empty()).then_some(())
+    })
+    .await;
+    // Give the broker several check intervals to (wrongly) deliver more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(setup.received.of("committed").len(), 1);
+    assert!(setup.received.of("rolled-back").is_empty());
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_half_message_is_resolved_by_check_back_and_then_delivered() {
+    let setup = setup(LocalTransactionState::CommitMessage).await;
+    setup.send("unknown", LocalTransactionState::Unknown).await;
+
+    eventually(PATIENCE, "the checked-back message", || async {
+        (!setup.received.of("unknown").is_empty()).then_some(())
+    })
+    .await;
+    assert!(setup.checks.load(Ordering::SeqCst) >= 1, "delivered without a check-back");
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_half_message_checked_back_as_rollback_is_never_delivered() {
+    let setup = setup(LocalTransactionState::RollbackMessage).await;
+    setup.send("unknown-then-rollback", LocalTransactionState::Unknown).await;
+    setup.send("marker", LocalTransactionState::CommitMessage).await;
+
+    eventually(PATIENCE, "a check-back", || async {
+        (setup.checks.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, "the marker", || async {
+        (!setup.received.of("marker").is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(setup.received.of("unknown-then-rollback").is_empty());
+    setup.teardown().await;
+}

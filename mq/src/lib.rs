@@ -1,0 +1,207 @@
+//! RocketMQ client plumbing shared by the services, the dev stack and the tests: one
+//! sized client runtime per process, and the producers and consumers built on it.
+//!
+//! The client runs listeners (transaction listeners, check-backs and push-consumer
+//! callbacks) on a bounded blocking lane. A slot it cannot get turns into `Unknown` or
+//! `ReconsumeLater`, so the lane is sized from configuration here instead of left at the
+//! library's small default.
+
+use std::{collections::HashMap, sync::Arc};
+
+use rocketmq_client_rust::{
+    ClientConfig, ClientError, ClientRuntime, ClientRuntimeConfig, DefaultMQProducer,
+    DefaultMQPushConsumer, TelemetryHandle, TransactionListener, TransactionMQProducer,
+};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+
+pub mod body;
+
+pub use body::OrderSnBody;
+
+/// Errors of the client plumbing, with the client's whole error chain in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum MqError {
+    #[error("invalid RocketMQ client configuration: {0}")]
+    Config(String),
+    #[error("RocketMQ client error: {0}")]
+    Client(String),
+}
+
+impl From<ClientError> for MqError {
+    fn from(error: ClientError) -> Self {
+        MqError::Client(describe(&error))
+    }
+}
+
+/// The client's `Display` often shows only the outermost layer; walk the sources.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+pub type Result<T, E = MqError> = std::result::Result<T, E>;
+
+/// How to reach the name server and how much blocking work the client may run at once.
+#[derive(Clone, Debug)]
+pub struct MqConfig {
+    /// `host:port` of the name server (`;`-separated for several).
+    pub namesrv_addr: String,
+    /// Blocking threads of the client runtime (3..=512).
+    pub blocking_threads: usize,
+    /// Concurrent listener calls the client admits (transaction listener, check-backs,
+    /// consumer callbacks); further calls queue up to eight times this depth.
+    pub listener_concurrency: usize,
+}
+
+impl MqConfig {
+    pub fn new(namesrv_addr: impl Into<String>) -> Self {
+        Self {
+            namesrv_addr: namesrv_addr.into(),
+            blocking_threads: 256,
+            listener_concurrency: 128,
+        }
+    }
+}
+
+/// One client runtime and the name server address: the factory for producers and consumers.
+pub struct Mq {
+    runtime: Arc<ClientRuntime>,
+    // Dropping the owner stops the runtime's threads; it must outlive every client built here.
+    owner: Option<RuntimeOwner>,
+    namesrv_addr: String,
+}
+
+impl Mq {
+    /// Builds the client runtime. `name` prefixes its threads and scopes its tasks.
+    pub fn new(config: &MqConfig, name: &'static str) -> Result<Self> {
+        let mut runtime_config = RuntimeConfig {
+            thread_name: format!("{name}-mq"),
+            ..RuntimeConfig::default()
+        }
+        .with_max_blocking_threads(config.blocking_threads)
+        .map_err(|e| MqError::Config(format!("blocking threads {}: {e}", config.blocking_threads)))?;
+        let lane = &mut runtime_config.blocking_lane_policies.metadata_io;
+        lane.max_concurrency = config.listener_concurrency.clamp(1, config.blocking_threads);
+        lane.max_queue_depth = lane.max_concurrency.saturating_mul(8);
+        let owner = RuntimeOwner::plan(runtime_config)
+            .map_err(|e| MqError::Config(e.to_string()))?
+            .build()
+            .map_err(|e| MqError::Config(e.to_string()))?;
+        let runtime = ClientRuntime::try_new(
+            owner.root_context().component(name),
+            ClientRuntimeConfig::default(),
+            TelemetryHandle::noop(),
+        )?;
+        Ok(Self {
+            runtime,
+            owner: Some(owner),
+            namesrv_addr: config.namesrv_addr.clone(),
+        })
+    }
+
+    pub fn namesrv_addr(&self) -> &str {
+        &self.namesrv_addr
+    }
+
+    /// A transactional producer (not started). `instance` distinguishes two members of
+    /// the same group in one process (tests); `None` is right for a service.
+    pub fn transactional_producer(
+        &self,
+        group: &str,
+        topics: &[&str],
+        listener: impl TransactionListener,
+        instance: Option<&str>,
+    ) -> TransactionMQProducer {
+        let mut builder = TransactionMQProducer::builder(self.runtime.clone());
+        if let Some(instance) = instance {
+            builder = builder.client_config(self.client_config(instance));
+        }
+        builder
+            .producer_group(group)
+            .name_server_addr(self.namesrv_addr.as_str())
+            .topics(topics.to_vec())
+            .send_msg_timeout(3_000)
+            .transaction_listener(listener)
+            // Check-backs are answered from the database; a few in parallel drain a
+            // backlog after a crash without starving the request path.
+            .check_thread_pool_min_size(4)
+            .check_thread_pool_max_size(16)
+            .build()
+    }
+
+    /// A plain producer (not started).
+    pub fn producer(&self, group: &str) -> DefaultMQProducer {
+        DefaultMQProducer::builder(self.runtime.clone())
+            .producer_group(group)
+            .name_server_addr(self.namesrv_addr.as_str())
+            .send_msg_timeout(3_000)
+            .build()
+    }
+
+    /// A clustering push consumer (not started, not subscribed) that starts at the first
+    /// offset of a new group, so nothing sent before its first rebalance is skipped.
+    pub fn push_consumer(
+        &self,
+        group: &str,
+        concurrency: u32,
+        instance: Option<&str>,
+    ) -> DefaultMQPushConsumer {
+        let mut builder = DefaultMQPushConsumer::builder(self.runtime.clone());
+        if let Some(instance) = instance {
+            builder = builder.client_config(self.client_config(instance));
+        }
+        builder
+            .consumer_group(group)
+            .name_server_addr(self.namesrv_addr.as_str())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .consume_thread_min(concurrency.max(1))
+            .consume_thread_max(concurrency.max(1))
+            .consume_message_batch_max_size(1)
+            .build()
+    }
+
+    /// Creates topics on every broker of the default cluster (idempotent). A consumer that
+    /// subscribes to a topic that does not exist yet waits ~20 s for its first rebalance.
+    pub async fn create_topics(&self, topics: &[&str], queues: i32) -> Result<()> {
+        let mut admin = self.producer("devstack_topic_admin");
+        admin.start().await?;
+        let mut outcome = Ok(());
+        for topic in topics {
+            if let Err(e) = admin
+                .create_topic("TBW102", topic, queues, HashMap::new())
+                .await
+            {
+                outcome = Err(MqError::from(e));
+                break;
+            }
+        }
+        admin.shutdown().await;
+        outcome
+    }
+
+    /// Stops the runtime. Shut the producers and consumers down first.
+    pub async fn shutdown(mut self) {
+        self.runtime.shutdown().await;
+        if let Some(owner) = self.owner.take() {
+            owner.shutdown_tasks().await;
+            owner.shutdown_background();
+        }
+    }
+
+    fn client_config(&self, instance: &str) -> ClientConfig {
+        let mut config = ClientConfig::default();
+        config.set_instance_name(instance.into());
+        config.set_namesrv_addr(self.namesrv_addr.as_str().into());
+        config
+    }
+}
