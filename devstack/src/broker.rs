@@ -153,7 +153,9 @@ impl EmbeddedBroker {
 
         if !settings.topics.is_empty() {
             let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-            if let Err(e) = create_topics(&stack.namesrv_addr, &topics, settings.queues_per_topic).await {
+            if let Err(e) =
+                create_topics(&stack.namesrv_addr, &topics, settings.queues_per_topic).await
+            {
                 stack.shutdown().await;
                 return Err(e);
             }
@@ -209,10 +211,11 @@ async fn start_namesrv(
         ..ServerConfig::default()
     };
     let context = RuntimeContext::from_current(format!("devstack-namesrv-{port}"));
-    let bootstrap = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
-        .set_name_server_config(namesrv_config)
-        .set_server_config(server_config)
-        .build();
+    let bootstrap =
+        NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
+            .set_name_server_config(namesrv_config)
+            .set_server_config(server_config)
+            .build();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let stopped = async move {
@@ -254,12 +257,15 @@ async fn start_broker(
     let validated =
         ValidatedBrokerConfig::try_from_parts(broker, store).context("broker configuration")?;
     let context = RuntimeContext::from_current(format!("devstack-broker-{port}"));
-    let initialized = BrokerBuilder::new(context.service_context("broker"), TelemetryRuntimeGuard::noop())
-        .with_validated_config(validated)
-        .build()
-        .initialize()
-        .await
-        .map_err(|e| anyhow::anyhow!("initializing the broker: {e}"))?;
+    let initialized = BrokerBuilder::new(
+        context.service_context("broker"),
+        TelemetryRuntimeGuard::noop(),
+    )
+    .with_validated_config(validated)
+    .build()
+    .initialize()
+    .await
+    .map_err(|e| anyhow::anyhow!("initializing the broker: {e}"))?;
     initialized
         .start()
         .await

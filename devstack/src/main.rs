@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use devstack::{BrokerSettings, EmbeddedBroker};
 
 #[derive(Parser)]
-#[command(name = "devstack", about = "Run the shop's message broker and services locally")]
+#[command(
+    name = "devstack",
+    about = "Run the shop's message broker and services locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

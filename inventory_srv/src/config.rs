@@ -27,6 +27,34 @@ pub struct Config {
     /// Largest number of pooled database connections.
     #[arg(long, env = "INVENTORY_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
+
+    /// Consume `order_reback` (turn off only for RPC-only tests).
+    #[arg(long, env = "INVENTORY_CONSUME_REBACKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub consume_rebacks: bool,
+
+    /// RocketMQ name server address(es), `host:port[;host:port]`.
+    #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
+    pub namesrv_addr: String,
+
+    /// Topic of the "give this order's stock back" messages.
+    #[arg(long, env = "INVENTORY_REBACK_TOPIC", default_value = "order_reback")]
+    pub reback_topic: String,
+
+    /// Consumer group of the reback consumer.
+    #[arg(
+        long,
+        env = "INVENTORY_REBACK_CONSUMER_GROUP",
+        default_value = "inventory_reback"
+    )]
+    pub reback_consumer_group: String,
+
+    /// Rebacks processed at once (each holds a database connection).
+    #[arg(long, env = "INVENTORY_CONSUMER_THREADS", default_value_t = 16)]
+    pub consumer_threads: u32,
+
+    /// Most blocking threads of the RocketMQ client (consumer callbacks run there).
+    #[arg(long, env = "INVENTORY_MQ_BLOCKING_THREADS", default_value_t = 64)]
+    pub mq_blocking_threads: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -36,6 +64,10 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<redacted>")
             .field("grpc_addr", &self.grpc_addr)
             .field("db_max_connections", &self.db_max_connections)
-            .finish()
+            .field("consume_rebacks", &self.consume_rebacks)
+            .field("namesrv_addr", &self.namesrv_addr)
+            .field("reback_topic", &self.reback_topic)
+            .field("reback_consumer_group", &self.reback_consumer_group)
+            .finish_non_exhaustive()
     }
 }

@@ -169,3 +169,24 @@ pub async fn set_stock(conn: &mut MySqlConnection, goods_id: i32, stocks: i32) -
     .await?;
     Ok(())
 }
+
+/// Keeps a message that can never be processed for an operator (idempotent per msg_id).
+pub async fn record_dead_message(
+    conn: &mut MySqlConnection,
+    topic: &str,
+    msg_id: &str,
+    body: &[u8],
+    reason: &str,
+) -> sqlx::Result<()> {
+    let reason: String = reason.chars().take(512).collect();
+    sqlx::query(
+        "INSERT IGNORE INTO dead_message (topic, msg_id, body, reason) VALUES (?, ?, ?, ?)",
+    )
+    .bind(topic)
+    .bind(msg_id)
+    .bind(body)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! [`domain`] types, and [`startup`] wires the database, the gRPC server and shutdown.
 
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -12,13 +12,31 @@ use sqlx::{
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::{MIGRATOR, config::Config, grpc::InventoryService};
+use std::sync::Arc;
+
+use mq::{Mq, MqConfig};
+use rocketmq_client_rust::DefaultMQPushConsumer;
+
+use crate::{
+    MIGRATOR,
+    config::Config,
+    consumer::{self, RebackCounters},
+    grpc::InventoryService,
+};
+
+/// The running reback consumer and its client runtime.
+struct Consuming {
+    mq: Mq,
+    consumer: DefaultMQPushConsumer,
+}
 
 /// A service whose listener is already bound: `grpc_addr` is real even for port 0.
 pub struct Application {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     pool: MySqlPool,
+    counters: Arc<RebackCounters>,
+    consuming: Option<Consuming>,
 }
 
 impl Application {
@@ -50,10 +68,18 @@ impl Application {
             .await
             .with_context(|| format!("INVENTORY_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
+        let counters = Arc::new(RebackCounters::default());
+        let consuming = if config.consume_rebacks {
+            Some(start_consuming(config, &pool, &counters).await?)
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             grpc_addr,
             pool,
+            counters,
+            consuming,
         })
     }
 
@@ -63,6 +89,11 @@ impl Application {
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// What the reback consumer has done so far.
+    pub fn reback_counters(&self) -> Arc<RebackCounters> {
+        self.counters.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
@@ -78,17 +109,50 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(InventoryServer::new(InventoryService::new(
                 self.pool.clone(),
             )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await?;
+            .await;
+        if let Some(Consuming { mq, mut consumer }) = self.consuming {
+            // Stops pulling and waits for in-flight callbacks before the pool closes.
+            consumer.shutdown().await;
+            mq.shutdown().await;
+        }
         self.pool.close().await;
+        served?;
         Ok(())
     }
+}
+
+async fn start_consuming(
+    config: &Config,
+    pool: &MySqlPool,
+    counters: &Arc<RebackCounters>,
+) -> anyhow::Result<Consuming> {
+    let mq = Mq::new(
+        &MqConfig {
+            namesrv_addr: config.namesrv_addr.clone(),
+            blocking_threads: config.mq_blocking_threads,
+            listener_concurrency: config.consumer_threads as usize * 2,
+        },
+        "inventory_srv",
+    )
+    .context("INVENTORY_MQ_BLOCKING_THREADS: RocketMQ client runtime")?;
+    let consumer = consumer::start(
+        &mq,
+        &config.reback_consumer_group,
+        &config.reback_topic,
+        config.consumer_threads,
+        pool.clone(),
+        counters.clone(),
+    )
+    .await
+    .context("NAMESRV_ADDR: starting the order_reback consumer")?;
+    Ok(Consuming { mq, consumer })
 }
 
 /// A pool whose connections run at READ COMMITTED (see [`crate::stock`] for why).

@@ -89,9 +89,13 @@ impl Mq {
             ..RuntimeConfig::default()
         }
         .with_max_blocking_threads(config.blocking_threads)
-        .map_err(|e| MqError::Config(format!("blocking threads {}: {e}", config.blocking_threads)))?;
+        .map_err(|e| {
+            MqError::Config(format!("blocking threads {}: {e}", config.blocking_threads))
+        })?;
         let lane = &mut runtime_config.blocking_lane_policies.metadata_io;
-        lane.max_concurrency = config.listener_concurrency.clamp(1, config.blocking_threads);
+        lane.max_concurrency = config
+            .listener_concurrency
+            .clamp(1, config.blocking_threads);
         lane.max_queue_depth = lane.max_concurrency.saturating_mul(8);
         let owner = RuntimeOwner::plan(runtime_config)
             .map_err(|e| MqError::Config(e.to_string()))?

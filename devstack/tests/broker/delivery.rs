@@ -47,7 +47,10 @@ async fn after_the_max_reconsume_count_the_message_lands_in_the_dead_letter_topi
     .await;
     let mut producer = mq.producer(&unique("dlq_producer"));
     producer.start().await.expect("producer");
-    producer.send(message(&topic, "poison")).await.expect("send");
+    producer
+        .send(message(&topic, "poison"))
+        .await
+        .expect("send");
 
     eventually(PATIENCE, "the retry", || async {
         (received.of("poison").len() >= 2).then_some(())
@@ -76,10 +79,11 @@ async fn after_the_max_reconsume_count_the_message_lands_in_the_dead_letter_topi
 async fn a_delayed_message_is_delivered_no_earlier_than_its_delay() {
     let mq = mq("delay-test");
     let topic = topic(&mq, "delay").await;
-    let (mut consumer, received) = collecting_consumer(&mq, &unique("delay_group"), &topic, None, |_| {
-        ConsumeConcurrentlyStatus::ConsumeSuccess
-    })
-    .await;
+    let (mut consumer, received) =
+        collecting_consumer(&mq, &unique("delay_group"), &topic, None, |_| {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+        .await;
     let mut producer = mq.producer(&unique("delay_producer"));
     producer.start().await.expect("producer");
 
@@ -105,8 +109,14 @@ async fn a_delayed_message_is_delivered_no_earlier_than_its_delay() {
         received.of("by-secs").first().cloned()
     })
     .await;
-    assert!(level.at - sent_level >= Duration::from_millis(2900), "level delay not honoured");
-    assert!(secs.at - sent_secs >= Duration::from_millis(1900), "delay_secs not honoured");
+    assert!(
+        level.at - sent_level >= Duration::from_millis(2900),
+        "level delay not honoured"
+    );
+    assert!(
+        secs.at - sent_secs >= Duration::from_millis(1900),
+        "delay_secs not honoured"
+    );
     consumer.shutdown().await;
     producer.shutdown().await;
     mq.shutdown().await;

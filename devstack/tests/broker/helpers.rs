@@ -105,7 +105,10 @@ impl TransactionListener for ScriptedListener {
     }
 }
 
-pub fn message(topic: &str, body: &str) -> rocketmq_model::common::message::message_single::Message {
+pub fn message(
+    topic: &str,
+    body: &str,
+) -> rocketmq_model::common::message::message_single::Message {
     rocketmq_model::common::message::message_single::Message::builder()
         .topic(topic)
         .key(body)

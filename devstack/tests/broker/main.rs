@@ -1,6 +1,6 @@
 //! The broker behaviours the system relies on, checked against the embedded broker.
 
+mod delivery;
 mod helpers;
 mod restart;
 mod transactions;
-mod delivery;

@@ -1,6 +1,9 @@
 //! A broker restarted on the same store keeps what it stored.
 
-use devstack::{BrokerSettings, EmbeddedBroker, testing::{PATIENCE, eventually, unique}};
+use devstack::{
+    BrokerSettings, EmbeddedBroker,
+    testing::{PATIENCE, eventually, unique},
+};
 use mq::{Mq, MqConfig};
 use rocketmq_client_rust::ConsumeConcurrentlyStatus;
 
@@ -16,24 +19,32 @@ async fn a_restarted_broker_still_delivers_a_committed_but_unconsumed_message() 
         ..BrokerSettings::for_tests()
     };
 
-    let broker = EmbeddedBroker::start(settings.clone()).await.expect("first start");
+    let broker = EmbeddedBroker::start(settings.clone())
+        .await
+        .expect("first start");
     let mq = Mq::new(&MqConfig::new(broker.namesrv_addr()), "restart-producer").expect("client");
     let mut producer = mq.producer(&unique("restart_producer"));
     producer.start().await.expect("producer");
-    producer.send(message(&topic, "survivor")).await.expect("send");
+    producer
+        .send(message(&topic, "survivor"))
+        .await
+        .expect("send");
     producer.shutdown().await;
     mq.shutdown().await;
     broker.shutdown().await;
 
     let broker = EmbeddedBroker::start(settings).await.expect("restart");
     let mq = Mq::new(&MqConfig::new(broker.namesrv_addr()), "restart-consumer").expect("client");
-    let (mut consumer, received) = collecting_consumer(&mq, &unique("restart_group"), &topic, None, |_| {
-        ConsumeConcurrentlyStatus::ConsumeSuccess
-    })
-    .await;
-    eventually(PATIENCE, "the message stored before the restart", || async {
-        (!received.of("survivor").is_empty()).then_some(())
-    })
+    let (mut consumer, received) =
+        collecting_consumer(&mq, &unique("restart_group"), &topic, None, |_| {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+        .await;
+    eventually(
+        PATIENCE,
+        "the message stored before the restart",
+        || async { (!received.of("survivor").is_empty()).then_some(()) },
+    )
     .await;
     consumer.shutdown().await;
     mq.shutdown().await;

@@ -32,10 +32,11 @@ async fn setup(check: LocalTransactionState) -> Setup {
     };
     let mut producer = mq.transactional_producer(&unique("tx_producer"), &[&topic], listener, None);
     producer.start().await.expect("producer start");
-    let (consumer, received) = collecting_consumer(&mq, &unique("tx_consumer"), &topic, None, |_| {
-        ConsumeConcurrentlyStatus::ConsumeSuccess
-    })
-    .await;
+    let (consumer, received) =
+        collecting_consumer(&mq, &unique("tx_consumer"), &topic, None, |_| {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+        .await;
     Setup {
         mq,
         topic,
@@ -66,8 +67,12 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_half_message_is_delivered_once_and_a_rolled_back_one_never() {
     let setup = setup(LocalTransactionState::RollbackMessage).await;
-    setup.send("rolled-back", LocalTransactionState::RollbackMessage).await;
-    setup.send("committed", LocalTransactionState::CommitMessage).await;
+    setup
+        .send("rolled-back", LocalTransactionState::RollbackMessage)
+        .await;
+    setup
+        .send("committed", LocalTransactionState::CommitMessage)
+        .await;
 
     eventually(PATIENCE, "the committed message", || async {
         (!setup.received.of("committed").is_empty()).then_some(())
@@ -89,15 +94,22 @@ async fn an_unknown_half_message_is_resolved_by_check_back_and_then_delivered() 
         (!setup.received.of("unknown").is_empty()).then_some(())
     })
     .await;
-    assert!(setup.checks.load(Ordering::SeqCst) >= 1, "delivered without a check-back");
+    assert!(
+        setup.checks.load(Ordering::SeqCst) >= 1,
+        "delivered without a check-back"
+    );
     setup.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_half_message_checked_back_as_rollback_is_never_delivered() {
     let setup = setup(LocalTransactionState::RollbackMessage).await;
-    setup.send("unknown-then-rollback", LocalTransactionState::Unknown).await;
-    setup.send("marker", LocalTransactionState::CommitMessage).await;
+    setup
+        .send("unknown-then-rollback", LocalTransactionState::Unknown)
+        .await;
+    setup
+        .send("marker", LocalTransactionState::CommitMessage)
+        .await;
 
     eventually(PATIENCE, "a check-back", || async {
         (setup.checks.load(Ordering::SeqCst) >= 1).then_some(())

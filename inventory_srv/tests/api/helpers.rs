@@ -5,6 +5,7 @@ use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
+use clap::Parser as _;
 use inventory_srv::{config::Config, startup, telemetry};
 
 pub struct TestApp {
@@ -20,6 +21,12 @@ pub async fn spawn_app(connect: MySqlConnectOptions) -> TestApp {
         database_url: String::new(),
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
         db_max_connections: 64,
+        ..inventory_srv::config::Config::try_parse_from([
+            "inventory_srv",
+            "--consume-rebacks",
+            "false",
+        ])
+        .expect("defaults parse")
     };
     let pool = startup::connect_pool(connect, config.db_max_connections)
         .await

@@ -1,0 +1,133 @@
+//! The `order_reback` consumer: "give this order's stock back", exactly once in effect.
+//!
+//! It runs the same code as the `Reback` RPC ([`stock::reback`]): a redelivered or
+//! concurrently delivered message finds the detail RETURNED and does nothing; a reback
+//! that overtakes its Sell leaves a tombstone that refuses the late Sell. A database
+//! error asks for redelivery. A body that is not `{"order_sn": ...}` with a valid
+//! order_sn can never succeed: it is recorded in `dead_message` and acknowledged.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use mq::{Mq, OrderSnBody};
+use rocketmq_client_rust::{
+    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
+};
+use rocketmq_model::common::message::message_ext::MessageExt;
+use sqlx::MySqlPool;
+use tokio::runtime::Handle;
+
+use crate::{db, domain::OrderSn, stock};
+
+/// What the consumer has done since start (for logs, metrics and tests).
+#[derive(Debug, Default)]
+pub struct RebackCounters {
+    pub returned: AtomicU64,
+    pub already_returned: AtomicU64,
+    pub tombstoned: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead: AtomicU64,
+}
+
+/// Subscribes `group` to `topic` and starts consuming.
+pub async fn start(
+    mq: &Mq,
+    group: &str,
+    topic: &str,
+    threads: u32,
+    pool: MySqlPool,
+    counters: Arc<RebackCounters>,
+) -> mq::Result<DefaultMQPushConsumer> {
+    let mut consumer = mq.push_consumer(group, threads, None);
+    consumer.subscribe(topic, "*").await?;
+    let handle = Handle::current();
+    consumer.register_message_listener_concurrently(
+        move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+            for msg in msgs {
+                let status = handle.block_on(consume(&pool, &counters, msg));
+                if status == ConsumeConcurrentlyStatus::ReconsumeLater {
+                    return Ok(status);
+                }
+            }
+            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+        },
+    );
+    consumer.start().await?;
+    Ok(consumer)
+}
+
+#[tracing::instrument(skip_all, fields(msg_id = %msg.msg_id(), order_sn))]
+async fn consume(
+    pool: &MySqlPool,
+    counters: &RebackCounters,
+    msg: &MessageExt,
+) -> ConsumeConcurrentlyStatus {
+    let body = msg.body();
+    let order_sn = match OrderSnBody::parse(body.as_deref()) {
+        Some(parsed) => OrderSn::parse(&parsed.order_sn).map_err(|e| e.to_string()),
+        None => Err("body is not {\"order_sn\": \"...\"}".to_owned()),
+    };
+    let order_sn = match order_sn {
+        Ok(order_sn) => order_sn,
+        Err(reason) => return bury(pool, counters, msg, &reason).await,
+    };
+    tracing::Span::current().record("order_sn", order_sn.to_string());
+    match stock::reback(pool, &order_sn).await {
+        Ok(outcome) => {
+            let counter = match outcome {
+                stock::RebackOutcome::Returned => &counters.returned,
+                stock::RebackOutcome::AlreadyReturned => &counters.already_returned,
+                stock::RebackOutcome::Tombstoned => &counters.tombstoned,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                ?outcome,
+                reconsume_times = msg.reconsume_times(),
+                "reback consumed"
+            );
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        }
+        Err(e) => {
+            counters.retried.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, reconsume_times = msg.reconsume_times(), "reback failed; redelivery requested");
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        }
+    }
+}
+
+/// Records a message that can never be processed, then acknowledges it.
+async fn bury(
+    pool: &MySqlPool,
+    counters: &RebackCounters,
+    msg: &MessageExt,
+    reason: &str,
+) -> ConsumeConcurrentlyStatus {
+    let body = msg.body().map(|b| b.to_vec()).unwrap_or_default();
+    tracing::error!(reason, "malformed reback message; recorded in dead_message");
+    let recorded = async {
+        let mut conn = pool.acquire().await?;
+        db::record_dead_message(
+            &mut conn,
+            msg.topic().as_str(),
+            msg.msg_id().as_str(),
+            &body,
+            reason,
+        )
+        .await
+    }
+    .await;
+    match recorded {
+        Ok(()) => {
+            counters.dead.fetch_add(1, Ordering::Relaxed);
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        }
+        // Not recorded yet: try again (bounded by the broker's max reconsume times, after
+        // which it lands in the group's dead-letter topic, still visible).
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record the dead message; redelivery requested");
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Typed configuration from environment variables; a bad value fails fast naming it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+
+/// Everything `order_srv` reads from its environment.
+#[derive(Clone, Parser)]
+#[command(
+    name = "order_srv",
+    about = "Order service (cart, CreateOrder, payment status)"
+)]
+pub struct Config {
+    /// MySQL URL of the order database; it is created when missing.
+    #[arg(
+        long,
+        env = "ORDER_DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/shop_order",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(long, env = "ORDER_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "ORDER_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+
+    /// gRPC endpoint of inventory_srv.
+    #[arg(
+        long,
+        env = "INVENTORY_ENDPOINT",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub inventory_endpoint: String,
+
+    /// Deadline of one inventory Sell call; past it the outcome counts as unknown.
+    #[arg(long, env = "ORDER_SELL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub sell_timeout: Duration,
+
+    /// RocketMQ name server address(es), `host:port[;host:port]`.
+    #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
+    pub namesrv_addr: String,
+
+    /// How long an order may wait for payment before it is closed and its stock returned.
+    #[arg(long, env = "ORDER_PAY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub pay_timeout: Duration,
+
+    /// Topic of the "give this order's stock back" message.
+    #[arg(long, env = "ORDER_REBACK_TOPIC", default_value = "order_reback")]
+    pub reback_topic: String,
+
+    /// Topic of the delayed pay-timeout message.
+    #[arg(long, env = "ORDER_TIMEOUT_TOPIC", default_value = "order_timeout")]
+    pub timeout_topic: String,
+
+    /// Transactional producer group; used by nothing else, so every check-back lands
+    /// on a member that has the transaction listener.
+    #[arg(
+        long,
+        env = "ORDER_TX_PRODUCER_GROUP",
+        default_value = "order_reback_tx"
+    )]
+    pub tx_producer_group: String,
+
+    /// Plain producer group (pay-timeout messages and rebacks of closed orders).
+    #[arg(
+        long,
+        env = "ORDER_PLAIN_PRODUCER_GROUP",
+        default_value = "order_plain"
+    )]
+    pub plain_producer_group: String,
+
+    /// Consumer group of the pay-timeout consumer.
+    #[arg(
+        long,
+        env = "ORDER_TIMEOUT_CONSUMER_GROUP",
+        default_value = "order_timeout"
+    )]
+    pub timeout_consumer_group: String,
+
+    /// Pay-timeout messages processed at once.
+    #[arg(long, env = "ORDER_TIMEOUT_CONSUMER_THREADS", default_value_t = 8)]
+    pub timeout_consumer_threads: u32,
+
+    /// Most blocking threads of the RocketMQ client (transaction listeners run there).
+    #[arg(long, env = "ORDER_MQ_BLOCKING_THREADS", default_value_t = 256)]
+    pub mq_blocking_threads: usize,
+
+    /// Concurrent metadata/IO tasks of the RocketMQ client's worker pool.
+    #[arg(long, env = "ORDER_MQ_IO_CONCURRENCY", default_value_t = 128)]
+    pub mq_io_concurrency: usize,
+
+    /// RocketMQ client instance name; set it only to run two members of one group in
+    /// one process (tests).
+    #[arg(long, env = "ORDER_MQ_INSTANCE_NAME")]
+    pub mq_instance_name: Option<String>,
+
+    /// How long `tx_barrier` rows are kept (the broker stops asking long before).
+    #[arg(long, env = "ORDER_BARRIER_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub barrier_retention: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // The database URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &"<redacted>")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("inventory_endpoint", &self.inventory_endpoint)
+            .field("namesrv_addr", &self.namesrv_addr)
+            .field("pay_timeout", &self.pay_timeout)
+            .field("reback_topic", &self.reback_topic)
+            .field("timeout_topic", &self.timeout_topic)
+            .finish_non_exhaustive()
+    }
+}

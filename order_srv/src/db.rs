@@ -1,0 +1,407 @@
+//! One query per function; the caller owns the connection and so the transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, MySqlConnection, mysql::MySqlDatabaseError};
+
+use crate::domain::{GoodsPrice, NewOrder, OrderStatus};
+
+const ER_DUP_ENTRY: u16 = 1062;
+
+pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<MySqlDatabaseError>()
+                .map(|e| e.number())
+                == Some(ER_DUP_ENTRY)
+        }
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CartRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub goods_id: i32,
+    pub nums: i32,
+    pub checked: bool,
+}
+
+/// A checked cart line with its server-side price (`None` when the goods is unknown).
+#[derive(Debug, Clone, FromRow)]
+pub struct PricedLine {
+    pub goods_id: i32,
+    pub nums: i32,
+    pub goods_name: Option<String>,
+    pub price_cents: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    pub order_sn: String,
+    pub user_id: i64,
+    pub status: String,
+    pub total_cents: i64,
+    pub address: String,
+    pub name: String,
+    pub mobile: String,
+    pub post: String,
+    pub pay_type: String,
+    pub trade_no: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderGoodsRow {
+    pub goods_id: i32,
+    pub goods_name: String,
+    pub price_cents: i64,
+    pub nums: i32,
+}
+
+pub async fn upsert_goods(conn: &mut MySqlConnection, goods: &GoodsPrice) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO goods (id, name, price_cents) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE name = VALUES(name), price_cents = VALUES(price_cents)",
+    )
+    .bind(goods.id)
+    .bind(&goods.name)
+    .bind(goods.price_cents)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn goods_exists(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result<bool> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT id FROM goods WHERE id = ?")
+        .bind(goods_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+pub async fn cart_of(conn: &mut MySqlConnection, user_id: i64) -> sqlx::Result<Vec<CartRow>> {
+    sqlx::query_as(
+        "SELECT id, user_id, goods_id, nums, checked FROM shopping_cart \
+         WHERE user_id = ? ORDER BY goods_id",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn cart_line(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_id: i32,
+) -> sqlx::Result<Option<CartRow>> {
+    sqlx::query_as(
+        "SELECT id, user_id, goods_id, nums, checked FROM shopping_cart \
+         WHERE user_id = ? AND goods_id = ?",
+    )
+    .bind(user_id)
+    .bind(goods_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Adds to the quantity when the goods is already in the cart.
+pub async fn add_to_cart(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_id: i32,
+    nums: i32,
+    checked: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO shopping_cart (user_id, goods_id, nums, checked) VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE nums = nums + VALUES(nums), checked = VALUES(checked)",
+    )
+    .bind(user_id)
+    .bind(goods_id)
+    .bind(nums)
+    .bind(checked)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_cart_line(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_id: i32,
+    nums: Option<i32>,
+    checked: Option<bool>,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE shopping_cart SET nums = COALESCE(?, nums), checked = COALESCE(?, checked) \
+         WHERE user_id = ? AND goods_id = ?",
+    )
+    .bind(nums)
+    .bind(checked)
+    .bind(user_id)
+    .bind(goods_id)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub async fn delete_cart_line(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_id: i32,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query("DELETE FROM shopping_cart WHERE user_id = ? AND goods_id = ?")
+        .bind(user_id)
+        .bind(goods_id)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// The user's checked cart lines, priced from the `goods` table.
+pub async fn checked_cart_priced(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+) -> sqlx::Result<Vec<PricedLine>> {
+    sqlx::query_as(
+        "SELECT c.goods_id, c.nums, g.name AS goods_name, g.price_cents \
+         FROM shopping_cart c LEFT JOIN goods g ON g.id = c.goods_id \
+         WHERE c.user_id = ? AND c.checked ORDER BY c.goods_id",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes the ordered cart lines; returns how many were still there.
+pub async fn delete_ordered_cart_lines(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_ids: &[i32],
+) -> sqlx::Result<u64> {
+    if goods_ids.is_empty() {
+        return Ok(0);
+    }
+    let placeholders = vec!["?"; goods_ids.len()].join(",");
+    let sql = format!(
+        "DELETE FROM shopping_cart WHERE user_id = ? AND checked AND goods_id IN ({placeholders})"
+    );
+    let mut query = sqlx::query(&sql).bind(user_id);
+    for id in goods_ids {
+        query = query.bind(id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
+}
+
+/// The local transaction's barrier row. `Ok(false)`: a check-back already decided
+/// "aborted" for this order, so the order must not be written.
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn insert_committed_barrier(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query("INSERT INTO tx_barrier (order_sn, outcome) VALUES (?, 'committed')")
+        .bind(order_sn)
+        .execute(conn)
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_duplicate_key(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// The check-back's barrier: claims "aborted" unless a row is already there. When the
+/// local transaction holds an uncommitted 'committed' row, this waits for it.
+#[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
+pub async fn insert_aborted_barrier_if_absent(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT IGNORE INTO tx_barrier (order_sn, outcome) VALUES (?, 'aborted')")
+        .bind(order_sn)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn barrier_outcome(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT outcome FROM tx_barrier WHERE order_sn = ?")
+        .bind(order_sn)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Deletes barrier rows older than `before`, at most `limit` of them.
+pub async fn purge_barriers(
+    conn: &mut MySqlConnection,
+    before: DateTime<Utc>,
+    limit: u32,
+) -> sqlx::Result<u64> {
+    let result = sqlx::query("DELETE FROM tx_barrier WHERE created_at < ? LIMIT ?")
+        .bind(before)
+        .bind(limit)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+pub async fn insert_order(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+    order: &NewOrder,
+    total_cents: i64,
+) -> sqlx::Result<i64> {
+    let result = sqlx::query(
+        "INSERT INTO order_info (order_sn, user_id, status, total_cents, address, name, mobile, post) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(order_sn)
+    .bind(order.user_id)
+    .bind(OrderStatus::WaitBuyerPay.as_str())
+    .bind(total_cents)
+    .bind(&order.address)
+    .bind(&order.name)
+    .bind(&order.mobile)
+    .bind(&order.post)
+    .execute(conn)
+    .await?;
+    i64::try_from(result.last_insert_id())
+        .map_err(|_| sqlx::Error::Protocol("order id out of range".into()))
+}
+
+pub async fn insert_order_goods(
+    conn: &mut MySqlConnection,
+    order_id: i64,
+    lines: &[OrderGoodsRow],
+) -> sqlx::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let values = vec!["(?, ?, ?, ?, ?)"; lines.len()].join(",");
+    let sql = format!(
+        "INSERT INTO order_goods (order_id, goods_id, goods_name, price_cents, nums) VALUES {values}"
+    );
+    let mut query = sqlx::query(&sql);
+    for line in lines {
+        query = query
+            .bind(order_id)
+            .bind(line.goods_id)
+            .bind(&line.goods_name)
+            .bind(line.price_cents)
+            .bind(line.nums);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+const ORDER_COLUMNS: &str = "id, order_sn, user_id, status, total_cents, address, name, mobile, \
+                             post, pay_type, trade_no, created_at";
+
+pub async fn order_by_sn(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM order_info WHERE order_sn = ?"
+    ))
+    .bind(order_sn)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn orders_of_user(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    limit: u32,
+    offset: u64,
+) -> sqlx::Result<Vec<OrderRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM order_info WHERE user_id = ? \
+         ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+    ))
+    .bind(user_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn count_orders_of_user(conn: &mut MySqlConnection, user_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn goods_of_order(
+    conn: &mut MySqlConnection,
+    order_id: i64,
+) -> sqlx::Result<Vec<OrderGoodsRow>> {
+    sqlx::query_as(
+        "SELECT goods_id, goods_name, price_cents, nums FROM order_goods \
+         WHERE order_id = ? ORDER BY goods_id",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves an order to `to` only from one of `from`; `false` when it was elsewhere.
+pub async fn transition_status(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    pay_type: &str,
+    trade_no: &str,
+) -> sqlx::Result<bool> {
+    if from.is_empty() {
+        return Ok(false);
+    }
+    let placeholders = vec!["?"; from.len()].join(",");
+    let sql = format!(
+        "UPDATE order_info SET status = ?, \
+           pay_type = IF(? = '', pay_type, ?), trade_no = IF(? = '', trade_no, ?), \
+           pay_time = IF(? = 'TRADE_SUCCESS', UTC_TIMESTAMP(6), pay_time) \
+         WHERE order_sn = ? AND status IN ({placeholders})"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(to.as_str())
+        .bind(pay_type)
+        .bind(pay_type)
+        .bind(trade_no)
+        .bind(trade_no)
+        .bind(to.as_str())
+        .bind(order_sn);
+    for status in from {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(conn).await?.rows_affected() == 1)
+}
+
+/// Keeps a message that can never be processed for an operator (idempotent per msg_id).
+pub async fn record_dead_message(
+    conn: &mut MySqlConnection,
+    topic: &str,
+    msg_id: &str,
+    body: &[u8],
+    reason: &str,
+) -> sqlx::Result<()> {
+    let reason: String = reason.chars().take(512).collect();
+    sqlx::query(
+        "INSERT IGNORE INTO dead_message (topic, msg_id, body, reason) VALUES (?, ?, ?, ?)",
+    )
+    .bind(topic)
+    .bind(msg_id)
+    .bind(body)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

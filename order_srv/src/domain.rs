@@ -1,0 +1,216 @@
+//! Validated request types and the order state machine.
+
+use proto::order as pb;
+
+use crate::error::Error;
+
+pub const MAX_ADDRESS_LEN: usize = 200;
+pub const MAX_NAME_LEN: usize = 40;
+pub const MAX_MOBILE_LEN: usize = 20;
+pub const MAX_POST_LEN: usize = 200;
+pub const MAX_ORDER_SN_LEN: usize = 64;
+pub const MAX_CART_NUMS: i32 = 10_000;
+
+pub fn user_id(raw: i64) -> Result<i64, Error> {
+    if raw <= 0 {
+        return Err(Error::InvalidArgument(format!(
+            "user_id must be positive, got {raw}"
+        )));
+    }
+    Ok(raw)
+}
+
+pub fn goods_id(raw: i32) -> Result<i32, Error> {
+    if raw <= 0 {
+        return Err(Error::InvalidArgument(format!(
+            "goods_id must be positive, got {raw}"
+        )));
+    }
+    Ok(raw)
+}
+
+pub fn cart_nums(raw: i32) -> Result<i32, Error> {
+    if !(1..=MAX_CART_NUMS).contains(&raw) {
+        return Err(Error::InvalidArgument(format!(
+            "nums must be between 1 and {MAX_CART_NUMS}, got {raw}"
+        )));
+    }
+    Ok(raw)
+}
+
+fn bounded(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Error> {
+    let value = raw.trim();
+    if required && value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// An order number as accepted from callers (same rules as inventory's).
+pub fn order_sn(raw: &str) -> Result<String, Error> {
+    if raw.is_empty() || raw.len() > MAX_ORDER_SN_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "order_sn must be 1 to {MAX_ORDER_SN_LEN} characters"
+        )));
+    }
+    if !raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::InvalidArgument(
+            "order_sn may contain only ASCII letters, digits, '-' and '_'".into(),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A validated CreateOrder request.
+#[derive(Clone, Debug)]
+pub struct NewOrder {
+    pub user_id: i64,
+    pub address: String,
+    pub name: String,
+    pub mobile: String,
+    pub post: String,
+}
+
+impl TryFrom<pb::CreateOrderRequest> for NewOrder {
+    type Error = Error;
+
+    fn try_from(req: pb::CreateOrderRequest) -> Result<Self, Error> {
+        Ok(Self {
+            user_id: user_id(req.user_id)?,
+            address: bounded("address", &req.address, MAX_ADDRESS_LEN, true)?,
+            name: bounded("name", &req.name, MAX_NAME_LEN, true)?,
+            mobile: bounded("mobile", &req.mobile, MAX_MOBILE_LEN, true)?,
+            post: bounded("post", &req.post, MAX_POST_LEN, false)?,
+        })
+    }
+}
+
+/// A validated goods upsert.
+#[derive(Clone, Debug)]
+pub struct GoodsPrice {
+    pub id: i32,
+    pub name: String,
+    pub price_cents: i64,
+}
+
+impl TryFrom<pb::Goods> for GoodsPrice {
+    type Error = Error;
+
+    fn try_from(req: pb::Goods) -> Result<Self, Error> {
+        if req.price_cents < 0 {
+            return Err(Error::InvalidArgument(
+                "price_cents must not be negative".into(),
+            ));
+        }
+        Ok(Self {
+            id: goods_id(req.id)?,
+            name: bounded("name", &req.name, 100, true)?,
+            price_cents: req.price_cents,
+        })
+    }
+}
+
+/// Order lifecycle. Only [`OrderStatus::allowed_sources`] may move into a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStatus {
+    WaitBuyerPay,
+    Paying,
+    TradeSuccess,
+    TradeFinished,
+    TradeClosed,
+}
+
+impl OrderStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitBuyerPay => "WAIT_BUYER_PAY",
+            Self::Paying => "PAYING",
+            Self::TradeSuccess => "TRADE_SUCCESS",
+            Self::TradeFinished => "TRADE_FINISHED",
+            Self::TradeClosed => "TRADE_CLOSED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::WaitBuyerPay,
+            Self::Paying,
+            Self::TradeSuccess,
+            Self::TradeFinished,
+            Self::TradeClosed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
+    /// The statuses an UpdateOrderStatus call may move an order *from* to reach `self`.
+    /// TRADE_CLOSED is reached only by the pay timeout, never by a call, so a late
+    /// payment cannot reopen a closed order and a closed order cannot be paid.
+    pub fn allowed_sources(self) -> &'static [OrderStatus] {
+        match self {
+            Self::Paying => &[Self::WaitBuyerPay],
+            Self::TradeSuccess => &[Self::WaitBuyerPay, Self::Paying],
+            Self::TradeFinished => &[Self::TradeSuccess],
+            Self::WaitBuyerPay | Self::TradeClosed => &[],
+        }
+    }
+
+    pub fn to_pb(self) -> pb::OrderStatus {
+        match self {
+            Self::WaitBuyerPay => pb::OrderStatus::WaitBuyerPay,
+            Self::Paying => pb::OrderStatus::Paying,
+            Self::TradeSuccess => pb::OrderStatus::TradeSuccess,
+            Self::TradeFinished => pb::OrderStatus::TradeFinished,
+            Self::TradeClosed => pb::OrderStatus::TradeClosed,
+        }
+    }
+
+    pub fn from_pb(raw: i32) -> Option<Self> {
+        match pb::OrderStatus::try_from(raw).ok()? {
+            pb::OrderStatus::WaitBuyerPay => Some(Self::WaitBuyerPay),
+            pb::OrderStatus::Paying => Some(Self::Paying),
+            pb::OrderStatus::TradeSuccess => Some(Self::TradeSuccess),
+            pb::OrderStatus::TradeFinished => Some(Self::TradeFinished),
+            pb::OrderStatus::TradeClosed => Some(Self::TradeClosed),
+            pb::OrderStatus::Unspecified => None,
+        }
+    }
+}
+
+/// A validated UpdateOrderStatus request.
+#[derive(Clone, Debug)]
+pub struct StatusChange {
+    pub order_sn: String,
+    pub to: OrderStatus,
+    pub pay_type: String,
+    pub trade_no: String,
+}
+
+impl TryFrom<pb::UpdateOrderStatusRequest> for StatusChange {
+    type Error = Error;
+
+    fn try_from(req: pb::UpdateOrderStatusRequest) -> Result<Self, Error> {
+        let to = OrderStatus::from_pb(req.status)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown status {}", req.status)))?;
+        if to.allowed_sources().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "status {} cannot be set by a call",
+                to.as_str()
+            )));
+        }
+        Ok(Self {
+            order_sn: order_sn(&req.order_sn)?,
+            to,
+            pay_type: bounded("pay_type", &req.pay_type, 20, false)?,
+            trade_no: bounded("trade_no", &req.trade_no, 100, false)?,
+        })
+    }
+}

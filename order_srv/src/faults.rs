@@ -1,0 +1,46 @@
+//! Fault injection at the protocol's steps, for the failure-table tests and the chaos run.
+//!
+//! Built on the `fail` crate and compiled in only with the `failpoints` feature. A
+//! failpoint's `return(...)` value says whom it hits: `*` (every order) or one user id,
+//! so parallel tests sharing one process don't trip over each other's faults; for
+//! `pause` points it is `<target>:<millis>`.
+//!
+//! Points: `order.after_half_message`, `order.after_sell`, `order.pause_before_barrier`,
+//! `order.fail_local_tx`, `order.pause_before_commit`, `order.after_local_commit`, `order.fail_reback_send`.
+
+use std::time::Duration;
+
+/// Whether the failpoint `point` is set for this user.
+pub fn triggered(point: &str, user_id: i64) -> bool {
+    target_value(point, user_id).is_some()
+}
+
+/// Like [`triggered`], for steps that know only the order_sn: the value names an
+/// order_sn (or `*`). The `fail` crate's `N*return(...)` fires only for the first N hits.
+pub fn triggered_for_order(point: &str, order_sn: &str) -> bool {
+    target_value_for(point, order_sn).is_some()
+}
+
+/// How long to pause at `point` for this user, if it is set.
+pub fn pause(point: &str, user_id: i64) -> Option<Duration> {
+    let millis = target_value(point, user_id)?;
+    Some(Duration::from_millis(millis.parse().unwrap_or(0)))
+}
+
+/// The part of the failpoint's value after `<target>:` (empty without one) when it
+/// targets this user.
+fn target_value(point: &str, user_id: i64) -> Option<String> {
+    target_value_for(point, &user_id.to_string())
+}
+
+#[cfg(feature = "failpoints")]
+fn target_value_for(point: &str, whom: &str) -> Option<String> {
+    let value = fail::eval(point, |value| value.unwrap_or_default())?;
+    let (target, rest) = value.split_once(':').unwrap_or((value.as_str(), ""));
+    (target == "*" || target == whom).then(|| rest.to_owned())
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn target_value_for(_point: &str, _whom: &str) -> Option<String> {
+    None
+}

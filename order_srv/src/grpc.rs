@@ -1,0 +1,212 @@
+//! The gRPC edge: validate into domain types, call the logic, map rows to messages.
+
+use std::sync::Arc;
+
+use proto::order::{self as pb, order_server::Order};
+use sqlx::MySqlPool;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    cart,
+    db::{self, CartRow, OrderGoodsRow, OrderRow},
+    domain::{self, GoodsPrice, NewOrder, StatusChange},
+    error::Error,
+    orders,
+    place_order::OrderPlacer,
+};
+
+const DEFAULT_PAGE_SIZE: u32 = 10;
+const MAX_PAGE_SIZE: u32 = 100;
+
+pub struct OrderService {
+    pool: MySqlPool,
+    placer: Arc<OrderPlacer>,
+}
+
+impl OrderService {
+    pub fn new(pool: MySqlPool, placer: Arc<OrderPlacer>) -> Self {
+        Self { pool, placer }
+    }
+}
+
+#[tonic::async_trait]
+impl Order for OrderService {
+    async fn cart_item_list(
+        &self,
+        request: Request<pb::UserRequest>,
+    ) -> Result<Response<pb::CartItemListResponse>, Status> {
+        let user_id = domain::user_id(request.into_inner().user_id)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let items = db::cart_of(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(cart_item)
+            .collect();
+        Ok(Response::new(pb::CartItemListResponse { items }))
+    }
+
+    async fn create_cart_item(
+        &self,
+        request: Request<pb::CreateCartItemRequest>,
+    ) -> Result<Response<pb::CartItem>, Status> {
+        let req = request.into_inner();
+        let user_id = domain::user_id(req.user_id)?;
+        let goods_id = domain::goods_id(req.goods_id)?;
+        let nums = domain::cart_nums(req.nums)?;
+        let row = cart::add(
+            &self.pool,
+            user_id,
+            goods_id,
+            nums,
+            req.checked.unwrap_or(true),
+        )
+        .await?;
+        Ok(Response::new(cart_item(row)))
+    }
+
+    async fn update_cart_item(
+        &self,
+        request: Request<pb::UpdateCartItemRequest>,
+    ) -> Result<Response<pb::CartItem>, Status> {
+        let req = request.into_inner();
+        let user_id = domain::user_id(req.user_id)?;
+        let goods_id = domain::goods_id(req.goods_id)?;
+        let nums = req.nums.map(domain::cart_nums).transpose()?;
+        let row = cart::update(&self.pool, user_id, goods_id, nums, req.checked).await?;
+        Ok(Response::new(cart_item(row)))
+    }
+
+    async fn delete_cart_item(
+        &self,
+        request: Request<pb::DeleteCartItemRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let user_id = domain::user_id(req.user_id)?;
+        let goods_id = domain::goods_id(req.goods_id)?;
+        cart::delete(&self.pool, user_id, goods_id).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::OrderInfo>, Status> {
+        let new_order = NewOrder::try_from(request.into_inner())?;
+        let order = self.placer.place(new_order).await?;
+        Ok(Response::new(order_info(order)))
+    }
+
+    async fn order_list(
+        &self,
+        request: Request<pb::OrderListRequest>,
+    ) -> Result<Response<pb::OrderListResponse>, Status> {
+        let req = request.into_inner();
+        let user_id = domain::user_id(req.user_id)?;
+        let page = req.page.max(1);
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            n => {
+                return Err(Error::InvalidArgument(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
+                ))
+                .into());
+            }
+        };
+        let offset = u64::from(page - 1) * u64::from(page_size);
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let total = db::count_orders_of_user(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        let orders = db::orders_of_user(&mut conn, user_id, page_size, offset)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::OrderListResponse {
+            total: u64::try_from(total).unwrap_or(0),
+            orders: orders.into_iter().map(order_info).collect(),
+        }))
+    }
+
+    async fn order_detail(
+        &self,
+        request: Request<pb::OrderDetailRequest>,
+    ) -> Result<Response<pb::OrderDetailResponse>, Status> {
+        let req = request.into_inner();
+        let order_sn = domain::order_sn(&req.order_sn)?;
+        if req.user_id < 0 {
+            return Err(Error::InvalidArgument("user_id must not be negative".into()).into());
+        }
+        let (order, goods) = orders::detail(&self.pool, &order_sn, req.user_id).await?;
+        Ok(Response::new(pb::OrderDetailResponse {
+            order: Some(order_info(order)),
+            goods: goods.into_iter().map(order_goods).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_sn = %request.get_ref().order_sn))]
+    async fn update_order_status(
+        &self,
+        request: Request<pb::UpdateOrderStatusRequest>,
+    ) -> Result<Response<pb::OrderInfo>, Status> {
+        let change = StatusChange::try_from(request.into_inner())?;
+        let order = orders::update_status(&self.pool, &change).await?;
+        Ok(Response::new(order_info(order)))
+    }
+
+    async fn upsert_goods(
+        &self,
+        request: Request<pb::Goods>,
+    ) -> Result<Response<pb::Goods>, Status> {
+        let goods = GoodsPrice::try_from(request.into_inner())?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        db::upsert_goods(&mut conn, &goods)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::Goods {
+            id: goods.id,
+            name: goods.name,
+            price_cents: goods.price_cents,
+        }))
+    }
+}
+
+fn cart_item(row: CartRow) -> pb::CartItem {
+    pb::CartItem {
+        id: row.id,
+        user_id: row.user_id,
+        goods_id: row.goods_id,
+        nums: row.nums,
+        checked: row.checked,
+    }
+}
+
+pub fn order_info(row: OrderRow) -> pb::OrderInfo {
+    let status = orders::parse_status(&row)
+        .map(|s| s.to_pb())
+        .unwrap_or(pb::OrderStatus::Unspecified);
+    pb::OrderInfo {
+        id: row.id,
+        order_sn: row.order_sn,
+        user_id: row.user_id,
+        status: status as i32,
+        total_cents: row.total_cents,
+        address: row.address,
+        name: row.name,
+        mobile: row.mobile,
+        post: row.post,
+        pay_type: row.pay_type,
+        trade_no: row.trade_no,
+        created_at: row.created_at.to_rfc3339(),
+    }
+}
+
+fn order_goods(row: OrderGoodsRow) -> pb::OrderGoods {
+    pb::OrderGoods {
+        goods_id: row.goods_id,
+        goods_name: row.goods_name,
+        price_cents: row.price_cents,
+        nums: row.nums,
+    }
+}

@@ -1,0 +1,14 @@
+//! `order_srv`: reads its configuration from the environment and serves until
+//! SIGINT/SIGTERM.
+
+use clap::Parser;
+use order_srv::{config::Config, startup::Application, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init("info");
+    let config = Config::parse();
+    let app = Application::build(config).await?;
+    tracing::info!(addr = %app.grpc_addr(), "order_srv listening");
+    app.run_until(telemetry::shutdown_signal()).await
+}

@@ -1,0 +1,64 @@
+//! Reading orders and moving them through the payment states.
+
+use sqlx::MySqlPool;
+
+use crate::{
+    db::{self, OrderGoodsRow, OrderRow},
+    domain::{OrderStatus, StatusChange},
+    error::{Error, Result},
+};
+
+/// Applies a payment/fulfilment transition, conditionally in one UPDATE so that it
+/// races the pay-timeout close safely: exactly one of them moves the order out of
+/// WAIT_BUYER_PAY. Repeating a transition that already happened succeeds (payment
+/// callbacks are retried by gateways); a closed order is never reopened.
+#[tracing::instrument(skip_all, fields(order_sn = %change.order_sn, to = change.to.as_str()))]
+pub async fn update_status(pool: &MySqlPool, change: &StatusChange) -> Result<OrderRow> {
+    let mut conn = pool.acquire().await?;
+    db::transition_status(
+        &mut conn,
+        &change.order_sn,
+        change.to.allowed_sources(),
+        change.to,
+        &change.pay_type,
+        &change.trade_no,
+    )
+    .await?;
+    let order = db::order_by_sn(&mut conn, &change.order_sn)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("order {} not found", change.order_sn)))?;
+    let current = parse_status(&order)?;
+    if current != change.to {
+        return Err(Error::FailedPrecondition(format!(
+            "order {} is {}; it cannot become {}",
+            order.order_sn,
+            current.as_str(),
+            change.to.as_str()
+        )));
+    }
+    Ok(order)
+}
+
+/// One order with its goods; `user_id > 0` also checks ownership.
+pub async fn detail(
+    pool: &MySqlPool,
+    order_sn: &str,
+    user_id: i64,
+) -> Result<(OrderRow, Vec<OrderGoodsRow>)> {
+    let mut conn = pool.acquire().await?;
+    let order = db::order_by_sn(&mut conn, order_sn)
+        .await?
+        .filter(|o| user_id <= 0 || o.user_id == user_id)
+        .ok_or_else(|| Error::NotFound(format!("order {order_sn} not found")))?;
+    let goods = db::goods_of_order(&mut conn, order.id).await?;
+    Ok((order, goods))
+}
+
+pub fn parse_status(order: &OrderRow) -> Result<OrderStatus> {
+    OrderStatus::parse(&order.status).ok_or_else(|| {
+        Error::Internal(format!(
+            "order {} has unknown status {:?}",
+            order.order_sn, order.status
+        ))
+    })
+}

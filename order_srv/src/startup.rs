@@ -1,0 +1,221 @@
+//! Wiring: database pool and migrations, the RocketMQ clients, the inventory client, the
+//! bound gRPC listener, and an orderly shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use mq::{Mq, MqConfig};
+use proto::{inventory::inventory_client::InventoryClient, order::order_server::OrderServer};
+use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
+use sqlx::{
+    Executor, MySql, MySqlPool,
+    migrate::MigrateDatabase,
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Endpoint;
+
+use crate::{
+    MIGRATOR,
+    config::Config,
+    grpc::OrderService,
+    place_order::{OrderPlacer, PlaceDeps, RebackTxListener},
+    timeout::{self, TimeoutCounters, TimeoutDeps},
+};
+
+/// A service whose listener is bound and whose RocketMQ clients are started.
+pub struct Application {
+    listener: TcpListener,
+    grpc_addr: SocketAddr,
+    pool: MySqlPool,
+    mq: Mq,
+    plain_producer: DefaultMQProducer,
+    placer: OrderPlacer,
+    timeout_consumer: DefaultMQPushConsumer,
+    timeout_counters: Arc<TimeoutCounters>,
+}
+
+impl Application {
+    /// Creates the database when missing, migrates it, starts the producers and binds
+    /// the gRPC port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if !MySql::database_exists(&config.database_url)
+            .await
+            .context("ORDER_DATABASE_URL: cannot reach MySQL")?
+        {
+            MySql::create_database(&config.database_url)
+                .await
+                .context("ORDER_DATABASE_URL: cannot create the database")?;
+        }
+        let options: MySqlConnectOptions = config
+            .database_url
+            .parse()
+            .context("ORDER_DATABASE_URL is not a valid MySQL URL")?;
+        let pool = connect_pool(options, config.db_max_connections).await?;
+        Self::build_with_pool(&config, pool).await
+    }
+
+    /// Like [`Application::build`] on an existing pool (tests hand in their own database).
+    pub async fn build_with_pool(config: &Config, pool: MySqlPool) -> anyhow::Result<Self> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrating the order database")?;
+        let inventory = Endpoint::from_shared(config.inventory_endpoint.clone())
+            .context("INVENTORY_ENDPOINT is not a valid URI")?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+
+        let mq = Mq::new(
+            &MqConfig {
+                namesrv_addr: config.namesrv_addr.clone(),
+                blocking_threads: config.mq_blocking_threads,
+                listener_concurrency: config.mq_io_concurrency,
+            },
+            "order_srv",
+        )
+        .context("ORDER_MQ_*: RocketMQ client runtime")?;
+        let mut plain_producer = mq.producer(&config.plain_producer_group);
+        plain_producer.start().await.map_err(|e| {
+            anyhow::anyhow!(
+                "NAMESRV_ADDR: starting the plain producer: {}",
+                mq::describe(&e)
+            )
+        })?;
+
+        let deps = Arc::new(PlaceDeps {
+            pool: pool.clone(),
+            inventory: InventoryClient::new(inventory),
+            sell_timeout: config.sell_timeout,
+            timeout_producer: plain_producer.clone(),
+            timeout_topic: config.timeout_topic.clone(),
+            pay_timeout: config.pay_timeout,
+        });
+        let listener = RebackTxListener::new(deps, tokio::runtime::Handle::current());
+        let mut tx_producer = mq.transactional_producer(
+            &config.tx_producer_group,
+            &[config.reback_topic.as_str()],
+            listener,
+            config.mq_instance_name.as_deref(),
+        );
+        tx_producer.start().await.map_err(|e| {
+            anyhow::anyhow!(
+                "NAMESRV_ADDR: starting the transactional producer: {}",
+                mq::describe(&e)
+            )
+        })?;
+        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone());
+
+        let timeout_counters = Arc::new(TimeoutCounters::default());
+        let timeout_consumer = timeout::start(
+            &mq,
+            &config.timeout_consumer_group,
+            &config.timeout_topic,
+            config.timeout_consumer_threads,
+            Arc::new(TimeoutDeps {
+                pool: pool.clone(),
+                producer: plain_producer.clone(),
+                reback_topic: config.reback_topic.clone(),
+                counters: timeout_counters.clone(),
+            }),
+        )
+        .await
+        .context("NAMESRV_ADDR: starting the order_timeout consumer")?;
+
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("ORDER_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
+        let grpc_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            grpc_addr,
+            pool,
+            mq,
+            plain_producer,
+            placer,
+            timeout_consumer,
+            timeout_counters,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// What the pay-timeout consumer has done so far.
+    pub fn timeout_counters(&self) -> Arc<TimeoutCounters> {
+        self.timeout_counters.clone()
+    }
+
+    /// Serves until `shutdown` resolves. In-flight calls finish first, then the
+    /// producers go offline (a transaction in flight still gets its answer), then the
+    /// client runtime and the pool close.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            pool,
+            mq,
+            mut plain_producer,
+            placer,
+            mut timeout_consumer,
+            ..
+        } = self;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<OrderServer<OrderService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let placer = Arc::new(placer);
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(OrderServer::new(OrderService::new(
+                pool.clone(),
+                placer.clone(),
+            )))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+
+        timeout_consumer.shutdown().await;
+        if let Ok(placer) = Arc::try_unwrap(placer) {
+            placer.shutdown().await;
+        }
+        plain_producer.shutdown().await;
+        mq.shutdown().await;
+        pool.close().await;
+        served?;
+        Ok(())
+    }
+}
+
+/// A pool whose connections run at READ COMMITTED: the barrier's `INSERT IGNORE` and
+/// the conditional status updates see the latest committed rows, without gap locks.
+pub async fn connect_pool(
+    options: MySqlConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<MySqlPool> {
+    MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .context("connecting to the order database")
+}

@@ -1,0 +1,276 @@
+//! Starts both services in-process on port 0, each on its own database, against the
+//! shared embedded broker, with topics and groups of their own so tests run in parallel.
+
+use std::time::Duration;
+
+use devstack::testing::{shared_broker, unique};
+use mq::{Mq, MqConfig};
+use proto::{
+    inventory::{self as inv, inventory_client::InventoryClient},
+    order::{self as pb, order_client::OrderClient},
+};
+use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, mysql::MySqlConnectOptions};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// A running pair of services and what a test needs to look inside them.
+pub struct Stack {
+    pub order: OrderClient<Channel>,
+    pub inventory: InventoryClient<Channel>,
+    pub order_pool: MySqlPool,
+    pub inventory_pool: MySqlPool,
+    pub config: order_srv::config::Config,
+    pub mq: Mq,
+    inventory_db: String,
+    admin: MySqlConnectOptions,
+    servers: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// Order service settings for a test: its own topics and groups, a short pay timeout.
+pub fn order_config() -> order_srv::config::Config {
+    let mut config =
+        order_srv::config::Config::try_parse_from(["order_srv"]).expect("defaults parse");
+    config.grpc_addr = "127.0.0.1:0".parse().expect("literal address");
+    config.namesrv_addr = shared_broker().to_owned();
+    config.reback_topic = unique("order_reback");
+    config.timeout_topic = unique("order_timeout");
+    config.tx_producer_group = unique("order_reback_tx");
+    config.plain_producer_group = unique("order_plain");
+    config.timeout_consumer_group = unique("order_timeout");
+    config.pay_timeout = Duration::from_secs(3600);
+    config.db_max_connections = 64;
+    config
+}
+
+use clap::Parser as _;
+
+pub async fn spawn_stack(order_db: MySqlConnectOptions) -> Stack {
+    spawn_stack_with(order_db, order_config()).await
+}
+
+pub async fn spawn_stack_with(
+    order_db: MySqlConnectOptions,
+    config: order_srv::config::Config,
+) -> Stack {
+    order_srv::telemetry::init_for_tests();
+    let mq = Mq::new(&MqConfig::new(config.namesrv_addr.as_str()), "order-test")
+        .expect("client runtime");
+    mq.create_topics(&[&config.reback_topic, &config.timeout_topic], 2)
+        .await
+        .expect("the embedded broker creates the test topics");
+
+    // The inventory database lives next to the order database sqlx::test made.
+    let order_db_name = order_db
+        .get_database()
+        .expect("sqlx::test names the database")
+        .to_owned();
+    // MySQL names stop at 64 characters; sqlx's are long and random at the end.
+    let inventory_db = format!(
+        "inv_{}",
+        &order_db_name[order_db_name.len().saturating_sub(40)..]
+    );
+    let admin = order_db.clone().database("");
+    let mut conn = MySqlConnection::connect_with(&admin)
+        .await
+        .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
+    conn.execute(format!("DROP DATABASE IF EXISTS `{inventory_db}`").as_str())
+        .await
+        .expect("drop stale inventory db");
+    conn.execute(format!("CREATE DATABASE `{inventory_db}`").as_str())
+        .await
+        .expect("create inventory db");
+    conn.close().await.ok();
+
+    let mut servers = Vec::new();
+    let inv_config = inventory_srv::config::Config {
+        database_url: String::new(),
+        grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
+        db_max_connections: 64,
+        namesrv_addr: config.namesrv_addr.clone(),
+        reback_topic: config.reback_topic.clone(),
+        reback_consumer_group: unique("inventory_reback"),
+        ..inventory_srv::config::Config::try_parse_from(["inventory_srv"]).expect("defaults parse")
+    };
+    let inventory_pool = inventory_srv::startup::connect_pool(
+        order_db.clone().database(&inventory_db),
+        inv_config.db_max_connections,
+    )
+    .await
+    .expect("inventory pool");
+    let inv_app =
+        inventory_srv::startup::Application::build_with_pool(&inv_config, inventory_pool.clone())
+            .await
+            .expect("inventory_srv starts");
+    let inv_addr = inv_app.grpc_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    servers.push((
+        tx,
+        tokio::spawn(inv_app.run_until(async {
+            let _ = rx.await;
+        })),
+    ));
+
+    let mut config = config;
+    config.inventory_endpoint = format!("http://{inv_addr}");
+    let order_pool = order_srv::startup::connect_pool(order_db.clone(), config.db_max_connections)
+        .await
+        .expect("order pool");
+    let order_app = order_srv::startup::Application::build_with_pool(&config, order_pool.clone())
+        .await
+        .expect("order_srv starts");
+    let order_addr = order_app.grpc_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    servers.push((
+        tx,
+        tokio::spawn(order_app.run_until(async {
+            let _ = rx.await;
+        })),
+    ));
+
+    Stack {
+        order: OrderClient::connect(format!("http://{order_addr}"))
+            .await
+            .expect("connect order_srv"),
+        inventory: InventoryClient::connect(format!("http://{inv_addr}"))
+            .await
+            .expect("connect inventory_srv"),
+        order_pool,
+        inventory_pool,
+        config,
+        mq,
+        inventory_db,
+        admin,
+        servers,
+    }
+}
+
+impl Stack {
+    /// Stops order_srv only (its producers leave the group), as if the process died.
+    pub async fn stop_order_service(&mut self) {
+        if self.servers.len() == 2
+            && let Some((stop, server)) = self.servers.pop()
+        {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+    }
+
+    /// Stops both services and drops the inventory database.
+    pub async fn stop(self) {
+        for (stop, server) in self.servers.into_iter().rev() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+        self.mq.shutdown().await;
+        if let Ok(mut conn) = MySqlConnection::connect_with(&self.admin).await {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS `{}`", self.inventory_db).as_str())
+                .await;
+        }
+    }
+
+    /// A goods with a price on the order side and stock on the inventory side.
+    pub async fn goods(&self, id: i32, price_cents: i64, stock: i32) {
+        self.order
+            .clone()
+            .upsert_goods(pb::Goods {
+                id,
+                name: format!("goods {id}"),
+                price_cents,
+            })
+            .await
+            .expect("upsert_goods");
+        self.inventory
+            .clone()
+            .set_inv(inv::SetInvRequest {
+                goods_id: id,
+                stocks: stock,
+            })
+            .await
+            .expect("set_inv");
+    }
+
+    pub async fn add_to_cart(&self, user_id: i64, goods_id: i32, nums: i32) {
+        self.order
+            .clone()
+            .create_cart_item(pb::CreateCartItemRequest {
+                user_id,
+                goods_id,
+                nums,
+                checked: Some(true),
+            })
+            .await
+            .expect("create_cart_item");
+    }
+
+    pub async fn create_order(&self, user_id: i64) -> Result<pb::OrderInfo, tonic::Status> {
+        self.order
+            .clone()
+            .create_order(create_order_request(user_id))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn stock(&self, goods_id: i32) -> i32 {
+        self.inventory
+            .clone()
+            .inv_detail(inv::InvDetailRequest { goods_id })
+            .await
+            .expect("inv_detail")
+            .into_inner()
+            .stocks
+    }
+
+    pub async fn cart_len(&self, user_id: i64) -> usize {
+        self.order
+            .clone()
+            .cart_item_list(pb::UserRequest { user_id })
+            .await
+            .expect("cart_item_list")
+            .into_inner()
+            .items
+            .len()
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_info")
+            .fetch_one(&self.order_pool)
+            .await
+            .expect("count orders")
+    }
+
+    /// The status of an order's stock_sell_detail row, if any.
+    pub async fn sell_status(&self, order_sn: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM stock_sell_detail WHERE order_sn = ?")
+            .bind(order_sn)
+            .fetch_optional(&self.inventory_pool)
+            .await
+            .expect("sell detail")
+    }
+
+    /// The order_sns inventory has seen (deducted or returned), oldest first.
+    pub async fn sell_details(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT order_sn, status FROM stock_sell_detail ORDER BY id")
+            .fetch_all(&self.inventory_pool)
+            .await
+            .expect("sell details")
+    }
+
+    pub async fn barrier(&self, order_sn: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT outcome FROM tx_barrier WHERE order_sn = ?")
+            .bind(order_sn)
+            .fetch_optional(&self.order_pool)
+            .await
+            .expect("barrier")
+    }
+}
+
+pub fn create_order_request(user_id: i64) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        user_id,
+        address: "1 Main St".into(),
+        name: "Ada".into(),
+        mobile: "13800000000".into(),
+        post: "hi".into(),
+    }
+}

@@ -1,0 +1,6 @@
+//! order_srv against a real inventory_srv, real MariaDB databases and the embedded broker.
+
+mod create_order;
+mod helpers;
+mod inputs;
+mod reback_probe;
