@@ -15,12 +15,6 @@ pub fn triggered(point: &str, user_id: i64) -> bool {
     target_value(point, user_id).is_some()
 }
 
-/// Like [`triggered`], for steps that know only the order_sn: the value names an
-/// order_sn (or `*`). The `fail` crate's `N*return(...)` fires only for the first N hits.
-pub fn triggered_for_order(point: &str, order_sn: &str) -> bool {
-    target_value_for(point, order_sn).is_some()
-}
-
 /// How long to pause at `point` for this user, if it is set.
 pub fn pause(point: &str, user_id: i64) -> Option<Duration> {
     let millis = target_value(point, user_id)?;

@@ -103,8 +103,8 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
         "",
     )
     .await?;
-    let status = match db::order_by_sn(&mut conn, order_sn).await? {
-        Some(order) => OrderStatus::parse(&order.status),
+    let (status, user_id) = match db::order_by_sn(&mut conn, order_sn).await? {
+        Some(order) => (OrderStatus::parse(&order.status), order.user_id),
         None => {
             // Its local transaction never committed: nothing to close or return here
             // (the half message's own check-back returned its stock).
@@ -123,11 +123,11 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
         deps.counters.left_alone.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    send_reback(deps, order_sn).await
+    send_reback(deps, order_sn, user_id).await
 }
 
-async fn send_reback(deps: &TimeoutDeps, order_sn: &str) -> Result<()> {
-    if faults::triggered_for_order("order.fail_reback_send", order_sn) {
+async fn send_reback(deps: &TimeoutDeps, order_sn: &str, user_id: i64) -> Result<()> {
+    if faults::triggered("order.fail_reback_send", user_id) {
         return Err(Error::Unavailable(
             "injected fault at fail_reback_send".into(),
         ));

@@ -1,7 +1,7 @@
 //! Starts both services in-process on port 0, each on its own database, against the
 //! shared embedded broker, with topics and groups of their own so tests run in parallel.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use devstack::testing::{shared_broker, unique};
 use mq::{Mq, MqConfig};
@@ -21,6 +21,8 @@ pub struct Stack {
     pub inventory_pool: MySqlPool,
     pub config: order_srv::config::Config,
     pub mq: Mq,
+    pub reback_counters: Arc<inventory_srv::consumer::RebackCounters>,
+    pub timeout_counters: Arc<order_srv::timeout::TimeoutCounters>,
     inventory_db: String,
     admin: MySqlConnectOptions,
     servers: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
@@ -102,6 +104,7 @@ pub async fn spawn_stack_with(
             .await
             .expect("inventory_srv starts");
     let inv_addr = inv_app.grpc_addr();
+    let reback_counters = inv_app.reback_counters();
     let (tx, rx) = oneshot::channel::<()>();
     servers.push((
         tx,
@@ -119,6 +122,7 @@ pub async fn spawn_stack_with(
         .await
         .expect("order_srv starts");
     let order_addr = order_app.grpc_addr();
+    let timeout_counters = order_app.timeout_counters();
     let (tx, rx) = oneshot::channel::<()>();
     servers.push((
         tx,
@@ -138,6 +142,8 @@ pub async fn spawn_stack_with(
         inventory_pool,
         config,
         mq,
+        reback_counters,
+        timeout_counters,
         inventory_db,
         admin,
         servers,
@@ -262,6 +268,67 @@ impl Stack {
             .fetch_optional(&self.order_pool)
             .await
             .expect("barrier")
+    }
+}
+
+impl Stack {
+    /// Sends a plain message with `body` to `topic` (as the timeout path or a stranger would).
+    pub async fn send_raw(&self, topic: &str, body: &[u8]) {
+        let mut producer = self.mq.producer(&unique("test_sender"));
+        producer.start().await.expect("producer");
+        let message = rocketmq_model::common::message::message_single::Message::builder()
+            .topic(topic)
+            .body(body.to_vec())
+            .build()
+            .expect("message");
+        producer.send(message).await.expect("send");
+        producer.shutdown().await;
+    }
+
+    pub async fn send_reback(&self, order_sn: &str) {
+        let body = serde_json::to_vec(&mq::OrderSnBody::new(order_sn)).expect("json");
+        self.send_raw(&self.config.reback_topic.clone(), &body)
+            .await;
+    }
+
+    pub async fn pay(&self, order_sn: &str) -> Result<pb::OrderInfo, tonic::Status> {
+        self.order
+            .clone()
+            .update_order_status(pb::UpdateOrderStatusRequest {
+                order_sn: order_sn.to_owned(),
+                status: pb::OrderStatus::TradeSuccess as i32,
+                pay_type: "alipay".into(),
+                trade_no: format!("T{order_sn}"),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn order_status(&self, order_sn: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM order_info WHERE order_sn = ?")
+            .bind(order_sn)
+            .fetch_optional(&self.order_pool)
+            .await
+            .expect("order status")
+    }
+
+    pub async fn dead_messages(&self, pool: &MySqlPool) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT topic, reason FROM dead_message ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("dead messages")
+    }
+
+    /// I1-I5 across both databases.
+    pub async fn audit(&self, initial: &[(i32, i64)], acknowledged: &[String]) {
+        let input = devstack::audit::AuditInput {
+            initial_stock: Some(initial.iter().copied().collect()),
+            acknowledged: acknowledged.to_vec(),
+        };
+        let verdicts = devstack::audit::audit(&self.order_pool, &self.inventory_pool, &input)
+            .await
+            .expect("audit runs");
+        devstack::audit::assert_all_hold(&verdicts);
     }
 }
 

@@ -1,6 +1,8 @@
 //! order_srv against a real inventory_srv, real MariaDB databases and the embedded broker.
 
+mod consumers;
 mod create_order;
 mod helpers;
 mod inputs;
+mod orders;
 mod reback_probe;
