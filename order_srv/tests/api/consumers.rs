@@ -149,11 +149,11 @@ async fn payment_and_timeout_racing_on_the_same_orders_have_exactly_one_winner_e
         .map(|r| r.expect("order"))
         .collect();
 
-    // Pay each order at a different moment around its 2 s timeout.
+    // Pay each order at a different moment, from well before its 2 s timeout to well after.
     let payments = join_all(orders.iter().enumerate().map(|(i, order)| {
         let stack = &stack;
         async move {
-            tokio::time::sleep(Duration::from_millis(1_000 + 100 * i as u64)).await;
+            tokio::time::sleep(Duration::from_millis(500 + 250 * i as u64)).await;
             (order.order_sn.clone(), stack.pay(&order.order_sn).await)
         }
     }))
