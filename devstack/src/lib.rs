@@ -1,8 +1,9 @@
 //! The development stack: an embedded RocketMQ name server and broker for tests and local
-//! runs, and (in the binary) the commands that run the whole system without Docker.
+//! runs, the whole system in one process ([`stack`]), and the invariant [`audit`].
 
 pub mod audit;
 pub mod broker;
+pub mod stack;
 
 pub use broker::{BrokerSettings, EmbeddedBroker, SYSTEM_TOPICS};
 pub mod testing;

@@ -1,6 +1,8 @@
 //! `devstack`: run the system locally without Docker.
 //!
-//! `devstack broker` runs the embedded name server + broker in the foreground until Ctrl-C.
+//! `devstack` (or `devstack up`) runs the embedded broker and both services against the
+//! local MySQL with demo goods; `devstack broker` runs only the name server + broker.
+//! Both stay in the foreground until Ctrl-C.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -14,16 +16,18 @@ use devstack::{BrokerSettings, EmbeddedBroker};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole system: broker, inventory_srv and order_srv, demo goods seeded (default).
+    Up(BrokerArgs),
     /// Run the RocketMQ name server and broker in the foreground until Ctrl-C.
     Broker(BrokerArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
 struct BrokerArgs {
     #[arg(long, env = "DEVSTACK_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -32,7 +36,8 @@ struct BrokerArgs {
     /// The broker also listens on this port minus 2.
     #[arg(long, env = "DEVSTACK_BROKER_PORT", default_value_t = 10911)]
     broker_port: u16,
-    /// Store directory; kept across runs. A throwaway directory when absent.
+    /// Store directory, kept across runs. `up` defaults to ~/.cache/shop-devstack/store;
+    /// `broker` to a throwaway directory.
     #[arg(long, env = "DEVSTACK_STORE_DIR")]
     store_dir: Option<PathBuf>,
     /// Check-back after about a second and short delay levels (as the tests use).
@@ -40,32 +45,75 @@ struct BrokerArgs {
     fast: bool,
 }
 
+/// The services at info; the RocketMQ libraries only when something is wrong.
+const QUIET_BROKER: &str = "info,rocketmq_broker=error,rocketmq_namesrv=error,rocketmq_store=error,\
+     rocketmq_store_local=error,rocketmq_client_rust=error,rocketmq_runtime=error,\
+     rocketmq_transport=error,rocketmq_remoting=error,rocketmq_observability=error,\
+     rocketmq_model=warn";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rocketmq=warn".into()),
+                .unwrap_or_else(|_| QUIET_BROKER.into()),
         )
         .init();
     match Cli::parse().command {
-        Command::Broker(args) => run_broker(args).await,
+        None => run_up(BrokerArgs::parse_from(["up"])).await,
+        Some(Command::Up(args)) => run_up(args).await,
+        Some(Command::Broker(args)) => run_broker(args).await,
+    }
+}
+
+async fn run_up(args: BrokerArgs) -> anyhow::Result<()> {
+    let mut settings = args.settings();
+    // Keep messages across restarts: a pay timeout may be due after the next start.
+    if settings.store_dir.is_none() {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        settings.store_dir = Some(home.join(".cache/shop-devstack/store"));
+    }
+    devstack::stack::run(settings, wait_for_ctrl_c(), |addrs| {
+        println!("shop is up:");
+        println!("  order_srv      grpc://{}   (order.v1.Order)", addrs.order);
+        println!(
+            "  inventory_srv  grpc://{}   (inventory.v1.Inventory)",
+            addrs.inventory
+        );
+        println!("  name server    {}", addrs.namesrv);
+        println!("demo goods 1-5 are seeded; try:");
+        println!("  grpcurl -plaintext {} list", addrs.order);
+        println!("Ctrl-C stops everything");
+    })
+    .await
+}
+
+async fn wait_for_ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+}
+
+impl BrokerArgs {
+    fn settings(self) -> BrokerSettings {
+        let base = if self.fast {
+            BrokerSettings::for_tests()
+        } else {
+            BrokerSettings::default()
+        };
+        BrokerSettings {
+            host: self.host,
+            namesrv_port: self.namesrv_port,
+            broker_port: self.broker_port,
+            store_dir: self.store_dir,
+            ..base
+        }
     }
 }
 
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
-    let base = if args.fast {
-        BrokerSettings::for_tests()
-    } else {
-        BrokerSettings::default()
-    };
-    let settings = BrokerSettings {
-        host: args.host,
-        namesrv_port: args.namesrv_port,
-        broker_port: args.broker_port,
-        store_dir: args.store_dir,
-        ..base
-    };
+    let settings = args.settings();
     let broker = EmbeddedBroker::start(settings).await?;
     println!(
         "name server on {}, broker on {}, store in {}; Ctrl-C stops both",
