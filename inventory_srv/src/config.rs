@@ -55,6 +55,14 @@ pub struct Config {
     /// Most blocking threads of the RocketMQ client (consumer callbacks run there).
     #[arg(long, env = "INVENTORY_MQ_BLOCKING_THREADS", default_value_t = 64)]
     pub mq_blocking_threads: usize,
+
+    /// How long RETURNED details (tombstones included) are kept.
+    #[arg(long, env = "INVENTORY_TOMBSTONE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub tombstone_retention: std::time::Duration,
+
+    /// How often expired RETURNED details are purged.
+    #[arg(long, env = "INVENTORY_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub purge_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {

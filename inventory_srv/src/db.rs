@@ -190,3 +190,21 @@ pub async fn record_dead_message(
     .await?;
     Ok(())
 }
+
+/// Deletes up to `limit` RETURNED detail rows (tombstones and returned orders) not
+/// touched for `retention`. DEDUCTED rows are live deductions and are never purged.
+pub async fn purge_returned(
+    conn: &mut MySqlConnection,
+    retention: std::time::Duration,
+    limit: u32,
+) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM stock_sell_detail \
+         WHERE status = 'RETURNED' AND updated_at < NOW(6) - INTERVAL ? SECOND LIMIT ?",
+    )
+    .bind(retention.as_secs())
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod purge;
 pub mod startup;
 pub mod stock;
 pub mod telemetry;

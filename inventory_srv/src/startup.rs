@@ -37,6 +37,8 @@ pub struct Application {
     pool: MySqlPool,
     counters: Arc<RebackCounters>,
     consuming: Option<Consuming>,
+    tombstone_retention: Duration,
+    purge_interval: Duration,
 }
 
 impl Application {
@@ -80,6 +82,8 @@ impl Application {
             pool,
             counters,
             consuming,
+            tombstone_retention: config.tombstone_retention,
+            purge_interval: config.purge_interval,
         })
     }
 
@@ -109,6 +113,13 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
+        let purger = crate::purge::spawn(
+            self.pool.clone(),
+            self.tombstone_retention,
+            self.purge_interval,
+            purge_stopped,
+        );
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
@@ -117,6 +128,8 @@ impl Application {
             )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
+        let _ = stop_purge.send(true);
+        let _ = purger.await;
         if let Some(Consuming { mq, mut consumer }) = self.consuming {
             // Stops pulling and waits for in-flight callbacks before the pool closes.
             consumer.shutdown().await;

@@ -101,6 +101,10 @@ pub struct Config {
     /// How long `tx_barrier` rows are kept (the broker stops asking long before).
     #[arg(long, env = "ORDER_BARRIER_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub barrier_retention: Duration,
+
+    /// How often expired `tx_barrier` rows are purged.
+    #[arg(long, env = "ORDER_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub purge_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {

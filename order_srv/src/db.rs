@@ -237,17 +237,19 @@ pub async fn barrier_outcome(
         .await
 }
 
-/// Deletes barrier rows older than `before`, at most `limit` of them.
+/// Deletes up to `limit` barrier rows older than `retention` (measured by the
+/// database's clock, the one that wrote `created_at`).
 pub async fn purge_barriers(
     conn: &mut MySqlConnection,
-    before: DateTime<Utc>,
+    retention: std::time::Duration,
     limit: u32,
 ) -> sqlx::Result<u64> {
-    let result = sqlx::query("DELETE FROM tx_barrier WHERE created_at < ? LIMIT ?")
-        .bind(before)
-        .bind(limit)
-        .execute(conn)
-        .await?;
+    let result =
+        sqlx::query("DELETE FROM tx_barrier WHERE created_at < NOW(6) - INTERVAL ? SECOND LIMIT ?")
+            .bind(retention.as_secs())
+            .bind(limit)
+            .execute(conn)
+            .await?;
     Ok(result.rows_affected())
 }
 

@@ -17,6 +17,7 @@ pub mod faults;
 pub mod grpc;
 pub mod orders;
 pub mod place_order;
+pub mod purge;
 pub mod startup;
 pub mod telemetry;
 pub mod timeout;

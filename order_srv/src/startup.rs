@@ -34,6 +34,8 @@ pub struct Application {
     placer: OrderPlacer,
     timeout_consumer: DefaultMQPushConsumer,
     timeout_counters: Arc<TimeoutCounters>,
+    barrier_retention: Duration,
+    purge_interval: Duration,
 }
 
 impl Application {
@@ -136,6 +138,8 @@ impl Application {
             placer,
             timeout_consumer,
             timeout_counters,
+            barrier_retention: config.barrier_retention,
+            purge_interval: config.purge_interval,
         })
     }
 
@@ -166,8 +170,17 @@ impl Application {
             mut plain_producer,
             placer,
             mut timeout_consumer,
+            barrier_retention,
+            purge_interval,
             ..
         } = self;
+        let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
+        let purger = crate::purge::spawn(
+            pool.clone(),
+            barrier_retention,
+            purge_interval,
+            purge_stopped,
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<OrderServer<OrderService>>()
@@ -187,6 +200,8 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
 
+        let _ = stop_purge.send(true);
+        let _ = purger.await;
         timeout_consumer.shutdown().await;
         if let Ok(placer) = Arc::try_unwrap(placer) {
             placer.shutdown().await;

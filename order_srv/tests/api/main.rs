@@ -5,4 +5,5 @@ mod create_order;
 mod helpers;
 mod inputs;
 mod orders;
+mod purge;
 mod reback_probe;
