@@ -335,3 +335,57 @@ async fn a_hundred_concurrent_orders_on_shared_goods_never_oversell(
     assert_eq!(stack.order_count().await, 60);
     stack.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn inventory_unreachable_is_unavailable_and_the_reback_is_committed(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let mut stack = spawn_stack(db).await;
+    let probe = RebackProbe::start(&stack).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(61, 1, 1).await;
+    stack.stop_inventory_service().await;
+
+    let status = stack.create_order(61).await.expect_err("inventory is down");
+
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(stack.order_count().await, 0);
+    assert_eq!(stack.cart_len(61).await, 1);
+    // The Sell outcome is unknown to order_srv: it commits the reback, which returns
+    // the stock (or tombstones the order_sn) once inventory consumes again.
+    eventually(PATIENCE, "the committed reback", || async {
+        (!probe.seen().is_empty()).then_some(())
+    })
+    .await;
+    probe.stop().await;
+    stack.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_broker_that_is_down_makes_create_order_unavailable_and_touches_nothing(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let broker = devstack::EmbeddedBroker::start(devstack::BrokerSettings::for_tests())
+        .await
+        .expect("dedicated broker");
+    let mut config = order_config();
+    config.namesrv_addr = broker.namesrv_addr().to_owned();
+    let stack = spawn_stack_with(db, config).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(62, 1, 2).await;
+    broker.shutdown().await;
+
+    let status = stack.create_order(62).await.expect_err("broker is down");
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(stack.stock(1).await, 10);
+    assert!(
+        stack.sell_details().await.is_empty(),
+        "inventory was touched"
+    );
+    assert_eq!(stack.order_count().await, 0);
+    assert_eq!(stack.cart_len(62).await, 1);
+    stack.stop().await;
+}

@@ -25,7 +25,8 @@ pub struct Stack {
     pub timeout_counters: Arc<order_srv::timeout::TimeoutCounters>,
     inventory_db: String,
     admin: MySqlConnectOptions,
-    servers: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+    /// inventory_srv, then order_srv; `None` once stopped.
+    servers: Vec<Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>>,
 }
 
 /// Order service settings for a test: its own topics and groups, a short pay timeout.
@@ -106,12 +107,12 @@ pub async fn spawn_stack_with(
     let inv_addr = inv_app.grpc_addr();
     let reback_counters = inv_app.reback_counters();
     let (tx, rx) = oneshot::channel::<()>();
-    servers.push((
+    servers.push(Some((
         tx,
         tokio::spawn(inv_app.run_until(async {
             let _ = rx.await;
         })),
-    ));
+    )));
 
     let mut config = config;
     config.inventory_endpoint = format!("http://{inv_addr}");
@@ -124,12 +125,12 @@ pub async fn spawn_stack_with(
     let order_addr = order_app.grpc_addr();
     let timeout_counters = order_app.timeout_counters();
     let (tx, rx) = oneshot::channel::<()>();
-    servers.push((
+    servers.push(Some((
         tx,
         tokio::spawn(order_app.run_until(async {
             let _ = rx.await;
         })),
-    ));
+    )));
 
     Stack {
         order: OrderClient::connect(format!("http://{order_addr}"))
@@ -153,9 +154,16 @@ pub async fn spawn_stack_with(
 impl Stack {
     /// Stops order_srv only (its producers leave the group), as if the process died.
     pub async fn stop_order_service(&mut self) {
-        if self.servers.len() == 2
-            && let Some((stop, server)) = self.servers.pop()
-        {
+        self.stop_server(1).await;
+    }
+
+    /// Stops inventory_srv only (its gRPC server and its reback consumer).
+    pub async fn stop_inventory_service(&mut self) {
+        self.stop_server(0).await;
+    }
+
+    async fn stop_server(&mut self, index: usize) {
+        if let Some((stop, server)) = self.servers.get_mut(index).and_then(Option::take) {
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
         }
@@ -163,7 +171,7 @@ impl Stack {
 
     /// Stops both services and drops the inventory database.
     pub async fn stop(self) {
-        for (stop, server) in self.servers.into_iter().rev() {
+        for (stop, server) in self.servers.into_iter().rev().flatten() {
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
         }
