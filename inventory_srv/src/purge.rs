@@ -23,7 +23,7 @@ pub async fn purge_once(pool: &MySqlPool, retention: Duration) -> sqlx::Result<u
     }
 }
 
-/// Purges every `every` until `stop` turns true.
+/// Purges every `every` (the first time one interval after start) until `stop` turns true.
 pub fn spawn(
     pool: MySqlPool,
     retention: Duration,
@@ -32,14 +32,14 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
             match purge_once(&pool, retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "purged expired RETURNED details"),
                 Err(e) => tracing::warn!(error = %e, "purging RETURNED details failed; will retry"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
             }
         }
     })

@@ -13,6 +13,9 @@ use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, mysql::MySqlConnect
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
+/// A service task and the switch that stops it.
+type Server = (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
+
 /// A running pair of services and what a test needs to look inside them.
 pub struct Stack {
     pub order: OrderClient<Channel>,
@@ -26,7 +29,7 @@ pub struct Stack {
     inventory_db: String,
     admin: MySqlConnectOptions,
     /// inventory_srv, then order_srv; `None` once stopped.
-    servers: Vec<Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>>,
+    servers: Vec<Option<Server>>,
 }
 
 /// Order service settings for a test: its own topics and groups, a short pay timeout.
