@@ -219,6 +219,29 @@ pub async fn audit(
     ])
 }
 
+/// One line per invariant, PASS/FAIL/SKIP, and the offenders under each failure.
+pub fn report(verdicts: &[Verdict]) -> String {
+    let mut out = String::new();
+    for v in verdicts {
+        let verdict = match (v.checked, v.passed()) {
+            (false, _) => "SKIP",
+            (true, true) => "PASS",
+            (true, false) => "FAIL",
+        };
+        out.push_str(&format!("{verdict}  {:<24} {}\n", v.name, v.rule));
+        for violation in v.violations.iter().take(50) {
+            out.push_str(&format!("        {violation}\n"));
+        }
+        if v.violations.len() > 50 {
+            out.push_str(&format!(
+                "        ... and {} more\n",
+                v.violations.len() - 50
+            ));
+        }
+    }
+    out
+}
+
 /// Panics with every violation: for tests.
 pub fn assert_all_hold(verdicts: &[Verdict]) {
     let failed: Vec<String> = verdicts

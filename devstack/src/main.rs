@@ -25,6 +25,32 @@ enum Command {
     Up(BrokerArgs),
     /// Run the RocketMQ name server and broker in the foreground until Ctrl-C.
     Broker(BrokerArgs),
+    /// Check invariants I1-I5 across both databases; exits non-zero on a violation.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Parser)]
+struct AuditArgs {
+    #[arg(
+        long,
+        env = "ORDER_DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/shop_order",
+        hide_env_values = true
+    )]
+    order_database_url: String,
+    #[arg(
+        long,
+        env = "INVENTORY_DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/shop_inventory",
+        hide_env_values = true
+    )]
+    inventory_database_url: String,
+    /// Initial stock per goods for I1, `id=stock,id=stock`. `--demo-initial` uses the
+    /// stock `devstack up` seeds. Without either, I1 is skipped.
+    #[arg(long, value_delimiter = ',')]
+    initial: Vec<String>,
+    #[arg(long, conflicts_with = "initial")]
+    demo_initial: bool,
 }
 
 #[derive(clap::Parser)]
@@ -63,6 +89,55 @@ async fn main() -> anyhow::Result<()> {
         None => run_up(BrokerArgs::parse_from(["up"])).await,
         Some(Command::Up(args)) => run_up(args).await,
         Some(Command::Broker(args)) => run_broker(args).await,
+        Some(Command::Audit(args)) => run_audit(args).await,
+    }
+}
+
+async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let initial = if args.demo_initial {
+        Some(
+            devstack::stack::DEMO_GOODS
+                .iter()
+                .map(|(id, _, _, stock)| (*id, i64::from(*stock)))
+                .collect(),
+        )
+    } else if args.initial.is_empty() {
+        None
+    } else {
+        let mut map = std::collections::HashMap::new();
+        for pair in &args.initial {
+            let (id, stock) = pair
+                .split_once('=')
+                .with_context(|| format!("--initial wants id=stock, got {pair:?}"))?;
+            map.insert(
+                id.trim()
+                    .parse::<i32>()
+                    .with_context(|| format!("goods id in {pair:?}"))?,
+                stock
+                    .trim()
+                    .parse::<i64>()
+                    .with_context(|| format!("stock in {pair:?}"))?,
+            );
+        }
+        Some(map)
+    };
+    let order = sqlx::MySqlPool::connect(&args.order_database_url)
+        .await
+        .context("ORDER_DATABASE_URL: cannot connect")?;
+    let inventory = sqlx::MySqlPool::connect(&args.inventory_database_url)
+        .await
+        .context("INVENTORY_DATABASE_URL: cannot connect")?;
+    let input = devstack::audit::AuditInput {
+        initial_stock: initial,
+        acknowledged: Vec::new(),
+    };
+    let verdicts = devstack::audit::audit(&order, &inventory, &input).await?;
+    print!("{}", devstack::audit::report(&verdicts));
+    if verdicts.iter().all(devstack::audit::Verdict::passed) {
+        Ok(())
+    } else {
+        std::process::exit(1);
     }
 }
 

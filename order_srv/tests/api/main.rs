@@ -1,5 +1,6 @@
 //! order_srv against a real inventory_srv, real MariaDB databases and the embedded broker.
 
+mod audit;
 mod consumers;
 mod create_order;
 mod helpers;
