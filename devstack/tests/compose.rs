@@ -1,0 +1,263 @@
+//! docker-compose.yml can't run on the development machine (no Docker engine), so this
+//! checks it against the services' real configuration: every variable it sets is one
+//! the binary reads and parses, ports and health checks agree, dependencies wait for
+//! health, and the Dockerfile builds every binary the file runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml::Value;
+
+fn repo_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn compose() -> Value {
+    serde_yaml::from_str(&repo_file("docker-compose.yml")).expect("docker-compose.yml is YAML")
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose
+        .get("services")
+        .and_then(|s| s.get(name))
+        .unwrap_or_else(|| panic!("service {name} is missing"))
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_sequence)
+        .map(|seq| {
+            seq.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    service
+        .get("environment")
+        .and_then(Value::as_mapping)
+        .map(|env| {
+            env.iter()
+                .filter_map(|(k, v)| {
+                    let value = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((k.as_str()?.to_owned(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Turns the service's environment into the binary's command line and parses it with
+/// the binary's own clap definition, so unknown variables and bad values both fail.
+fn parse_with<C: clap::Parser>(env: &BTreeMap<String, String>) -> C {
+    let command = C::command();
+    let mut args = vec![command.get_name().to_owned()];
+    for (key, value) in env {
+        if key == "RUST_LOG" {
+            continue;
+        }
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(key.as_str()))
+            .unwrap_or_else(|| panic!("{} does not read {key}", command.get_name()));
+        let long = arg.get_long().expect("every config field has a --flag");
+        args.push(format!("--{long}={value}"));
+    }
+    C::try_parse_from(args).unwrap_or_else(|e| {
+        panic!(
+            "{} rejects its compose environment: {e}",
+            command.get_name()
+        )
+    })
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr}"))
+}
+
+fn assert_published_and_probed(service: &Value, name: &str, port: u16) {
+    let ports = strings(service.get("ports"));
+    assert!(
+        ports.contains(&format!("{port}:{port}")),
+        "{name} must publish {port}: {ports:?}"
+    );
+    let probe = strings(service.get("healthcheck").and_then(|h| h.get("test")));
+    assert_eq!(
+        probe,
+        ["CMD", "grpc_health", &format!("127.0.0.1:{port}")],
+        "{name} health check"
+    );
+}
+
+fn waits_for(service: &Value, name: &str, dependency: &str, condition: &str) {
+    let actual = service
+        .get("depends_on")
+        .and_then(|d| d.get(dependency))
+        .and_then(|d| d.get("condition"))
+        .and_then(Value::as_str);
+    assert_eq!(
+        actual,
+        Some(condition),
+        "{name} must wait for {dependency} ({condition})"
+    );
+}
+
+#[test]
+fn the_services_environment_is_exactly_what_the_binaries_read() {
+    let compose = compose();
+    let inventory = service(&compose, "inventory_srv");
+    let order = service(&compose, "order_srv");
+    assert_eq!(strings(inventory.get("command")), ["inventory_srv"]);
+    assert_eq!(strings(order.get("command")), ["order_srv"]);
+
+    let inventory_config: inventory_srv::config::Config = parse_with(&environment(inventory));
+    let order_config: order_srv::config::Config = parse_with(&environment(order));
+
+    assert!(
+        inventory_config
+            .database_url
+            .starts_with("mysql://root@mysql:3306/")
+    );
+    assert!(
+        order_config
+            .database_url
+            .starts_with("mysql://root@mysql:3306/")
+    );
+    assert_ne!(
+        inventory_config.database_url, order_config.database_url,
+        "one database per service"
+    );
+    assert_eq!(inventory_config.namesrv_addr, "namesrv:9876");
+    assert_eq!(order_config.namesrv_addr, "namesrv:9876");
+    assert!(inventory_config.consume_rebacks);
+    assert_eq!(inventory_config.reback_topic, order_config.reback_topic);
+    assert_eq!(
+        order_config.inventory_endpoint,
+        format!("http://inventory_srv:{}", inventory_config.grpc_addr.port())
+    );
+    assert!(
+        inventory_config.grpc_addr.ip().is_unspecified(),
+        "reachable from other containers"
+    );
+    assert!(
+        order_config.grpc_addr.ip().is_unspecified(),
+        "reachable from other containers"
+    );
+    assert_published_and_probed(
+        inventory,
+        "inventory_srv",
+        inventory_config.grpc_addr.port(),
+    );
+    assert_published_and_probed(order, "order_srv", order_config.grpc_addr.port());
+
+    let namesrv = service(&compose, "namesrv");
+    let namesrv_port = port_of(&order_config.namesrv_addr);
+    assert!(strings(namesrv.get("ports")).contains(&format!("{namesrv_port}:{namesrv_port}")));
+}
+
+#[test]
+fn every_service_waits_for_what_it_needs_to_be_healthy() {
+    let compose = compose();
+    for name in ["mysql", "namesrv", "broker", "inventory_srv", "order_srv"] {
+        assert!(
+            service(&compose, name)
+                .get("healthcheck")
+                .and_then(|h| h.get("test"))
+                .is_some(),
+            "{name} has a health check"
+        );
+    }
+    let inventory = service(&compose, "inventory_srv");
+    let order = service(&compose, "order_srv");
+    waits_for(inventory, "inventory_srv", "mysql", "service_healthy");
+    waits_for(
+        inventory,
+        "inventory_srv",
+        "mq-init",
+        "service_completed_successfully",
+    );
+    waits_for(order, "order_srv", "mysql", "service_healthy");
+    waits_for(
+        order,
+        "order_srv",
+        "mq-init",
+        "service_completed_successfully",
+    );
+    waits_for(order, "order_srv", "inventory_srv", "service_healthy");
+    waits_for(
+        service(&compose, "broker"),
+        "broker",
+        "namesrv",
+        "service_healthy",
+    );
+    waits_for(
+        service(&compose, "mq-init"),
+        "mq-init",
+        "broker",
+        "service_healthy",
+    );
+
+    let init = strings(service(&compose, "mq-init").get("command")).join(" ");
+    for topic in devstack::SYSTEM_TOPICS {
+        assert!(
+            init.contains(&format!("-t {topic} ")),
+            "mq-init creates {topic}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_every_binary_the_compose_file_runs_and_the_broker_config_exists() {
+    let compose = compose();
+    let dockerfile = repo_file("Dockerfile");
+    let mut binaries = BTreeSet::new();
+    for name in ["inventory_srv", "order_srv"] {
+        let svc = service(&compose, name);
+        assert_eq!(
+            svc.get("build").and_then(Value::as_str),
+            Some("."),
+            "{name} is built from the workspace"
+        );
+        binaries.extend(strings(svc.get("command")).into_iter().take(1));
+        binaries.extend(
+            strings(svc.get("healthcheck").and_then(|h| h.get("test")))
+                .into_iter()
+                .nth(1),
+        );
+    }
+    for binary in &binaries {
+        assert!(
+            dockerfile.contains(&format!("-p {binary}")),
+            "Dockerfile builds {binary}"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "Dockerfile ships {binary}"
+        );
+    }
+    let volumes = strings(service(&compose, "broker").get("volumes"));
+    let conf = volumes
+        .first()
+        .and_then(|v| v.split(':').next())
+        .expect("broker.conf mount");
+    let conf = repo_file(conf.trim_start_matches("./"));
+    for key in [
+        "brokerIP1 = broker",
+        "timerWheelEnable = true",
+        "transactionCheckInterval",
+    ] {
+        assert!(conf.contains(key), "broker.conf sets {key}");
+    }
+}
