@@ -294,13 +294,13 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn free_port(host: &str) -> anyhow::Result<u16> {
+pub fn free_port(host: &str) -> anyhow::Result<u16> {
     let listener = TcpListener::bind((host, 0)).with_context(|| format!("binding {host}:0"))?;
     Ok(listener.local_addr()?.port())
 }
 
 /// The broker also binds `port - 2` (its "fast" listener): find a port where both are free.
-fn free_broker_port(host: &str) -> anyhow::Result<u16> {
+pub fn free_broker_port(host: &str) -> anyhow::Result<u16> {
     for _ in 0..100 {
         let normal = TcpListener::bind((host, 0))?;
         let port = normal.local_addr()?.port();

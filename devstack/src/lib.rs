@@ -2,7 +2,9 @@
 //! runs, the whole system in one process ([`stack`]), and the invariant [`audit`].
 
 pub mod audit;
+pub mod bench;
 pub mod broker;
+pub mod procs;
 pub mod stack;
 
 pub use broker::{BrokerSettings, EmbeddedBroker, SYSTEM_TOPICS};

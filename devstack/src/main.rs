@@ -25,6 +25,8 @@ enum Command {
     Up(BrokerArgs),
     /// Run the RocketMQ name server and broker in the foreground until Ctrl-C.
     Broker(BrokerArgs),
+    /// CreateOrder over gRPC against the raw-SQL baseline (run a release build).
+    Bench(devstack::bench::BenchArgs),
     /// Check invariants I1-I5 across both databases; exits non-zero on a violation.
     Audit(AuditArgs),
 }
@@ -90,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Up(args)) => run_up(args).await,
         Some(Command::Broker(args)) => run_broker(args).await,
         Some(Command::Audit(args)) => run_audit(args).await,
+        Some(Command::Bench(args)) => devstack::bench::run(args).await,
     }
 }
 

@@ -1,0 +1,649 @@
+//! `devstack bench`: CreateOrder over gRPC against the raw-SQL ceiling, side by side.
+//!
+//! The services and the broker run as separate processes (release builds next to this
+//! one) so each one's CPU time is measured. The baseline runs the same SQL of one order
+//! (the cart read, the Sell transaction, the order transaction), through the services'
+//! own database functions, straight from this process: no gRPC, no broker.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use proto::{
+    inventory::{self as inv, inventory_client::InventoryClient},
+    order::{self as pb, order_client::OrderClient},
+};
+use serde_json::json;
+use sqlx::{Connection, Executor, MySqlPool, mysql::MySqlConnectOptions};
+use tonic::transport::Channel;
+
+use crate::{
+    broker::{free_broker_port, free_port},
+    procs::{Proc, sibling_binary, wait_for_port},
+};
+
+/// What to run.
+#[derive(Debug, Clone, clap::Parser)]
+pub struct BenchArgs {
+    /// Orders per scenario (c=1 runs a quarter of them).
+    #[arg(long, default_value_t = 2_000)]
+    pub orders: usize,
+    /// Goods the spread scenarios pick from.
+    #[arg(long, default_value_t = 1_000)]
+    pub goods: i32,
+    /// MySQL server (no database); the bench creates and drops its own databases.
+    #[arg(
+        long,
+        env = "BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306"
+    )]
+    pub mysql_url: String,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: &'static str,
+    concurrency: usize,
+    orders: usize,
+    hot: bool,
+}
+
+#[derive(Debug, Default)]
+struct RunStats {
+    ok: usize,
+    failures: std::collections::BTreeMap<String, usize>,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl RunStats {
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies[rank.min(self.latencies.len() - 1)]
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let base: MySqlConnectOptions = args.mysql_url.parse().context("BENCH_MYSQL_URL")?;
+    let names = [
+        "shop_bench_order",
+        "shop_bench_inventory",
+        "shop_base_order",
+        "shop_base_inventory",
+    ];
+    recreate_databases(&base, &names).await?;
+    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
+
+    let logs = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    println!("process logs in {}", logs.display());
+    let mut stack = BenchStack::start(
+        &logs,
+        &url("shop_bench_order"),
+        &url("shop_bench_inventory"),
+    )
+    .await?;
+    let outcome = run_scenarios(
+        &args,
+        &mut stack,
+        &url("shop_base_order"),
+        &url("shop_base_inventory"),
+    )
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+async fn recreate_databases(base: &MySqlConnectOptions, names: &[&str]) -> anyhow::Result<()> {
+    let mut conn = sqlx::MySqlConnection::connect_with(base)
+        .await
+        .context("cannot reach MySQL: start it on 127.0.0.1:3306 or set BENCH_MYSQL_URL")?;
+    for name in names {
+        conn.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+            .await?;
+        conn.execute(format!("CREATE DATABASE `{name}`").as_str())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The broker and both services as processes.
+struct BenchStack {
+    broker: Proc,
+    inventory: Proc,
+    order: Proc,
+    order_client: OrderClient<Channel>,
+    inventory_client: InventoryClient<Channel>,
+}
+
+impl BenchStack {
+    async fn start(logs: &Path, order_db: &str, inventory_db: &str) -> anyhow::Result<Self> {
+        let namesrv_port = free_port("127.0.0.1")?;
+        let broker_port = free_broker_port("127.0.0.1")?;
+        let namesrv = format!("127.0.0.1:{namesrv_port}");
+        let broker = Proc::spawn(
+            "broker",
+            &std::env::current_exe()?,
+            &[
+                "broker".into(),
+                format!("--namesrv-port={namesrv_port}"),
+                format!("--broker-port={broker_port}"),
+            ],
+            &[],
+            &logs.join("broker.log"),
+        )?;
+        wait_for_port(&format!("127.0.0.1:{broker_port}"), Duration::from_secs(60)).await?;
+        // The broker creates the system topics right after it listens.
+        let mq = mq::Mq::new(&mq::MqConfig::new(namesrv.as_str()), "bench-admin")?;
+        mq.create_topics(&crate::SYSTEM_TOPICS, 4).await?;
+        mq.shutdown().await;
+
+        let inventory_port = free_port("127.0.0.1")?;
+        let inventory = Proc::spawn(
+            "inventory_srv",
+            &sibling_binary("inventory_srv")?,
+            &[],
+            &[
+                ("INVENTORY_DATABASE_URL".into(), inventory_db.into()),
+                (
+                    "INVENTORY_GRPC_ADDR".into(),
+                    format!("127.0.0.1:{inventory_port}"),
+                ),
+                ("NAMESRV_ADDR".into(), namesrv.clone()),
+                ("RUST_LOG".into(), "warn".into()),
+            ],
+            &logs.join("inventory_srv.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{inventory_port}"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let order_port = free_port("127.0.0.1")?;
+        let order = Proc::spawn(
+            "order_srv",
+            &sibling_binary("order_srv")?,
+            &[],
+            &[
+                ("ORDER_DATABASE_URL".into(), order_db.into()),
+                ("ORDER_GRPC_ADDR".into(), format!("127.0.0.1:{order_port}")),
+                (
+                    "INVENTORY_ENDPOINT".into(),
+                    format!("http://127.0.0.1:{inventory_port}"),
+                ),
+                ("NAMESRV_ADDR".into(), namesrv.clone()),
+                ("ORDER_PAY_TIMEOUT".into(), "1h".into()),
+                ("RUST_LOG".into(), "warn".into()),
+            ],
+            &logs.join("order_srv.log"),
+        )?;
+        wait_for_port(&format!("127.0.0.1:{order_port}"), Duration::from_secs(60)).await?;
+        Ok(Self {
+            broker,
+            inventory,
+            order,
+            order_client: OrderClient::connect(format!("http://127.0.0.1:{order_port}")).await?,
+            inventory_client: InventoryClient::connect(format!(
+                "http://127.0.0.1:{inventory_port}"
+            ))
+            .await?,
+        })
+    }
+
+    fn cpu(&self) -> [Duration; 4] {
+        [
+            self.order.cpu_time().unwrap_or_default(),
+            self.inventory.cpu_time().unwrap_or_default(),
+            self.broker.cpu_time().unwrap_or_default(),
+            self_cpu_time(),
+        ]
+    }
+
+    async fn stop(self) {
+        self.order.stop(Duration::from_secs(20)).await;
+        self.inventory.stop(Duration::from_secs(20)).await;
+        self.broker.stop(Duration::from_secs(20)).await;
+    }
+}
+
+fn self_cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+const HOT_GOODS: i32 = 1_000_000;
+
+async fn run_scenarios(
+    args: &BenchArgs,
+    stack: &mut BenchStack,
+    base_order_url: &str,
+    base_inventory_url: &str,
+) -> anyhow::Result<()> {
+    // The baseline's databases: the same schema, the same pool size as a service.
+    let base_order = order_srv::startup::connect_pool(base_order_url.parse()?, 32).await?;
+    order_srv::MIGRATOR.run(&base_order).await?;
+    let base_inventory =
+        inventory_srv::startup::connect_pool(base_inventory_url.parse()?, 32).await?;
+    inventory_srv::MIGRATOR.run(&base_inventory).await?;
+
+    println!("seeding {} goods", args.goods);
+    for id in (1..=args.goods).chain([HOT_GOODS]) {
+        let price_cents = 100 + i64::from(id % 500);
+        stack
+            .order_client
+            .upsert_goods(pb::Goods {
+                id,
+                name: format!("goods {id}"),
+                price_cents,
+            })
+            .await?;
+        stack
+            .inventory_client
+            .set_inv(inv::SetInvRequest {
+                goods_id: id,
+                stocks: 10_000_000,
+            })
+            .await?;
+        sqlx::query("INSERT INTO goods (id, name, price_cents) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(format!("goods {id}"))
+            .bind(price_cents)
+            .execute(&base_order)
+            .await?;
+        sqlx::query("INSERT INTO inventory (goods_id, stocks) VALUES (?, 10000000)")
+            .bind(id)
+            .execute(&base_inventory)
+            .await?;
+    }
+
+    let scenarios = [
+        Scenario {
+            name: "spread",
+            concurrency: 1,
+            orders: (args.orders / 4).max(1),
+            hot: false,
+        },
+        Scenario {
+            name: "spread",
+            concurrency: 16,
+            orders: args.orders,
+            hot: false,
+        },
+        Scenario {
+            name: "spread",
+            concurrency: 64,
+            orders: args.orders,
+            hot: false,
+        },
+        Scenario {
+            name: "hot",
+            concurrency: 16,
+            orders: args.orders,
+            hot: true,
+        },
+    ];
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<8} {:>3} {:>6} | {:>9} {:>6} {:>6} {:>6} {:>7} {:>5} | {:>9} {:>6} {:>6} | {:>5} | cpu s: order inv broker bench",
+        "scenario",
+        "c",
+        "orders",
+        "svc ord/s",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "fail",
+        "base ord/s",
+        "p50",
+        "p99",
+        "ratio"
+    );
+    for (index, scenario) in scenarios.iter().enumerate() {
+        let first_user = (index as i64 + 1) * 10_000_000;
+        if scenario.hot {
+            stack
+                .inventory_client
+                .set_inv(inv::SetInvRequest {
+                    goods_id: HOT_GOODS,
+                    stocks: scenario.orders as i32,
+                })
+                .await?;
+            sqlx::query("UPDATE inventory SET stocks = ? WHERE goods_id = ?")
+                .bind(scenario.orders as i32)
+                .bind(HOT_GOODS)
+                .execute(&base_inventory)
+                .await?;
+        }
+        let lines = |user: i64| cart_lines(user, args.goods, scenario.hot);
+        fill_carts(stack, &base_order, first_user, scenario.orders, &lines).await?;
+
+        let cpu_before = stack.cpu();
+        let service = drive(scenario.concurrency, scenario.orders, {
+            let client = stack.order_client.clone();
+            move |i| {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .create_order(pb::CreateOrderRequest {
+                            user_id: first_user + i as i64,
+                            address: "1 Bench Road".into(),
+                            name: "Bench".into(),
+                            mobile: "13800000000".into(),
+                            post: String::new(),
+                        })
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| format!("{:?}", s.code()))
+                }
+            }
+        })
+        .await;
+        let cpu_after = stack.cpu();
+        let baseline =
+            drive(scenario.concurrency, scenario.orders, {
+                let order_pool = base_order.clone();
+                let inventory_pool = base_inventory.clone();
+                move |i| {
+                    let order_pool = order_pool.clone();
+                    let inventory_pool = inventory_pool.clone();
+                    async move {
+                        baseline_order(&order_pool, &inventory_pool, first_user + i as i64).await
+                    }
+                }
+            })
+            .await;
+
+        let mut oversell = None;
+        if scenario.hot {
+            let left = stack
+                .inventory_client
+                .inv_detail(inv::InvDetailRequest {
+                    goods_id: HOT_GOODS,
+                })
+                .await?
+                .into_inner()
+                .stocks;
+            let sold = scenario.orders as i64 - i64::from(left);
+            if left < 0 || sold != service.ok as i64 {
+                bail!(
+                    "hot goods: {} orders succeeded but stock went from {} to {left}",
+                    service.ok,
+                    scenario.orders
+                );
+            }
+            oversell = Some(0);
+        }
+        let cpu: Vec<f64> = cpu_after
+            .iter()
+            .zip(cpu_before.iter())
+            .map(|(a, b)| a.saturating_sub(*b).as_secs_f64())
+            .collect();
+        let ratio = service.per_sec() / baseline.per_sec().max(1e-9);
+        println!(
+            "{:<8} {:>3} {:>6} | {:>9.0} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>5} | {:>9.0} {:>6.1} {:>6.1} | {:>5.2} | {:.1} {:.1} {:.1} {:.1}",
+            scenario.name,
+            scenario.concurrency,
+            scenario.orders,
+            service.per_sec(),
+            ms(service.percentile(50.0)),
+            ms(service.percentile(90.0)),
+            ms(service.percentile(99.0)),
+            ms(service.percentile(100.0)),
+            service.failures.values().sum::<usize>(),
+            baseline.per_sec(),
+            ms(baseline.percentile(50.0)),
+            ms(baseline.percentile(99.0)),
+            ratio,
+            cpu[0],
+            cpu[1],
+            cpu[2],
+            cpu[3],
+        );
+        for (code, n) in &service.failures {
+            println!("         service failures {code}: {n}");
+        }
+        for (code, n) in &baseline.failures {
+            println!("         baseline failures {code}: {n}");
+        }
+        rows.push(json!({
+            "scenario": scenario.name,
+            "concurrency": scenario.concurrency,
+            "orders": scenario.orders,
+            "service": stats_json(&service),
+            "baseline": stats_json(&baseline),
+            "ratio": ratio,
+            "oversell": oversell,
+            "cpu_seconds": {"order_srv": cpu[0], "inventory_srv": cpu[1], "broker": cpu[2], "bench_client": cpu[3]},
+        }));
+    }
+    let report = json!({
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "scenarios": rows,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nresults written to {}", args.out.display());
+    Ok(())
+}
+
+fn stats_json(stats: &RunStats) -> serde_json::Value {
+    json!({
+        "ok": stats.ok,
+        "failures": stats.failures,
+        "orders_per_sec": stats.per_sec(),
+        "p50_ms": ms(stats.percentile(50.0)),
+        "p90_ms": ms(stats.percentile(90.0)),
+        "p99_ms": ms(stats.percentile(99.0)),
+        "max_ms": ms(stats.percentile(100.0)),
+        "elapsed_s": stats.elapsed.as_secs_f64(),
+    })
+}
+
+/// Two goods per order spread over the catalogue, or one unit of the hot goods.
+fn cart_lines(user: i64, goods: i32, hot: bool) -> Vec<(i32, i32)> {
+    if hot {
+        return vec![(HOT_GOODS, 1)];
+    }
+    let n = i64::from(goods.max(2));
+    let first = (user % n) as i32 + 1;
+    let mut second = ((user * 7 + 3) % n) as i32 + 1;
+    if second == first {
+        second = first % goods.max(2) + 1;
+    }
+    vec![(first, 1), (second, 2)]
+}
+
+/// Fills both carts (the service's, over gRPC, and the baseline's) outside the timing.
+async fn fill_carts(
+    stack: &BenchStack,
+    base_order: &MySqlPool,
+    first_user: i64,
+    orders: usize,
+    lines: &impl Fn(i64) -> Vec<(i32, i32)>,
+) -> anyhow::Result<()> {
+    let requests: Vec<(i64, i32, i32)> = (0..orders as i64)
+        .flat_map(|i| {
+            lines(first_user + i)
+                .into_iter()
+                .map(move |(g, n)| (first_user + i, g, n))
+        })
+        .collect();
+    let results = drive(16, requests.len(), {
+        let client = stack.order_client.clone();
+        let requests = Arc::new(requests.clone());
+        move |i| {
+            let mut client = client.clone();
+            let (user_id, goods_id, nums) = requests[i];
+            async move {
+                client
+                    .create_cart_item(pb::CreateCartItemRequest {
+                        user_id,
+                        goods_id,
+                        nums,
+                        checked: Some(true),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}", s.code()))
+            }
+        }
+    })
+    .await;
+    if !results.failures.is_empty() {
+        bail!("filling carts failed: {:?}", results.failures);
+    }
+    let mut conn = base_order.acquire().await?;
+    for (user_id, goods_id, nums) in requests {
+        order_srv::db::add_to_cart(&mut conn, user_id, goods_id, nums, true).await?;
+    }
+    Ok(())
+}
+
+/// Runs `job(0..count)` with `concurrency` workers; records each call's latency.
+async fn drive<F, Fut>(concurrency: usize, count: usize, job: F) -> RunStats
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(Mutex::new(RunStats::default()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let next = next.clone();
+            let stats = stats.clone();
+            let job = job.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let t = Instant::now();
+                    let result = job(i).await;
+                    let latency = t.elapsed();
+                    if let Ok(mut s) = stats.lock() {
+                        match result {
+                            Ok(()) => {
+                                s.ok += 1;
+                                s.latencies.push(latency);
+                            }
+                            Err(code) => *s.failures.entry(code).or_default() += 1,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let mut stats = stats
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    stats.elapsed = started.elapsed();
+    stats.latencies.sort();
+    stats
+}
+
+/// One order's SQL, as the services run it, without gRPC or the broker.
+async fn baseline_order(
+    order_pool: &MySqlPool,
+    inventory_pool: &MySqlPool,
+    user_id: i64,
+) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let order_sn = format!("B{user_id}");
+    let mut conn = order_pool.acquire().await.map_err(|e| fail(&e))?;
+    let priced = order_srv::db::checked_cart_priced(&mut conn, user_id)
+        .await
+        .map_err(|e| fail(&e))?;
+    drop(conn);
+    let items: Vec<inv::GoodsNum> = priced
+        .iter()
+        .map(|l| inv::GoodsNum {
+            goods_id: l.goods_id,
+            num: l.nums,
+        })
+        .collect();
+    let sell = inventory_srv::domain::SellOrder {
+        order_sn: inventory_srv::domain::OrderSn::parse(&order_sn).map_err(|e| fail(&e))?,
+        lines: inventory_srv::domain::SellLines::parse(&items).map_err(|e| fail(&e))?,
+    };
+    inventory_srv::stock::sell(inventory_pool, &sell)
+        .await
+        .map_err(|e| fail(&e))?;
+
+    let lines: Vec<order_srv::db::OrderGoodsRow> = priced
+        .into_iter()
+        .map(|l| order_srv::db::OrderGoodsRow {
+            goods_id: l.goods_id,
+            goods_name: l.goods_name.unwrap_or_default(),
+            price_cents: l.price_cents.unwrap_or_default(),
+            nums: l.nums,
+        })
+        .collect();
+    let total: i64 = lines
+        .iter()
+        .map(|l| l.price_cents * i64::from(l.nums))
+        .sum();
+    let order = order_srv::domain::NewOrder {
+        user_id,
+        address: "1 Bench Road".into(),
+        name: "Bench".into(),
+        mobile: "13800000000".into(),
+        post: String::new(),
+    };
+    let mut tx = order_pool.begin().await.map_err(|e| fail(&e))?;
+    order_srv::db::insert_committed_barrier(&mut tx, &order_sn)
+        .await
+        .map_err(|e| fail(&e))?;
+    let order_id = order_srv::db::insert_order(&mut tx, &order_sn, &order, total)
+        .await
+        .map_err(|e| fail(&e))?;
+    order_srv::db::insert_order_goods(&mut tx, order_id, &lines)
+        .await
+        .map_err(|e| fail(&e))?;
+    let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
+    order_srv::db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
+        .await
+        .map_err(|e| fail(&e))?;
+    order_srv::db::order_by_sn(&mut tx, &order_sn)
+        .await
+        .map_err(|e| fail(&e))?;
+    tx.commit().await.map_err(|e| fail(&e))?;
+    Ok(())
+}
