@@ -1,8 +1,8 @@
 //! order_srv against a real inventory_srv, real MariaDB databases and the embedded broker.
 
 mod audit;
-mod consumers;
 mod create_order;
+mod failure_table;
 mod helpers;
 mod inputs;
 mod orders;
