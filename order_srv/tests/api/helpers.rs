@@ -20,6 +20,8 @@ type Server = (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
 pub struct Stack {
     pub order: OrderClient<Channel>,
     pub inventory: InventoryClient<Channel>,
+    pub order_addr: std::net::SocketAddr,
+    pub inventory_addr: std::net::SocketAddr,
     pub order_pool: MySqlPool,
     pub inventory_pool: MySqlPool,
     pub config: order_srv::config::Config,
@@ -142,6 +144,8 @@ pub async fn spawn_stack_with(
         inventory: InventoryClient::connect(format!("http://{inv_addr}"))
             .await
             .expect("connect inventory_srv"),
+        order_addr,
+        inventory_addr: inv_addr,
         order_pool,
         inventory_pool,
         config,

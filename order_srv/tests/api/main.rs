@@ -8,3 +8,4 @@ mod inputs;
 mod orders;
 mod purge;
 mod reback_probe;
+mod reflection;
