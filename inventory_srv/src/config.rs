@@ -24,6 +24,10 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_GRPC_ADDR", default_value = "127.0.0.1:50052")]
     pub grpc_addr: SocketAddr,
 
+    /// Address of the Prometheus endpoint (`GET /metrics`; port 0 picks a free port).
+    #[arg(long, env = "INVENTORY_METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: SocketAddr,
+
     /// Largest number of pooled database connections.
     #[arg(long, env = "INVENTORY_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,

@@ -6,10 +6,9 @@
 //! error asks for redelivery. A body that is not `{"order_sn": ...}` with a valid
 //! order_sn can never succeed: it is recorded in `dead_message` and acknowledged.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
+
+use observe::{IntCounter, Registry};
 
 use mq::{Mq, OrderSnBody};
 use rocketmq_client_rust::{
@@ -21,14 +20,54 @@ use tokio::runtime::Handle;
 
 use crate::{db, domain::OrderSn, stock};
 
-/// What the consumer has done since start (for logs, metrics and tests).
-#[derive(Debug, Default)]
+/// What the consumer has done since start: Prometheus counters (`/metrics`), also read
+/// by tests.
+#[derive(Debug, Clone)]
 pub struct RebackCounters {
-    pub returned: AtomicU64,
-    pub already_returned: AtomicU64,
-    pub tombstoned: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead: AtomicU64,
+    pub returned: IntCounter,
+    pub already_returned: IntCounter,
+    pub tombstoned: IntCounter,
+    /// Deliveries that asked for redelivery (a transient failure).
+    pub retried: IntCounter,
+    /// Messages recorded in `dead_message` (the service's dead letters).
+    pub dead: IntCounter,
+}
+
+impl RebackCounters {
+    pub fn register(registry: &Registry) -> Self {
+        let rebacks = observe::counter_vec(
+            registry,
+            "inventory_rebacks_total",
+            "order_reback messages applied, by outcome",
+            &["outcome"],
+        );
+        Self {
+            returned: rebacks.with_label_values(&["returned"]),
+            already_returned: rebacks.with_label_values(&["already_returned"]),
+            tombstoned: rebacks.with_label_values(&["tombstoned"]),
+            retried: observe::counter_vec(
+                registry,
+                "inventory_reback_retries_total",
+                "order_reback deliveries that asked for redelivery",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            dead: observe::counter_vec(
+                registry,
+                "inventory_dead_messages_total",
+                "malformed messages recorded in dead_message",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+        }
+    }
+}
+
+impl Default for RebackCounters {
+    /// Counters in a registry of their own (a consumer nobody scrapes).
+    fn default() -> Self {
+        Self::register(&Registry::new())
+    }
 }
 
 /// Subscribes `group` to `topic` and starts consuming.
@@ -81,7 +120,7 @@ async fn consume(
                 stock::RebackOutcome::AlreadyReturned => &counters.already_returned,
                 stock::RebackOutcome::Tombstoned => &counters.tombstoned,
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
             tracing::info!(
                 ?outcome,
                 reconsume_times = msg.reconsume_times(),
@@ -90,7 +129,7 @@ async fn consume(
             ConsumeConcurrentlyStatus::ConsumeSuccess
         }
         Err(e) => {
-            counters.retried.fetch_add(1, Ordering::Relaxed);
+            counters.retried.inc();
             tracing::warn!(error = %e, reconsume_times = msg.reconsume_times(), "reback failed; redelivery requested");
             ConsumeConcurrentlyStatus::ReconsumeLater
         }
@@ -120,7 +159,7 @@ async fn bury(
     .await;
     match recorded {
         Ok(()) => {
-            counters.dead.fetch_add(1, Ordering::Relaxed);
+            counters.dead.inc();
             ConsumeConcurrentlyStatus::ConsumeSuccess
         }
         // Not recorded yet: try again (bounded by the broker's max reconsume times, after

@@ -39,6 +39,9 @@ pub struct Application {
     consuming: Option<Consuming>,
     tombstone_retention: Duration,
     purge_interval: Duration,
+    registry: observe::Registry,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
 }
 
 impl Application {
@@ -70,7 +73,12 @@ impl Application {
             .await
             .with_context(|| format!("INVENTORY_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
-        let counters = Arc::new(RebackCounters::default());
+        let registry = observe::Registry::new();
+        let counters = Arc::new(RebackCounters::register(&registry));
+        let metrics_listener = observe::bind(config.metrics_addr, "INVENTORY_METRICS_ADDR")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let metrics_addr = metrics_listener.local_addr()?;
         let consuming = if config.consume_rebacks {
             Some(start_consuming(config, &pool, &counters).await?)
         } else {
@@ -84,6 +92,9 @@ impl Application {
             consuming,
             tombstone_retention: config.tombstone_retention,
             purge_interval: config.purge_interval,
+            registry,
+            metrics_listener,
+            metrics_addr,
         })
     }
 
@@ -93,6 +104,11 @@ impl Application {
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// Where `GET /metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// What the reback consumer has done so far.
@@ -114,6 +130,15 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
+        let metrics_stopped = purge_stopped.clone();
+        let metrics_server = tokio::spawn(observe::serve(
+            self.metrics_listener,
+            self.registry,
+            async move {
+                let mut stopped = metrics_stopped;
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ));
         let purger = crate::purge::spawn(
             self.pool.clone(),
             self.tombstone_retention,
@@ -130,6 +155,7 @@ impl Application {
             .await;
         let _ = stop_purge.send(true);
         let _ = purger.await;
+        let _ = metrics_server.await;
         if let Some(Consuming { mq, mut consumer }) = self.consuming {
             // Stops pulling and waits for in-flight callbacks before the pool closes.
             consumer.shutdown().await;

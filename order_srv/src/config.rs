@@ -28,6 +28,10 @@ pub struct Config {
     #[arg(long, env = "ORDER_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
 
+    /// Address of the Prometheus endpoint (`GET /metrics`; port 0 picks a free port).
+    #[arg(long, env = "ORDER_METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    pub metrics_addr: SocketAddr,
+
     /// gRPC endpoint of inventory_srv.
     #[arg(
         long,

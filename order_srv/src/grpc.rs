@@ -11,6 +11,7 @@ use crate::{
     db::{self, CartRow, OrderGoodsRow, OrderRow},
     domain::{self, GoodsPrice, NewOrder, StatusChange},
     error::Error,
+    metrics::OrderMetrics,
     orders,
     place_order::OrderPlacer,
 };
@@ -21,11 +22,16 @@ const MAX_PAGE_SIZE: u32 = 100;
 pub struct OrderService {
     pool: MySqlPool,
     placer: Arc<OrderPlacer>,
+    metrics: OrderMetrics,
 }
 
 impl OrderService {
-    pub fn new(pool: MySqlPool, placer: Arc<OrderPlacer>) -> Self {
-        Self { pool, placer }
+    pub fn new(pool: MySqlPool, placer: Arc<OrderPlacer>, metrics: OrderMetrics) -> Self {
+        Self {
+            pool,
+            placer,
+            metrics,
+        }
     }
 }
 
@@ -93,9 +99,20 @@ impl Order for OrderService {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::OrderInfo>, Status> {
-        let new_order = NewOrder::try_from(request.into_inner())?;
-        let order = self.placer.place(new_order).await?;
-        Ok(Response::new(order_info(order)))
+        let placed = match NewOrder::try_from(request.into_inner()) {
+            Ok(new_order) => self.placer.place(new_order).await.map_err(Status::from),
+            Err(e) => Err(Status::from(e)),
+        };
+        match placed {
+            Ok(order) => {
+                self.metrics.orders_created.inc();
+                Ok(Response::new(order_info(order)))
+            }
+            Err(status) => {
+                self.metrics.order_failed(status.code());
+                Err(status)
+            }
+        }
     }
 
     async fn order_list(

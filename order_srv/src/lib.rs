@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod grpc;
+pub mod metrics;
 pub mod orders;
 pub mod place_order;
 pub mod purge;

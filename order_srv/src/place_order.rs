@@ -33,6 +33,7 @@ use crate::{
 
 /// What the transaction listener needs; shared by every call, never mutated by one.
 pub struct PlaceDeps {
+    pub metrics: crate::metrics::OrderMetrics,
     pub pool: MySqlPool,
     pub inventory: InventoryClient<Channel>,
     pub sell_timeout: Duration,

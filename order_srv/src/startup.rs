@@ -20,6 +20,7 @@ use crate::{
     MIGRATOR,
     config::Config,
     grpc::OrderService,
+    metrics::OrderMetrics,
     place_order::{OrderPlacer, PlaceDeps, RebackTxListener},
     timeout::{self, TimeoutCounters, TimeoutDeps},
 };
@@ -36,6 +37,10 @@ pub struct Application {
     timeout_counters: Arc<TimeoutCounters>,
     barrier_retention: Duration,
     purge_interval: Duration,
+    metrics: OrderMetrics,
+    registry: observe::Registry,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
 }
 
 impl Application {
@@ -86,7 +91,10 @@ impl Application {
             )
         })?;
 
+        let registry = observe::Registry::new();
+        let metrics = OrderMetrics::register(&registry);
         let deps = Arc::new(PlaceDeps {
+            metrics: metrics.clone(),
             pool: pool.clone(),
             inventory: InventoryClient::new(inventory),
             sell_timeout: config.sell_timeout,
@@ -109,7 +117,7 @@ impl Application {
         })?;
         let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone());
 
-        let timeout_counters = Arc::new(TimeoutCounters::default());
+        let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
         let timeout_consumer = timeout::start(
             &mq,
             &config.timeout_consumer_group,
@@ -129,7 +137,15 @@ impl Application {
             .await
             .with_context(|| format!("ORDER_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
+        let metrics_listener = observe::bind(config.metrics_addr, "ORDER_METRICS_ADDR")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let metrics_addr = metrics_listener.local_addr()?;
         Ok(Self {
+            metrics,
+            registry,
+            metrics_listener,
+            metrics_addr,
             listener,
             grpc_addr,
             pool,
@@ -149,6 +165,11 @@ impl Application {
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// Where `GET /metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// What the pay-timeout consumer has done so far.
@@ -172,8 +193,16 @@ impl Application {
             mut timeout_consumer,
             barrier_retention,
             purge_interval,
+            metrics,
+            registry,
+            metrics_listener,
             ..
         } = self;
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = tokio::spawn(observe::serve(metrics_listener, registry, async move {
+            let mut stopped = metrics_stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
         let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
         let purger = crate::purge::spawn(
             pool.clone(),
@@ -196,12 +225,15 @@ impl Application {
             .add_service(OrderServer::new(OrderService::new(
                 pool.clone(),
                 placer.clone(),
+                metrics,
             )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
 
         let _ = stop_purge.send(true);
         let _ = purger.await;
+        let _ = stop_metrics.send(true);
+        let _ = metrics_server.await;
         timeout_consumer.shutdown().await;
         if let Ok(placer) = Arc::try_unwrap(placer) {
             placer.shutdown().await;

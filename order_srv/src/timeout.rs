@@ -6,10 +6,9 @@
 //! redelivery: if the first send failed, the broker redelivers this message and the
 //! send is repeated; inventory's reback is idempotent.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
+
+use observe::{IntCounter, Registry};
 
 use mq::{Mq, OrderSnBody};
 use rocketmq_client_rust::{
@@ -27,14 +26,52 @@ use crate::{
     faults,
 };
 
-/// What the consumer has done since start (for logs, metrics and tests).
-#[derive(Debug, Default)]
+/// What the consumer has done since start: Prometheus counters (`/metrics`), also read
+/// by tests.
+#[derive(Debug, Clone)]
 pub struct TimeoutCounters {
-    pub closed: AtomicU64,
-    pub rebacks_sent: AtomicU64,
-    pub left_alone: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead: AtomicU64,
+    pub closed: IntCounter,
+    pub rebacks_sent: IntCounter,
+    /// Paid or unknown orders acknowledged untouched.
+    pub left_alone: IntCounter,
+    pub retried: IntCounter,
+    pub dead: IntCounter,
+}
+
+impl TimeoutCounters {
+    pub fn register(registry: &Registry) -> Self {
+        let timeouts = observe::counter_vec(
+            registry,
+            "order_pay_timeouts_total",
+            "order_timeout messages handled, by outcome",
+            &["outcome"],
+        );
+        let single = |name: &str, help: &str| {
+            observe::counter_vec(registry, name, help, &[]).with_label_values(&[] as &[&str])
+        };
+        Self {
+            closed: timeouts.with_label_values(&["closed"]),
+            left_alone: timeouts.with_label_values(&["left_alone"]),
+            rebacks_sent: single(
+                "order_rebacks_sent_total",
+                "plain order_reback messages sent for closed orders",
+            ),
+            retried: single(
+                "order_timeout_retries_total",
+                "order_timeout deliveries that asked for redelivery",
+            ),
+            dead: single(
+                "order_dead_messages_total",
+                "malformed messages recorded in dead_message",
+            ),
+        }
+    }
+}
+
+impl Default for TimeoutCounters {
+    fn default() -> Self {
+        Self::register(&Registry::new())
+    }
 }
 
 /// Everything one delivery needs.
@@ -84,7 +121,7 @@ async fn consume(deps: &TimeoutDeps, msg: &MessageExt) -> ConsumeConcurrentlySta
     match close_unpaid_order(deps, &order_sn).await {
         Ok(()) => ConsumeConcurrentlyStatus::ConsumeSuccess,
         Err(e) => {
-            deps.counters.retried.fetch_add(1, Ordering::Relaxed);
+            deps.counters.retried.inc();
             tracing::warn!(error = %e, reconsume_times = msg.reconsume_times(), "pay timeout failed; redelivery requested");
             ConsumeConcurrentlyStatus::ReconsumeLater
         }
@@ -109,18 +146,18 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
             // Its local transaction never committed: nothing to close or return here
             // (the half message's own check-back returned its stock).
             tracing::info!("pay timeout of an unknown order; acknowledged");
-            deps.counters.left_alone.fetch_add(1, Ordering::Relaxed);
+            deps.counters.left_alone.inc();
             return Ok(());
         }
     };
     drop(conn);
     if closed_now {
-        deps.counters.closed.fetch_add(1, Ordering::Relaxed);
+        deps.counters.closed.inc();
         tracing::info!("unpaid order closed");
     }
     if status != Some(OrderStatus::TradeClosed) {
         tracing::info!(status = ?status, "order paid or moving on; left alone");
-        deps.counters.left_alone.fetch_add(1, Ordering::Relaxed);
+        deps.counters.left_alone.inc();
         return Ok(());
     }
     send_reback(deps, order_sn, user_id).await
@@ -139,7 +176,7 @@ async fn send_reback(deps: &TimeoutDeps, order_sn: &str, user_id: i64) -> Result
         .send(message)
         .await
         .map_err(|e| Error::Unavailable(format!("reback not sent: {}", mq::describe(&e))))?;
-    deps.counters.rebacks_sent.fetch_add(1, Ordering::Relaxed);
+    deps.counters.rebacks_sent.inc();
     tracing::info!("reback sent for the closed order");
     Ok(())
 }
@@ -164,7 +201,7 @@ async fn bury(deps: &TimeoutDeps, msg: &MessageExt, reason: &str) -> ConsumeConc
     .await;
     match recorded {
         Ok(()) => {
-            deps.counters.dead.fetch_add(1, Ordering::Relaxed);
+            deps.counters.dead.inc();
             ConsumeConcurrentlyStatus::ConsumeSuccess
         }
         Err(e) => {

@@ -20,6 +20,7 @@ pub async fn spawn_app(connect: MySqlConnectOptions) -> TestApp {
     let config = Config {
         database_url: String::new(),
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
+        metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
         db_max_connections: 64,
         ..inventory_srv::config::Config::try_parse_from([
             "inventory_srv",

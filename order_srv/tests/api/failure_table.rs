@@ -21,7 +21,7 @@
 //! | 13 | inventory DB down while consuming | retried; after recovery stock returned |
 //! | 14 | malformed message | logged, counted, not retried forever; service keeps serving |
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use devstack::testing::{PATIENCE, eventually, unique};
 use futures::future::join_all;
@@ -378,15 +378,12 @@ async fn row09_a_reback_delivered_twice_or_concurrently_returns_once(
         stack.send_reback(&order.order_sn).await;
     }
 
-    let handled = |c: &RebackCounters| {
-        c.returned.load(Ordering::SeqCst) + c.already_returned.load(Ordering::SeqCst)
-    };
+    let handled = |c: &RebackCounters| c.returned.get() + c.already_returned.get();
     eventually(PATIENCE, "six deliveries", || async {
         (handled(&stack.reback_counters) + handled(&second_counters) >= 6).then_some(())
     })
     .await;
-    let returned = stack.reback_counters.returned.load(Ordering::SeqCst)
-        + second_counters.returned.load(Ordering::SeqCst);
+    let returned = stack.reback_counters.returned.get() + second_counters.returned.get();
     assert_eq!(returned, 1, "returned exactly once");
     assert_eq!(stack.stock(1).await, 10);
     assert_eq!(
@@ -427,7 +424,7 @@ async fn row10_a_reback_before_its_sell_tombstones_and_refuses_the_late_sell(
         .expect_err("late Sell refused");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(stack.stock(1).await, 10);
-    assert_eq!(stack.reback_counters.tombstoned.load(Ordering::SeqCst), 1);
+    assert_eq!(stack.reback_counters.tombstoned.get(), 1);
     stack.stop().await;
 }
 
@@ -447,7 +444,7 @@ async fn row11_an_unpaid_order_is_closed_and_its_stock_returned_once(
     assert_eq!(stack.stock(1).await, 6);
 
     eventually(PATIENCE, "the failed reback send", || async {
-        (stack.timeout_counters.retried.load(Ordering::SeqCst) >= 1).then_some(())
+        (stack.timeout_counters.retried.get() >= 1).then_some(())
     })
     .await;
     fail::remove("order.fail_reback_send");
@@ -463,7 +460,7 @@ async fn row11_an_unpaid_order_is_closed_and_its_stock_returned_once(
         stack.sell_status(&order.order_sn).await.as_deref(),
         Some("RETURNED")
     );
-    assert_eq!(stack.timeout_counters.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(stack.timeout_counters.closed.get(), 1);
     stack
         .audit(&[(1, 10)], std::slice::from_ref(&order.order_sn))
         .await;
@@ -529,7 +526,7 @@ async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
     })
     .await;
     assert_eq!(
-        stack.reback_counters.returned.load(Ordering::SeqCst) as usize,
+        stack.reback_counters.returned.get() as usize,
         closed,
         "each closed order returned once"
     );
@@ -555,7 +552,7 @@ async fn row13_a_reback_during_an_inventory_db_outage_is_retried_until_recovery(
         .expect("rename");
     stack.send_reback(&order.order_sn).await;
     eventually(PATIENCE, "a failed attempt", || async {
-        (stack.reback_counters.retried.load(Ordering::SeqCst) >= 1).then_some(())
+        (stack.reback_counters.retried.get() >= 1).then_some(())
     })
     .await;
     sqlx::query("RENAME TABLE stock_sell_detail_away TO stock_sell_detail")
@@ -598,8 +595,8 @@ async fn row14_malformed_messages_are_recorded_and_the_services_keep_serving(
     })
     .await;
     assert_eq!(dead[0].0, timeout_topic);
-    assert_eq!(stack.reback_counters.dead.load(Ordering::SeqCst), 2);
-    assert_eq!(stack.timeout_counters.dead.load(Ordering::SeqCst), 1);
+    assert_eq!(stack.reback_counters.dead.get(), 2);
+    assert_eq!(stack.timeout_counters.dead.get(), 1);
 
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(41, 1, 1).await;

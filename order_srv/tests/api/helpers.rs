@@ -22,6 +22,8 @@ pub struct Stack {
     pub inventory: InventoryClient<Channel>,
     pub order_addr: std::net::SocketAddr,
     pub inventory_addr: std::net::SocketAddr,
+    pub order_metrics_addr: std::net::SocketAddr,
+    pub inventory_metrics_addr: std::net::SocketAddr,
     pub order_pool: MySqlPool,
     pub inventory_pool: MySqlPool,
     pub config: order_srv::config::Config,
@@ -39,6 +41,7 @@ pub fn order_config() -> order_srv::config::Config {
     let mut config =
         order_srv::config::Config::try_parse_from(["order_srv"]).expect("defaults parse");
     config.grpc_addr = "127.0.0.1:0".parse().expect("literal address");
+    config.metrics_addr = "127.0.0.1:0".parse().expect("literal address");
     config.namesrv_addr = shared_broker().to_owned();
     config.reback_topic = unique("order_reback");
     config.timeout_topic = unique("order_timeout");
@@ -93,6 +96,7 @@ pub async fn spawn_stack_with(
     let inv_config = inventory_srv::config::Config {
         database_url: String::new(),
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
+        metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
         db_max_connections: 64,
         namesrv_addr: config.namesrv_addr.clone(),
         reback_topic: config.reback_topic.clone(),
@@ -111,6 +115,7 @@ pub async fn spawn_stack_with(
             .expect("inventory_srv starts");
     let inv_addr = inv_app.grpc_addr();
     let reback_counters = inv_app.reback_counters();
+    let inventory_metrics_addr = inv_app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     servers.push(Some((
         tx,
@@ -129,6 +134,7 @@ pub async fn spawn_stack_with(
         .expect("order_srv starts");
     let order_addr = order_app.grpc_addr();
     let timeout_counters = order_app.timeout_counters();
+    let order_metrics_addr = order_app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     servers.push(Some((
         tx,
@@ -146,6 +152,8 @@ pub async fn spawn_stack_with(
             .expect("connect inventory_srv"),
         order_addr,
         inventory_addr: inv_addr,
+        order_metrics_addr,
+        inventory_metrics_addr,
         order_pool,
         inventory_pool,
         config,

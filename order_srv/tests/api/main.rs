@@ -5,6 +5,7 @@ mod create_order;
 mod failure_table;
 mod helpers;
 mod inputs;
+mod metrics;
 mod orders;
 mod purge;
 mod reback_probe;

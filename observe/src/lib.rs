@@ -1,0 +1,78 @@
+//! The Prometheus `/metrics` endpoint both services serve: a service registers its
+//! metrics in its own [`Registry`] (two services in one process stay apart) and hands the
+//! registry and a bound listener to [`serve`].
+
+use std::net::SocketAddr;
+
+use prometheus::{Encoder, TextEncoder};
+pub use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Registers a counter family, or explains which name collided.
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(counter.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    counter
+}
+
+/// Serves `GET /metrics` (text format 0.0.4) until `shutdown` resolves. Anything else
+/// gets a 404.
+pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let registry = registry.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, &registry).await {
+                            tracing::debug!(%peer, error = %e, "metrics request failed");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "metrics listener accept failed"),
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut request = [0_u8; 1024];
+    let n = stream.read(&mut request).await?;
+    let head = String::from_utf8_lossy(&request[..n]);
+    let (status, content_type, body) = if head.starts_with("GET /metrics") {
+        let mut body = Vec::new();
+        let encoder = TextEncoder::new();
+        encoder
+            .encode(&registry.gather(), &mut body)
+            .map_err(std::io::Error::other)?;
+        ("200 OK", encoder.format_type().to_owned(), body)
+    } else {
+        (
+            "404 Not Found",
+            "text/plain".to_owned(),
+            b"try /metrics\n".to_vec(),
+        )
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(header.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    stream.shutdown().await
+}
+
+/// Binds the metrics listener, naming the variable on failure.
+pub async fn bind(addr: SocketAddr, variable: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{variable}: cannot bind {addr}: {e}"))
+}
