@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod broker;
+pub mod chaos;
 pub mod procs;
 pub mod stack;
 

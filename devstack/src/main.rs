@@ -27,6 +27,8 @@ enum Command {
     Broker(BrokerArgs),
     /// CreateOrder over gRPC against the raw-SQL baseline (run a release build).
     Bench(devstack::bench::BenchArgs),
+    /// Kill processes while orders flow, then audit (order_srv needs the failpoints feature).
+    Chaos(devstack::chaos::ChaosArgs),
     /// Check invariants I1-I5 across both databases; exits non-zero on a violation.
     Audit(AuditArgs),
 }
@@ -93,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Broker(args)) => run_broker(args).await,
         Some(Command::Audit(args)) => run_audit(args).await,
         Some(Command::Bench(args)) => devstack::bench::run(args).await,
+        Some(Command::Chaos(args)) => devstack::chaos::run(args).await,
     }
 }
 

@@ -3,7 +3,8 @@
 //! Built on the `fail` crate and compiled in only with the `failpoints` feature. A
 //! failpoint's `return(...)` value says whom it hits: `*` (every order) or one user id,
 //! so parallel tests sharing one process don't trip over each other's faults; for
-//! `pause` points it is `<target>:<millis>`.
+//! `pause` points it is `<target>:<millis>`; `<target>:crash` aborts the process there
+//! (the chaos run sets it through the `FAILPOINTS` environment variable).
 //!
 //! Points: `order.after_half_message`, `order.after_sell`, `order.pause_before_barrier`,
 //! `order.fail_local_tx`, `order.pause_before_commit`, `order.after_local_commit`, `order.fail_reback_send`.
@@ -31,7 +32,15 @@ fn target_value(point: &str, user_id: i64) -> Option<String> {
 fn target_value_for(point: &str, whom: &str) -> Option<String> {
     let value = fail::eval(point, |value| value.unwrap_or_default())?;
     let (target, rest) = value.split_once(':').unwrap_or((value.as_str(), ""));
-    (target == "*" || target == whom).then(|| rest.to_owned())
+    if target != "*" && target != whom {
+        return None;
+    }
+    if rest == "crash" {
+        // The chaos run's process kill at an exact protocol step.
+        eprintln!("failpoint {point}: crashing the process");
+        std::process::abort();
+    }
+    Some(rest.to_owned())
 }
 
 #[cfg(not(feature = "failpoints"))]

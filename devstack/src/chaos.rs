@@ -1,0 +1,604 @@
+//! `devstack chaos`: the broker and both services as separate OS processes, concurrent
+//! CreateOrders, payments and pay timeouts, while order_srv is crashed at protocol steps
+//! (failpoints armed through `FAILPOINTS`) or SIGKILLed, inventory_srv is killed and the
+//! broker restarted. Then it waits for quiescence and audits I1-I5.
+//!
+//! order_srv must be built with the `failpoints` feature (the debug binaries `scripts/test`
+//! builds are; for release: `--features order_srv/failpoints`).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use proto::{
+    inventory::{self as inv, inventory_client::InventoryClient},
+    order::{self as pb, order_client::OrderClient},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use sqlx::{Connection, Executor, mysql::MySqlConnectOptions};
+use tokio::sync::RwLock;
+
+use crate::{
+    audit::{AuditInput, audit, report},
+    broker::{free_broker_port, free_port},
+    procs::{Proc, sibling_binary, wait_for_port},
+};
+
+/// The protocol steps where order_srv is crashed.
+pub const CRASH_POINTS: [&str; 5] = [
+    "order.after_half_message",
+    "order.after_sell",
+    "order.fail_local_tx",
+    "order.pause_before_commit",
+    "order.after_local_commit",
+];
+
+#[derive(Debug, Clone, clap::Parser)]
+pub struct ChaosArgs {
+    /// CreateOrder calls to make.
+    #[arg(long, default_value_t = 300)]
+    pub orders: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Process kills (order_srv at failpoints or by SIGKILL, inventory_srv, the broker).
+    #[arg(long, default_value_t = 5)]
+    pub kills: usize,
+    /// Seed of the schedule (which kill when, who pays, which goods).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Unpaid orders close after this.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pay_timeout: Duration,
+    /// How long to wait for quiescence after the last order.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    pub settle_within: Duration,
+    #[arg(
+        long,
+        env = "CHAOS_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306"
+    )]
+    pub mysql_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    OrderAt(&'static str),
+    OrderSigkill,
+    Inventory,
+    Broker,
+}
+
+impl Kill {
+    fn label(self) -> String {
+        match self {
+            Kill::OrderAt(point) => format!("order_srv crash at {point}"),
+            Kill::OrderSigkill => "order_srv SIGKILL".into(),
+            Kill::Inventory => "inventory_srv SIGKILL".into(),
+            Kill::Broker => "broker restart".into(),
+        }
+    }
+}
+
+const GOODS: i32 = 20;
+const STOCK: i32 = 60;
+
+struct Ports {
+    namesrv: u16,
+    broker: u16,
+    inventory: u16,
+    order: u16,
+}
+
+struct Parts {
+    logs: PathBuf,
+    store: PathBuf,
+    ports: Ports,
+    order_db: String,
+    inventory_db: String,
+    pay_timeout: Duration,
+}
+
+impl Parts {
+    fn namesrv(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.namesrv)
+    }
+
+    async fn broker(&self) -> anyhow::Result<Proc> {
+        let proc = Proc::spawn(
+            "broker",
+            &std::env::current_exe()?,
+            &[
+                "broker".into(),
+                "--fast".into(),
+                format!("--namesrv-port={}", self.ports.namesrv),
+                format!("--broker-port={}", self.ports.broker),
+                format!("--store-dir={}", self.store.display()),
+            ],
+            &[],
+            &self.logs.join("broker.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.broker),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
+    }
+
+    async fn inventory(&self) -> anyhow::Result<Proc> {
+        let proc = Proc::spawn(
+            "inventory_srv",
+            &sibling_binary("inventory_srv")?,
+            &[],
+            &[
+                ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
+                (
+                    "INVENTORY_GRPC_ADDR".into(),
+                    format!("127.0.0.1:{}", self.ports.inventory),
+                ),
+                ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+                ("NAMESRV_ADDR".into(), self.namesrv()),
+                ("RUST_LOG".into(), "warn,inventory_srv=info".into()),
+            ],
+            &self.logs.join("inventory_srv.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.inventory),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
+    }
+
+    /// order_srv, with `crash_at` armed to abort the process the first time it is hit.
+    async fn order(&self, crash_at: Option<&str>) -> anyhow::Result<Proc> {
+        let mut env = vec![
+            ("ORDER_DATABASE_URL".into(), self.order_db.clone()),
+            (
+                "ORDER_GRPC_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.order),
+            ),
+            ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "INVENTORY_ENDPOINT".into(),
+                format!("http://127.0.0.1:{}", self.ports.inventory),
+            ),
+            ("NAMESRV_ADDR".into(), self.namesrv()),
+            (
+                "ORDER_PAY_TIMEOUT".into(),
+                format!("{}s", self.pay_timeout.as_secs().max(1)),
+            ),
+            ("RUST_LOG".into(), "warn,order_srv=info".into()),
+        ];
+        if let Some(point) = crash_at {
+            // pause_before_commit pauses only with a duration; crash there instead.
+            env.push(("FAILPOINTS".into(), format!("{point}=1*return(*:crash)")));
+        }
+        let proc = Proc::spawn(
+            "order_srv",
+            &sibling_binary("order_srv")?,
+            &[],
+            &env,
+            &self.logs.join("order_srv.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.order),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    acknowledged: Vec<String>,
+    failed: BTreeMap<String, usize>,
+    paid: usize,
+    payment_refused: usize,
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let base: MySqlConnectOptions = args.mysql_url.parse().context("CHAOS_MYSQL_URL")?;
+    let mut conn = sqlx::MySqlConnection::connect_with(&base)
+        .await
+        .context("cannot reach MySQL: start it on 127.0.0.1:3306 or set CHAOS_MYSQL_URL")?;
+    for db in ["shop_chaos_order", "shop_chaos_inventory"] {
+        conn.execute(format!("DROP DATABASE IF EXISTS `{db}`").as_str())
+            .await?;
+        conn.execute(format!("CREATE DATABASE `{db}`").as_str())
+            .await?;
+    }
+    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
+    let work = std::env::temp_dir().join(format!("shop-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("store"))?;
+    println!(
+        "chaos seed {} — process logs in {}",
+        args.seed,
+        work.display()
+    );
+    let parts = Arc::new(Parts {
+        logs: work.clone(),
+        store: work.join("store"),
+        ports: Ports {
+            namesrv: free_port("127.0.0.1")?,
+            broker: free_broker_port("127.0.0.1")?,
+            inventory: free_port("127.0.0.1")?,
+            order: free_port("127.0.0.1")?,
+        },
+        order_db: url("shop_chaos_order"),
+        inventory_db: url("shop_chaos_inventory"),
+        pay_timeout: args.pay_timeout,
+    });
+
+    // The schedule: at least one broker restart and one inventory kill, the rest
+    // order_srv crashes at protocol steps or SIGKILLs.
+    let mut kills = vec![Kill::Broker, Kill::Inventory];
+    while kills.len() < args.kills.max(2) {
+        kills.push(if rng.random_bool(0.8) {
+            Kill::OrderAt(CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())])
+        } else {
+            Kill::OrderSigkill
+        });
+    }
+    kills.shuffle(&mut rng);
+    let every = (args.orders / (kills.len() + 1)).max(1);
+
+    let broker = parts.broker().await?;
+    let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "chaos-admin")?;
+    mq.create_topics(&crate::SYSTEM_TOPICS, 4).await?;
+    mq.shutdown().await;
+    let inventory = parts.inventory().await?;
+    let order = parts.order(None).await?;
+    let procs = Arc::new(RwLock::new(Procs {
+        broker,
+        inventory,
+        order,
+    }));
+
+    let order_addr = format!("http://127.0.0.1:{}", parts.ports.order);
+    let inventory_addr = format!("http://127.0.0.1:{}", parts.ports.inventory);
+    seed(&order_addr, &inventory_addr).await?;
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let pay_seed = rng.random::<u64>();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|w| {
+            let (next, tally, order_addr) = (next.clone(), tally.clone(), order_addr.clone());
+            let orders = args.orders;
+            let pay_timeout = args.pay_timeout;
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(pay_seed ^ w as u64);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= orders {
+                        return;
+                    }
+                    place_one(&order_addr, i, &mut rng, pay_timeout, &tally).await;
+                }
+            })
+        })
+        .collect();
+
+    // The killer follows the orders' progress.
+    let mut kills_by_point: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, kill) in kills.iter().enumerate() {
+        let due = every * (k + 1);
+        while next.load(Ordering::SeqCst) < due && !workers.iter().all(|w| w.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "[{:>5.1}s] kill {}: {}",
+            started.elapsed().as_secs_f64(),
+            k + 1,
+            kill.label()
+        );
+        execute(*kill, &parts, &procs).await?;
+        *kills_by_point.entry(kill.label()).or_default() += 1;
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let placed_at = started.elapsed();
+
+    // Quiescence: every half message resolved, every unpaid order closed, every reback
+    // applied. I2 compares the databases, so wait until the audit holds twice in a row
+    // (or the deadline passes, and report what is still wrong).
+    let order_pool = sqlx::MySqlPool::connect(&parts.order_db).await?;
+    let inventory_pool = sqlx::MySqlPool::connect(&parts.inventory_db).await?;
+    let input = {
+        let t = tally
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tally poisoned"))?;
+        AuditInput {
+            initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(STOCK))).collect()),
+            acknowledged: t.acknowledged.clone(),
+        }
+    };
+    let settle_deadline = Instant::now() + args.settle_within + args.pay_timeout;
+    let mut passes = 0;
+    let verdicts = loop {
+        let verdicts = audit(&order_pool, &inventory_pool, &input).await?;
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
+                .fetch_one(&order_pool)
+                .await?;
+        passes = if verdicts.iter().all(|v| v.passed()) && waiting == 0 {
+            passes + 1
+        } else {
+            0
+        };
+        if passes >= 2 || Instant::now() >= settle_deadline {
+            break verdicts;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let quiescent_after = started.elapsed() - placed_at;
+
+    let closed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'TRADE_CLOSED'")
+            .fetch_one(&order_pool)
+            .await?;
+    let returned: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED'")
+            .fetch_one(&inventory_pool)
+            .await?;
+    let tombstones: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED' AND detail = ''",
+    )
+    .fetch_one(&inventory_pool)
+    .await?;
+    let aborted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM tx_barrier WHERE outcome = 'aborted'")
+            .fetch_one(&order_pool)
+            .await?;
+    let procs = Arc::try_unwrap(procs)
+        .map_err(|_| anyhow::anyhow!("processes still shared"))?
+        .into_inner();
+    procs.order.stop(Duration::from_secs(20)).await;
+    procs.inventory.stop(Duration::from_secs(20)).await;
+    procs.broker.stop(Duration::from_secs(20)).await;
+
+    let t = tally
+        .lock()
+        .map_err(|_| anyhow::anyhow!("tally poisoned"))?;
+    println!("\nchaos summary (seed {}):", args.seed);
+    println!("  orders attempted       {}", args.orders);
+    println!("  acknowledged (OK)      {}", t.acknowledged.len());
+    for (code, n) in &t.failed {
+        println!("  failed {code:<16} {n}");
+    }
+    println!(
+        "  paid / payment refused {} / {}",
+        t.paid, t.payment_refused
+    );
+    println!("  closed by pay timeout  {closed}");
+    println!("  kills                  {}", kills.len());
+    for (label, n) in &kills_by_point {
+        println!("    {label:<40} {n}");
+    }
+    println!("  check-backs decided 'aborted' (barrier rows)  {aborted}");
+    println!("  stock returns applied  {returned} (of which tombstones {tombstones})");
+    println!("  orders placed in       {:.1}s", placed_at.as_secs_f64());
+    println!(
+        "  quiescent after        {:.1}s",
+        quiescent_after.as_secs_f64()
+    );
+    println!("\naudit:");
+    print!("{}", report(&verdicts));
+    if verdicts.iter().all(|v| v.passed()) {
+        println!("\nchaos: 0 violations");
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(())
+    } else {
+        bail!("chaos: invariants violated (see above)")
+    }
+}
+
+struct Procs {
+    broker: Proc,
+    inventory: Proc,
+    order: Proc,
+}
+
+async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Result<()> {
+    let mut procs = procs.write().await;
+    match kill {
+        Kill::OrderAt(point) => {
+            procs.order.kill().await;
+            procs.order = parts.order(Some(point)).await?;
+            // Wait (bounded) for the armed step to be hit and the process to die, then
+            // bring it back unarmed.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while procs.order.is_running() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            procs.order.kill().await;
+            procs.order = parts.order(None).await?;
+        }
+        Kill::OrderSigkill => {
+            procs.order.kill().await;
+            procs.order = parts.order(None).await?;
+        }
+        Kill::Inventory => {
+            procs.inventory.kill().await;
+            procs.inventory = parts.inventory().await?;
+        }
+        Kill::Broker => {
+            let broker = std::mem::replace(&mut procs.broker, placeholder()?);
+            broker.stop(Duration::from_secs(30)).await;
+            procs.broker = parts.broker().await?;
+        }
+    }
+    Ok(())
+}
+
+/// A stand-in while the broker restarts (`true` exits at once).
+fn placeholder() -> anyhow::Result<Proc> {
+    Proc::spawn(
+        "placeholder",
+        Path::new("/bin/true"),
+        &[],
+        &[],
+        Path::new("/dev/null"),
+    )
+}
+
+async fn seed(order_addr: &str, inventory_addr: &str) -> anyhow::Result<()> {
+    let mut order = OrderClient::connect(order_addr.to_owned()).await?;
+    let mut inventory = InventoryClient::connect(inventory_addr.to_owned()).await?;
+    for id in 1..=GOODS {
+        order
+            .upsert_goods(pb::Goods {
+                id,
+                name: format!("goods {id}"),
+                price_cents: 100 * i64::from(id),
+            })
+            .await?;
+        inventory
+            .set_inv(inv::SetInvRequest {
+                goods_id: id,
+                stocks: STOCK,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// One user: fill the cart, CreateOrder (retrying while order_srv is down), maybe pay.
+async fn place_one(
+    order_addr: &str,
+    i: usize,
+    rng: &mut StdRng,
+    pay_timeout: Duration,
+    tally: &Mutex<Tally>,
+) {
+    let user_id = 1_000 + i as i64;
+    let goods: Vec<i32> = {
+        let first = rng.random_range(1..=GOODS);
+        let second = rng.random_range(1..=GOODS);
+        if first == second {
+            vec![first]
+        } else {
+            vec![first, second]
+        }
+    };
+    let nums = rng.random_range(1..=3);
+    let pays = rng.random_bool(0.5);
+    let pay_after =
+        Duration::from_millis(rng.random_range(0..=(pay_timeout.as_millis() as u64 * 3 / 2)));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let record_failure = |code: String| {
+        if let Ok(mut t) = tally.lock() {
+            *t.failed.entry(code).or_default() += 1;
+        }
+    };
+    // The cart: retried until order_srv answers (it may be restarting).
+    for goods_id in &goods {
+        loop {
+            let added = match OrderClient::connect(order_addr.to_owned()).await {
+                Ok(mut c) => c
+                    .create_cart_item(pb::CreateCartItemRequest {
+                        user_id,
+                        goods_id: *goods_id,
+                        nums,
+                        checked: Some(true),
+                    })
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if added {
+                break;
+            }
+            if Instant::now() > deadline {
+                record_failure("cart unreachable".into());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // CreateOrder once: a call cut by a crash is exactly what chaos is about, and a retry
+    // would be a new order. Connection refused (nothing sent) is retried.
+    let order = loop {
+        let mut client = match OrderClient::connect(order_addr.to_owned()).await {
+            Ok(c) => c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(_) => {
+                record_failure("order_srv unreachable".into());
+                return;
+            }
+        };
+        let request = pb::CreateOrderRequest {
+            user_id,
+            address: "1 Chaos Lane".into(),
+            name: "Chaos".into(),
+            mobile: "13800000000".into(),
+            post: String::new(),
+        };
+        match client.create_order(request).await {
+            Ok(order) => break order.into_inner(),
+            Err(status) => {
+                record_failure(format!("{:?}", status.code()));
+                return;
+            }
+        }
+    };
+    if let Ok(mut t) = tally.lock() {
+        t.acknowledged.push(order.order_sn.clone());
+    }
+    if !pays {
+        return;
+    }
+    tokio::time::sleep(pay_after).await;
+    loop {
+        let paid = match OrderClient::connect(order_addr.to_owned()).await {
+            Ok(mut c) => c
+                .update_order_status(pb::UpdateOrderStatusRequest {
+                    order_sn: order.order_sn.clone(),
+                    status: pb::OrderStatus::TradeSuccess as i32,
+                    pay_type: "chaos".into(),
+                    trade_no: format!("T{}", order.order_sn),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+            Err(_) => Err(tonic::Code::Unavailable),
+        };
+        match paid {
+            Ok(()) => {
+                if let Ok(mut t) = tally.lock() {
+                    t.paid += 1;
+                }
+                return;
+            }
+            Err(tonic::Code::FailedPrecondition) => {
+                if let Ok(mut t) = tally.lock() {
+                    t.payment_refused += 1;
+                }
+                return;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(code) => {
+                record_failure(format!("payment {code:?}"));
+                return;
+            }
+        }
+    }
+}
