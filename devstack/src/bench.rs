@@ -154,9 +154,8 @@ impl BenchStack {
         )?;
         wait_for_port(&format!("127.0.0.1:{broker_port}"), Duration::from_secs(60)).await?;
         // The broker creates the system topics right after it listens.
-        let mq = mq::Mq::new(&mq::MqConfig::new(namesrv.as_str()), "bench-admin")?;
-        mq.create_topics(&crate::SYSTEM_TOPICS, 4).await?;
-        mq.shutdown().await;
+        // Retried until the broker has registered with the name server.
+        crate::broker::create_topics(namesrv.as_str(), &crate::SYSTEM_TOPICS, 4).await?;
 
         let inventory_port = free_port("127.0.0.1")?;
         let inventory = Proc::spawn(

@@ -272,7 +272,7 @@ async fn start_broker(
         .map_err(|e| anyhow::anyhow!("starting the broker: {e}"))
 }
 
-async fn create_topics(namesrv_addr: &str, topics: &[&str], queues: i32) -> anyhow::Result<()> {
+pub async fn create_topics(namesrv_addr: &str, topics: &[&str], queues: i32) -> anyhow::Result<()> {
     let mq = mq::Mq::new(&mq::MqConfig::new(namesrv_addr), "devstack-admin")?;
     // The broker's first registration can trail its start by a moment: retry briefly.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -255,9 +255,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let every = (args.orders / (kills.len() + 1)).max(1);
 
     let broker = parts.broker().await?;
-    let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "chaos-admin")?;
-    mq.create_topics(&crate::SYSTEM_TOPICS, 4).await?;
-    mq.shutdown().await;
+    // Retried until the broker has registered with the name server.
+    crate::broker::create_topics(&parts.namesrv(), &crate::SYSTEM_TOPICS, 4).await?;
     let inventory = parts.inventory().await?;
     let order = parts.order(None).await?;
     let procs = Arc::new(RwLock::new(Procs {
