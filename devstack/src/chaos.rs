@@ -73,6 +73,8 @@ enum Kill {
     OrderAt(&'static str),
     OrderSigkill,
     Inventory,
+    /// inventory_srv aborts in its reback consumer, before the reback transaction.
+    InventoryInConsumer,
     Broker,
 }
 
@@ -82,6 +84,7 @@ impl Kill {
             Kill::OrderAt(point) => format!("order_srv crash at {point}"),
             Kill::OrderSigkill => "order_srv SIGKILL".into(),
             Kill::Inventory => "inventory_srv SIGKILL".into(),
+            Kill::InventoryInConsumer => "inventory_srv crash at inventory.before_reback".into(),
             Kill::Broker => "broker restart".into(),
         }
     }
@@ -141,21 +144,29 @@ impl Parts {
         Ok(proc)
     }
 
-    async fn inventory(&self) -> anyhow::Result<Proc> {
+    /// inventory_srv, with its reback consumer armed to abort on the next reback.
+    async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
+        let mut env: Vec<(String, String)> = vec![
+            ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
+            (
+                "INVENTORY_GRPC_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.inventory),
+            ),
+            ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            ("NAMESRV_ADDR".into(), self.namesrv()),
+            ("RUST_LOG".into(), "warn,inventory_srv=info".into()),
+        ];
+        if crash_in_consumer {
+            env.push((
+                "FAILPOINTS".into(),
+                "inventory.before_reback=1*return(*:crash)".into(),
+            ));
+        }
         let proc = Proc::spawn(
             "inventory_srv",
             &sibling_binary("inventory_srv")?,
             &[],
-            &[
-                ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
-                (
-                    "INVENTORY_GRPC_ADDR".into(),
-                    format!("127.0.0.1:{}", self.ports.inventory),
-                ),
-                ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-                ("NAMESRV_ADDR".into(), self.namesrv()),
-                ("RUST_LOG".into(), "warn,inventory_srv=info".into()),
-            ],
+            &env,
             &self.logs.join("inventory_srv.log"),
         )?;
         wait_for_port(
@@ -253,10 +264,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     // order_srv crashes at protocol steps or SIGKILLs.
     let mut kills = vec![Kill::Broker, Kill::Inventory];
     while kills.len() < args.kills.max(2) {
-        kills.push(if rng.random_bool(0.8) {
-            Kill::OrderAt(CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())])
-        } else {
-            Kill::OrderSigkill
+        kills.push(match rng.random_range(0..10) {
+            0..=6 => Kill::OrderAt(CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())]),
+            7 => Kill::InventoryInConsumer,
+            _ => Kill::OrderSigkill,
         });
     }
     kills.shuffle(&mut rng);
@@ -265,7 +276,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let broker = parts.broker().await?;
     // Retried until the broker has registered with the name server.
     crate::broker::create_topics(&parts.namesrv(), &crate::SYSTEM_TOPICS, 4).await?;
-    let inventory = parts.inventory().await?;
+    let inventory = parts.inventory(false).await?;
     let order = parts.order(None).await?;
     let procs = Arc::new(RwLock::new(Procs {
         broker,
@@ -441,7 +452,17 @@ async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Re
         }
         Kill::Inventory => {
             procs.inventory.kill().await;
-            procs.inventory = parts.inventory().await?;
+            procs.inventory = parts.inventory(false).await?;
+        }
+        Kill::InventoryInConsumer => {
+            procs.inventory.kill().await;
+            procs.inventory = parts.inventory(true).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while procs.inventory.is_running() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            procs.inventory.kill().await;
+            procs.inventory = parts.inventory(false).await?;
         }
         Kill::Broker => {
             let broker = std::mem::replace(&mut procs.broker, placeholder()?);

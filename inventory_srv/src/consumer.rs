@@ -18,7 +18,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use sqlx::MySqlPool;
 use tokio::runtime::Handle;
 
-use crate::{db, domain::OrderSn, stock};
+use crate::{db, domain::OrderSn, faults, stock};
 
 /// What the consumer has done since start: Prometheus counters (`/metrics`), also read
 /// by tests.
@@ -113,7 +113,14 @@ async fn consume(
         Err(reason) => return bury(pool, counters, msg, &reason).await,
     };
     tracing::Span::current().record("order_sn", order_sn.to_string());
-    match stock::reback(pool, &order_sn).await {
+    let outcome = if faults::triggered("inventory.before_reback", &order_sn.to_string()) {
+        Err(crate::error::Error::Database(sqlx::Error::Protocol(
+            "injected fault before reback".into(),
+        )))
+    } else {
+        stock::reback(pool, &order_sn).await
+    };
+    match outcome {
         Ok(outcome) => {
             let counter = match outcome {
                 stock::RebackOutcome::Returned => &counters.returned,

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod faults;
 pub mod grpc;
 pub mod purge;
 pub mod startup;

@@ -7,6 +7,9 @@ use inventory_srv::{config::Config, startup::Application, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
+    // Failpoints from the FAILPOINTS environment variable (chaos runs only).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let config = Config::parse();
     let app = Application::build(config).await?;
     tracing::info!(addr = %app.grpc_addr(), "inventory_srv listening");

@@ -177,6 +177,7 @@ async fn start_consuming(
             namesrv_addr: config.namesrv_addr.clone(),
             blocking_threads: config.mq_blocking_threads,
             listener_concurrency: config.consumer_threads as usize * 2,
+            worker_threads: 1,
         },
         "inventory_srv",
     )

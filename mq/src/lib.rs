@@ -61,6 +61,8 @@ pub struct MqConfig {
     /// Concurrent listener calls the client admits (transaction listener, check-backs,
     /// consumer callbacks); further calls queue up to eight times this depth.
     pub listener_concurrency: usize,
+    /// Async worker threads of the client runtime.
+    pub worker_threads: usize,
 }
 
 impl MqConfig {
@@ -69,6 +71,7 @@ impl MqConfig {
             namesrv_addr: namesrv_addr.into(),
             blocking_threads: 256,
             listener_concurrency: 128,
+            worker_threads: 1,
         }
     }
 }
@@ -86,6 +89,9 @@ impl Mq {
     pub fn new(config: &MqConfig, name: &'static str) -> Result<Self> {
         let mut runtime_config = RuntimeConfig {
             thread_name: format!("{name}-mq"),
+            // The client's own async work is socket I/O; one worker is plenty and every
+            // extra one adds cross-thread wake-ups (the benchmark's largest cost).
+            worker_threads: config.worker_threads.max(1),
             ..RuntimeConfig::default()
         }
         .with_max_blocking_threads(config.blocking_threads)

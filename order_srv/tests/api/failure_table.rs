@@ -521,8 +521,11 @@ async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
         paid > 0 && closed > 0,
         "no race happened: {paid} paid, {closed} closed"
     );
+    // Counters move right after each reback commits: wait for both.
     eventually(PATIENCE, "the closed orders' stock back", || async {
-        (stack.stock(1).await == 1_000 - 2 * paid as i32).then_some(())
+        (stack.stock(1).await == 1_000 - 2 * paid as i32
+            && stack.reback_counters.returned.get() as usize == closed)
+            .then_some(())
     })
     .await;
     assert_eq!(
@@ -601,5 +604,33 @@ async fn row14_malformed_messages_are_recorded_and_the_services_keep_serving(
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(41, 1, 1).await;
     stack.create_order(41).await.expect("still serving");
+    stack.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn row13_a_reback_that_fails_inside_the_consumer_is_redelivered_and_applied_once(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(3_000_013, 1, 2).await;
+    let order = stack.create_order(3_000_013).await.expect("order");
+    fail::cfg(
+        "inventory.before_reback",
+        &format!("return({})", order.order_sn),
+    )
+    .expect("failpoint");
+    stack.send_reback(&order.order_sn).await;
+    eventually(PATIENCE, "a failed delivery", || async {
+        (stack.reback_counters.retried.get() >= 1).then_some(())
+    })
+    .await;
+    fail::remove("inventory.before_reback");
+    eventually(PATIENCE, "the redelivered reback applied", || async {
+        (stack.reback_counters.returned.get() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(stack.stock(1).await, 10);
     stack.stop().await;
 }
