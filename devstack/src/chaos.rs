@@ -101,14 +101,15 @@ fn stock_per_goods(orders: usize) -> i32 {
         .max(60)
 }
 
-struct Ports {
+pub(crate) struct Ports {
     namesrv: u16,
     broker: u16,
     inventory: u16,
     order: u16,
 }
 
-struct Parts {
+/// Where each part runs, and how to (re)start it.
+pub(crate) struct Parts {
     logs: PathBuf,
     store: PathBuf,
     ports: Ports,
@@ -118,11 +119,50 @@ struct Parts {
 }
 
 impl Parts {
-    fn namesrv(&self) -> String {
+    /// Free ports, a store under `work`, logs there too.
+    pub(crate) fn new(
+        work: &Path,
+        order_db: String,
+        inventory_db: String,
+        pay_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work.join("store"))?;
+        Ok(Self {
+            logs: work.to_path_buf(),
+            store: work.join("store"),
+            ports: Ports {
+                namesrv: free_port("127.0.0.1")?,
+                broker: free_broker_port("127.0.0.1")?,
+                inventory: free_port("127.0.0.1")?,
+                order: free_port("127.0.0.1")?,
+            },
+            order_db,
+            inventory_db,
+            pay_timeout,
+        })
+    }
+
+    pub(crate) fn order_db_url(&self) -> String {
+        self.order_db.clone()
+    }
+
+    pub(crate) fn inventory_db_url(&self) -> String {
+        self.inventory_db.clone()
+    }
+
+    pub(crate) fn order_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.order)
+    }
+
+    pub(crate) fn inventory_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.inventory)
+    }
+
+    pub(crate) fn namesrv(&self) -> String {
         format!("127.0.0.1:{}", self.ports.namesrv)
     }
 
-    async fn broker(&self) -> anyhow::Result<Proc> {
+    pub(crate) async fn broker(&self) -> anyhow::Result<Proc> {
         let proc = Proc::spawn(
             "broker",
             &std::env::current_exe()?,
@@ -145,7 +185,7 @@ impl Parts {
     }
 
     /// inventory_srv, with its reback consumer armed to abort on the next reback.
-    async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
+    pub(crate) async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
         let mut env: Vec<(String, String)> = vec![
             ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
             (
@@ -179,6 +219,12 @@ impl Parts {
 
     /// order_srv, with `crash_at` armed to abort the process the first time it is hit.
     async fn order(&self, crash_at: Option<&str>) -> anyhow::Result<Proc> {
+        self.order_with(crash_at.map(|point| format!("{point}=1*return(*:crash)")))
+            .await
+    }
+
+    /// order_srv with `failpoints` (the `FAILPOINTS` syntax of the `fail` crate).
+    pub(crate) async fn order_with(&self, failpoints: Option<String>) -> anyhow::Result<Proc> {
         let mut env = vec![
             ("ORDER_DATABASE_URL".into(), self.order_db.clone()),
             (
@@ -197,9 +243,8 @@ impl Parts {
             ),
             ("RUST_LOG".into(), "warn,order_srv=info".into()),
         ];
-        if let Some(point) = crash_at {
-            // pause_before_commit pauses only with a duration; crash there instead.
-            env.push(("FAILPOINTS".into(), format!("{point}=1*return(*:crash)")));
+        if let Some(failpoints) = failpoints {
+            env.push(("FAILPOINTS".into(), failpoints));
         }
         let proc = Proc::spawn(
             "order_srv",
@@ -246,19 +291,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         args.seed,
         work.display()
     );
-    let parts = Arc::new(Parts {
-        logs: work.clone(),
-        store: work.join("store"),
-        ports: Ports {
-            namesrv: free_port("127.0.0.1")?,
-            broker: free_broker_port("127.0.0.1")?,
-            inventory: free_port("127.0.0.1")?,
-            order: free_port("127.0.0.1")?,
-        },
-        order_db: url("shop_chaos_order"),
-        inventory_db: url("shop_chaos_inventory"),
-        pay_timeout: args.pay_timeout,
-    });
+    let parts = Arc::new(Parts::new(
+        &work,
+        url("shop_chaos_order"),
+        url("shop_chaos_inventory"),
+        args.pay_timeout,
+    )?);
 
     // The schedule: at least one broker restart and one inventory kill, the rest
     // order_srv crashes at protocol steps or SIGKILLs.
@@ -484,7 +522,7 @@ fn placeholder() -> anyhow::Result<Proc> {
     )
 }
 
-async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> anyhow::Result<()> {
+pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> anyhow::Result<()> {
     let mut order = OrderClient::connect(order_addr.to_owned()).await?;
     let mut inventory = InventoryClient::connect(inventory_addr.to_owned()).await?;
     for id in 1..=GOODS {

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod chaos;
+pub mod demo;
 pub mod procs;
 pub mod stack;
 

@@ -29,6 +29,8 @@ enum Command {
     Bench(devstack::bench::BenchArgs),
     /// Kill processes while orders flow, then audit (order_srv needs the failpoints feature).
     Chaos(devstack::chaos::ChaosArgs),
+    /// The failure-table scenarios that can be shown live, with timelines, then the audit.
+    Demo(devstack::demo::DemoArgs),
     /// Check invariants I1-I5 across both databases; exits non-zero on a violation.
     Audit(AuditArgs),
 }
@@ -96,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Audit(args)) => run_audit(args).await,
         Some(Command::Bench(args)) => devstack::bench::run(args).await,
         Some(Command::Chaos(args)) => devstack::chaos::run(args).await,
+        Some(Command::Demo(args)) => devstack::demo::run(args).await,
     }
 }
 
