@@ -168,6 +168,7 @@ impl BenchStack {
                     "INVENTORY_GRPC_ADDR".into(),
                     format!("127.0.0.1:{inventory_port}"),
                 ),
+                ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
                 ("NAMESRV_ADDR".into(), namesrv.clone()),
                 ("RUST_LOG".into(), "warn".into()),
             ],
@@ -186,6 +187,7 @@ impl BenchStack {
             &[
                 ("ORDER_DATABASE_URL".into(), order_db.into()),
                 ("ORDER_GRPC_ADDR".into(), format!("127.0.0.1:{order_port}")),
+                ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
                 (
                     "INVENTORY_ENDPOINT".into(),
                     format!("http://127.0.0.1:{inventory_port}"),

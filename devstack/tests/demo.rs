@@ -25,8 +25,14 @@ fn the_demo_runs_every_scenario_to_its_end_state_and_the_audit_passes() {
         "== 5. pay timeout",
         "== 6. payment and timeout race",
     ] {
-        assert!(stdout.contains(heading), "missing scenario {heading:?}:\n{stdout}");
+        assert!(
+            stdout.contains(heading),
+            "missing scenario {heading:?}:\n{stdout}"
+        );
     }
     assert_eq!(stdout.matches("PASS  I").count(), 5, "{stdout}");
-    assert!(stdout.contains("demo: every scenario ended as DESIGN.md §9 says"), "{stdout}");
+    assert!(
+        stdout.contains("demo: every scenario ended as DESIGN.md §9 says"),
+        "{stdout}"
+    );
 }
