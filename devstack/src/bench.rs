@@ -216,32 +216,15 @@ impl BenchStack {
             self.order.cpu_time().unwrap_or_default(),
             self.inventory.cpu_time().unwrap_or_default(),
             self.broker.cpu_time().unwrap_or_default(),
-            self_cpu_time(),
+            crate::procs::cpu_time_of("self").unwrap_or_default(),
         ]
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.order.stop(Duration::from_secs(20)).await;
         self.inventory.stop(Duration::from_secs(20)).await;
         self.broker.stop(Duration::from_secs(20)).await;
     }
-}
-
-fn self_cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 const HOT_GOODS: i32 = 1_000_000;

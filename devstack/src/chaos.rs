@@ -420,7 +420,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT COUNT(*) FROM tx_barrier WHERE outcome = 'aborted'")
             .fetch_one(&order_pool)
             .await?;
-    let procs = Arc::try_unwrap(procs)
+    let mut procs = Arc::try_unwrap(procs)
         .map_err(|_| anyhow::anyhow!("processes still shared"))?
         .into_inner();
     procs.order.stop(Duration::from_secs(20)).await;
@@ -503,23 +503,11 @@ async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Re
             procs.inventory = parts.inventory(false).await?;
         }
         Kill::Broker => {
-            let broker = std::mem::replace(&mut procs.broker, placeholder()?);
-            broker.stop(Duration::from_secs(30)).await;
+            procs.broker.stop(Duration::from_secs(30)).await;
             procs.broker = parts.broker().await?;
         }
     }
     Ok(())
-}
-
-/// A stand-in while the broker restarts (`true` exits at once).
-fn placeholder() -> anyhow::Result<Proc> {
-    Proc::spawn(
-        "placeholder",
-        Path::new("/bin/true"),
-        &[],
-        &[],
-        Path::new("/dev/null"),
-    )
 }
 
 pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> anyhow::Result<()> {

@@ -68,9 +68,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "starting the broker (check-back after ~1 s) and both services; logs in {}",
         work.display()
     );
-    let broker = parts.broker().await?;
+    let mut broker = parts.broker().await?;
     crate::broker::create_topics(&parts.namesrv(), &crate::SYSTEM_TOPICS, 4).await?;
-    let inventory = parts.inventory(false).await?;
+    let mut inventory = parts.inventory(false).await?;
     let order = parts.order_with(None).await?;
     seed(&parts.order_addr(), &parts.inventory_addr(), STOCK).await?;
     let mut demo = Demo {

@@ -70,17 +70,9 @@ impl Proc {
         self.pid
     }
 
-    /// User + system CPU time so far (from /proc), `None` once it has exited.
+    /// User + system CPU time so far, `None` once it has exited.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(Duration::from_millis(
-            (utime + stime) * 1000 / TICKS_PER_SEC,
-        ))
+        cpu_time_of(&self.pid.to_string())
     }
 
     /// Whether it is still running.
@@ -89,7 +81,7 @@ impl Proc {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub async fn stop(mut self, grace: Duration) {
+    pub async fn stop(&mut self, grace: Duration) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -106,6 +98,19 @@ impl Proc {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// User + system CPU time of a process (`"self"` for this one), read from /proc.
+pub fn cpu_time_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SEC,
+    ))
 }
 
 /// Waits until something accepts TCP connections on `addr`.

@@ -13,7 +13,6 @@ pub mod grpc;
 pub mod purge;
 pub mod startup;
 pub mod stock;
-pub mod telemetry;
 
 /// The migrations of the `shop_inventory` database, applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/inventory");

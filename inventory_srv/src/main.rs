@@ -2,7 +2,8 @@
 //! SIGINT/SIGTERM.
 
 use clap::Parser;
-use inventory_srv::{config::Config, startup::Application, telemetry};
+use inventory_srv::{config::Config, startup::Application};
+use observe::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

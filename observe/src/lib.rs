@@ -1,6 +1,9 @@
-//! The Prometheus `/metrics` endpoint both services serve: a service registers its
+//! What both services share to be observed: [`telemetry`] (tracing set-up and the
+//! shutdown signal) and the Prometheus `/metrics` endpoint. A service registers its
 //! metrics in its own [`Registry`] (two services in one process stay apart) and hands the
 //! registry and a bound listener to [`serve`].
+
+pub mod telemetry;
 
 use std::net::SocketAddr;
 

@@ -20,7 +20,6 @@ pub mod orders;
 pub mod place_order;
 pub mod purge;
 pub mod startup;
-pub mod telemetry;
 pub mod timeout;
 
 /// The migrations of the `shop_order` database, applied at start.

@@ -2,7 +2,8 @@
 //! SIGINT/SIGTERM.
 
 use clap::Parser;
-use order_srv::{config::Config, startup::Application, telemetry};
+use observe::telemetry;
+use order_srv::{config::Config, startup::Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

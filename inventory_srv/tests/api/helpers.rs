@@ -6,7 +6,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 use clap::Parser as _;
-use inventory_srv::{config::Config, startup, telemetry};
+use inventory_srv::{config::Config, startup};
+use observe::telemetry;
 
 pub struct TestApp {
     pub client: InventoryClient<Channel>,

@@ -63,7 +63,7 @@ pub async fn spawn_stack_with(
     order_db: MySqlConnectOptions,
     config: order_srv::config::Config,
 ) -> Stack {
-    order_srv::telemetry::init_for_tests();
+    observe::telemetry::init_for_tests();
     let mq = Mq::new(&MqConfig::new(config.namesrv_addr.as_str()), "order-test")
         .expect("client runtime");
     mq.create_topics(&[&config.reback_topic, &config.timeout_topic], 2)
