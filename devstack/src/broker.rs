@@ -39,6 +39,11 @@ pub struct BrokerSettings {
     pub transaction_check_interval: Duration,
     /// Check-backs per half message before the broker gives up (and discards it).
     pub transaction_check_max: u32,
+    /// How long the broker buffers its records of resolved half messages before writing
+    /// them. A half message whose record is still buffered looks unresolved: when this is
+    /// longer than `transaction_timeout`, committed and rolled-back half messages get
+    /// checked back too.
+    pub transaction_op_batch_interval: Duration,
     /// The delay levels, e.g. "1s 5s 10s 30s 1m ...".
     pub message_delay_level: String,
     /// Size of one commit-log file (the store maps it whole).
@@ -58,6 +63,7 @@ impl Default for BrokerSettings {
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(30),
             transaction_check_max: 15,
+            transaction_op_batch_interval: Duration::from_secs(3),
             message_delay_level: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
                 .into(),
             commit_log_file_size: 1024 * 1024 * 1024,
@@ -76,6 +82,8 @@ impl BrokerSettings {
             transaction_timeout: Duration::from_secs(1),
             transaction_check_interval: Duration::from_secs(1),
             transaction_check_max: 30,
+            // Well under the timeout: only unresolved half messages are checked back.
+            transaction_op_batch_interval: Duration::from_millis(200),
             message_delay_level: "1s 2s 3s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m"
                 .into(),
             commit_log_file_size: 64 * 1024 * 1024,
@@ -243,6 +251,7 @@ async fn start_broker(
         transaction_timeout: millis(settings.transaction_timeout),
         transaction_check_interval: millis(settings.transaction_check_interval),
         transaction_check_max: settings.transaction_check_max,
+        transaction_op_batch_interval: millis(settings.transaction_op_batch_interval),
         ..BrokerConfig::default()
     };
     broker.broker_server_config.bind_address = settings.host.clone();

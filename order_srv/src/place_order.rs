@@ -159,6 +159,7 @@ impl TransactionListener for RebackTxListener {
                 )
             });
         tracing::debug!(order_sn = %call.order_sn, ?state, ok = result.is_ok(), "local transaction done");
+        self.deps.metrics.answered(state);
         call.finish(result);
         state
     }
@@ -170,8 +171,11 @@ impl TransactionListener for RebackTxListener {
             return LocalTransactionState::RollbackMessage;
         };
         let pool = self.deps.pool.clone();
-        self.run_on_service_runtime(async move { check_back::answer(&pool, &body.order_sn).await })
-            .unwrap_or(LocalTransactionState::Unknown)
+        let state = self
+            .run_on_service_runtime(async move { check_back::answer(&pool, &body.order_sn).await })
+            .unwrap_or(LocalTransactionState::Unknown);
+        self.deps.metrics.checked_back(state);
+        state
     }
 }
 

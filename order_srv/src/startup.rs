@@ -173,6 +173,11 @@ impl Application {
         self.metrics_addr
     }
 
+    /// What CreateOrder and the transaction listener have done so far.
+    pub fn metrics(&self) -> OrderMetrics {
+        self.metrics.clone()
+    }
+
     /// What the pay-timeout consumer has done so far.
     pub fn timeout_counters(&self) -> Arc<TimeoutCounters> {
         self.timeout_counters.clone()

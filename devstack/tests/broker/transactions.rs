@@ -66,7 +66,9 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_half_message_is_delivered_once_and_a_rolled_back_one_never() {
-    let setup = setup(LocalTransactionState::RollbackMessage).await;
+    // A check-back would commit: if the broker asked about a resolved half message, the
+    // rolled-back one would be delivered.
+    let setup = setup(LocalTransactionState::CommitMessage).await;
     setup
         .send("rolled-back", LocalTransactionState::RollbackMessage)
         .await;
@@ -82,6 +84,11 @@ async fn a_committed_half_message_is_delivered_once_and_a_rolled_back_one_never(
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(setup.received.of("committed").len(), 1);
     assert!(setup.received.of("rolled-back").is_empty());
+    assert_eq!(
+        setup.checks.load(Ordering::SeqCst),
+        0,
+        "resolved half messages were checked back"
+    );
     setup.teardown().await;
 }
 

@@ -27,6 +27,9 @@ use devstack::testing::{PATIENCE, eventually, unique};
 use futures::future::join_all;
 use inventory_srv::consumer::RebackCounters;
 use proto::inventory as inv;
+use rocketmq_client_rust::LocalTransactionState::{
+    CommitMessage as ReturnStock, RollbackMessage as KeepStock, Unknown,
+};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use tonic::Code;
 
@@ -124,6 +127,11 @@ async fn row03_a_refused_sell_rolls_back_and_keeps_stock_and_cart(
     assert_eq!(stack.stock(2).await, 1);
     assert_eq!(stack.cart_len(8).await, 2);
     assert_eq!(stack.order_count().await, 0);
+    assert_eq!(
+        stack.order_metrics.answers(KeepStock),
+        1,
+        "the listener rolled back"
+    );
     stack.stop().await;
 }
 
@@ -144,7 +152,14 @@ async fn row04_an_unknown_sell_outcome_commits_the_reback(
     assert_eq!(stack.order_count().await, 0);
     assert_eq!(stack.cart_len(61).await, 1);
     // The Sell outcome is unknown to order_srv: it commits the reback, which returns
-    // the stock (or tombstones the order_sn) once inventory consumes again.
+    // the stock (or tombstones the order_sn) once inventory consumes again. The listener
+    // itself decides; the check-back (which would also return the stock) is only the net.
+    assert_eq!(
+        stack.order_metrics.answers(ReturnStock),
+        1,
+        "the listener committed the reback"
+    );
+    assert_eq!(stack.order_metrics.answers(KeepStock), 0);
     eventually(PATIENCE, "the committed reback", || async {
         (!probe.seen().is_empty()).then_some(())
     })
@@ -206,6 +221,12 @@ async fn row06_a_failed_local_transaction_returns_the_stock(
     let details = stack.sell_details().await;
     assert_eq!(details.len(), 1, "Sell ran once");
     let order_sn = details[0].0.clone();
+    assert_eq!(
+        stack.order_metrics.answers(ReturnStock),
+        1,
+        "the listener committed the reback"
+    );
+    assert_eq!(stack.order_metrics.answers(KeepStock), 0);
     eventually(PATIENCE, "the committed reback", || async {
         probe.seen().contains(&order_sn).then_some(())
     })
@@ -242,8 +263,14 @@ async fn row07_a_lost_end_transaction_after_commit_keeps_the_order_and_the_deduc
     let order = stack.create_order(user).await;
     fail::remove("order.after_local_commit");
     let order = order.expect("committed");
+    assert_eq!(stack.order_metrics.answers(Unknown), 1);
 
     // The broker checks back after about a second; the barrier says committed.
+    eventually(PATIENCE, "the check-back keeping the stock", || async {
+        (stack.order_metrics.check_back_answers(KeepStock) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(stack.order_metrics.check_back_answers(ReturnStock), 0);
     tokio::time::sleep(ABSENCE_WINDOW).await;
     assert!(
         probe.seen().is_empty(),

@@ -30,6 +30,8 @@ pub struct Stack {
     pub mq: Mq,
     pub reback_counters: Arc<inventory_srv::consumer::RebackCounters>,
     pub timeout_counters: Arc<order_srv::timeout::TimeoutCounters>,
+    /// The first order_srv's metrics: what its transaction listener answered.
+    pub order_metrics: order_srv::metrics::OrderMetrics,
     inventory_db: String,
     admin: MySqlConnectOptions,
     /// inventory_srv, then order_srv; `None` once stopped.
@@ -135,6 +137,7 @@ pub async fn spawn_stack_with(
     let order_addr = order_app.grpc_addr();
     let timeout_counters = order_app.timeout_counters();
     let order_metrics_addr = order_app.metrics_addr();
+    let order_metrics = order_app.metrics();
     let (tx, rx) = oneshot::channel::<()>();
     servers.push(Some((
         tx,
@@ -160,6 +163,7 @@ pub async fn spawn_stack_with(
         mq,
         reback_counters,
         timeout_counters,
+        order_metrics,
         inventory_db,
         admin,
         servers,

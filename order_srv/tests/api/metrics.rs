@@ -40,6 +40,11 @@ async fn both_services_count_orders_check_backs_and_rebacks_on_their_metrics_end
         order.contains("order_orders_failed_total{reason=\"FailedPrecondition\"} 1"),
         "{order}"
     );
+    // Both local transactions keep the stock: one order committed, one Sell refused.
+    assert!(
+        order.contains("order_local_transactions_total{answer=\"rollback_reback\"} 2"),
+        "{order}"
+    );
     let inventory = eventually(PATIENCE, "the tombstone counted", || async {
         let text = scrape(stack.inventory_metrics_addr).await;
         text.contains("inventory_rebacks_total{outcome=\"tombstoned\"} 1")
