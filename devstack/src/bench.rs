@@ -44,6 +44,9 @@ pub struct BenchArgs {
         default_value = "mysql://root@127.0.0.1:3306"
     )]
     pub mysql_url: String,
+    /// Which scenarios to run (default: all of spread-1, spread-16, spread-64, hot-16).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -55,6 +58,12 @@ struct Scenario {
     concurrency: usize,
     orders: usize,
     hot: bool,
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        format!("{}-{}", self.name, self.concurrency)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +143,8 @@ struct BenchStack {
     order: Proc,
     order_client: OrderClient<Channel>,
     inventory_client: InventoryClient<Channel>,
+    /// The MySQL server, when it runs on this machine: its CPU counts on both sides.
+    database_pid: Option<String>,
 }
 
 impl BenchStack {
@@ -208,16 +219,20 @@ impl BenchStack {
                 "http://127.0.0.1:{inventory_port}"
             ))
             .await?,
+            database_pid: crate::procs::pid_named(&["mariadbd", "mysqld"]),
         })
     }
 
-    fn cpu(&self) -> [Duration; 4] {
-        [
+    /// CPU time so far of order_srv, inventory_srv, the broker, this process and MySQL.
+    fn cpu(&self) -> Cpu {
+        let of = |pid: &str| crate::procs::cpu_time_of(pid).unwrap_or_default();
+        Cpu([
             self.order.cpu_time().unwrap_or_default(),
             self.inventory.cpu_time().unwrap_or_default(),
             self.broker.cpu_time().unwrap_or_default(),
-            crate::procs::cpu_time_of("self").unwrap_or_default(),
-        ]
+            of("self"),
+            self.database_pid.as_deref().map(of).unwrap_or_default(),
+        ])
     }
 
     async fn stop(mut self) {
@@ -228,6 +243,16 @@ impl BenchStack {
 }
 
 const HOT_GOODS: i32 = 1_000_000;
+
+/// CPU seconds of order_srv, inventory_srv, the broker, the bench process and MySQL.
+#[derive(Debug, Clone, Copy)]
+struct Cpu([Duration; 5]);
+
+impl Cpu {
+    fn since(self, before: Cpu) -> [f64; 5] {
+        std::array::from_fn(|i| self.0[i].saturating_sub(before.0[i]).as_secs_f64())
+    }
+}
 
 async fn run_scenarios(
     args: &BenchArgs,
@@ -298,9 +323,23 @@ async fn run_scenarios(
             hot: true,
         },
     ];
+    let selected: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| args.only.is_empty() || args.only.contains(&s.label()))
+        .collect();
+    if selected.is_empty() {
+        bail!(
+            "--only matches no scenario; they are: {}",
+            scenarios
+                .iter()
+                .map(Scenario::label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut rows = Vec::new();
     println!(
-        "\n{:<8} {:>3} {:>6} | {:>9} {:>6} {:>6} {:>6} {:>7} {:>5} | {:>9} {:>6} {:>6} | {:>5} | cpu s: order inv broker bench",
+        "\n{:<8} {:>3} {:>6} | {:>9} {:>6} {:>6} {:>6} {:>7} {:>5} | {:>9} {:>6} {:>6} | {:>5} | cpu ms/order svc base | svc cpu s: order inv broker bench mysql",
         "scenario",
         "c",
         "orders",
@@ -315,7 +354,7 @@ async fn run_scenarios(
         "p99",
         "ratio"
     );
-    for (index, scenario) in scenarios.iter().enumerate() {
+    for (index, scenario) in selected.into_iter().enumerate() {
         let first_user = (index as i64 + 1) * 10_000_000;
         if scenario.hot {
             stack
@@ -334,6 +373,8 @@ async fn run_scenarios(
         let lines = |user: i64| cart_lines(user, args.goods, scenario.hot);
         fill_carts(stack, &base_order, first_user, scenario.orders, &lines).await?;
 
+        // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
+        eprintln!("bench: {} service start", scenario.label());
         let cpu_before = stack.cpu();
         let service = drive(scenario.concurrency, scenario.orders, {
             let client = stack.order_client.clone();
@@ -356,6 +397,8 @@ async fn run_scenarios(
         })
         .await;
         let cpu_after = stack.cpu();
+        eprintln!("bench: {} service end, baseline start", scenario.label());
+        let baseline_before = stack.cpu();
         let baseline =
             drive(scenario.concurrency, scenario.orders, {
                 let order_pool = base_order.clone();
@@ -370,6 +413,8 @@ async fn run_scenarios(
             })
             .await;
 
+        let baseline_cpu = stack.cpu().since(baseline_before);
+        eprintln!("bench: {} baseline end", scenario.label());
         let mut oversell = None;
         if scenario.hot {
             let left = stack
@@ -390,14 +435,15 @@ async fn run_scenarios(
             }
             oversell = Some(0);
         }
-        let cpu: Vec<f64> = cpu_after
-            .iter()
-            .zip(cpu_before.iter())
-            .map(|(a, b)| a.saturating_sub(*b).as_secs_f64())
-            .collect();
+        let cpu = cpu_after.since(cpu_before);
+        // Per order, everything the order cost on this machine: the services, the broker,
+        // the load generator and MySQL; the baseline is the bench process and MySQL.
+        let per_order = |seconds: f64| seconds * 1000.0 / scenario.orders as f64;
+        let service_cpu = per_order(cpu.iter().sum());
+        let baseline_cpu_ms = per_order(baseline_cpu[3] + baseline_cpu[4]);
         let ratio = service.per_sec() / baseline.per_sec().max(1e-9);
         println!(
-            "{:<8} {:>3} {:>6} | {:>9.0} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>5} | {:>9.0} {:>6.1} {:>6.1} | {:>5.2} | {:.1} {:.1} {:.1} {:.1}",
+            "{:<8} {:>3} {:>6} | {:>9.0} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>5} | {:>9.0} {:>6.1} {:>6.1} | {:>5.2} | {:>6.2} {:>6.2} | {:.1} {:.1} {:.1} {:.1} {:.1}",
             scenario.name,
             scenario.concurrency,
             scenario.orders,
@@ -411,10 +457,13 @@ async fn run_scenarios(
             ms(baseline.percentile(50.0)),
             ms(baseline.percentile(99.0)),
             ratio,
+            service_cpu,
+            baseline_cpu_ms,
             cpu[0],
             cpu[1],
             cpu[2],
             cpu[3],
+            cpu[4],
         );
         for (code, n) in &service.failures {
             println!("         service failures {code}: {n}");
@@ -430,7 +479,9 @@ async fn run_scenarios(
             "baseline": stats_json(&baseline),
             "ratio": ratio,
             "oversell": oversell,
-            "cpu_seconds": {"order_srv": cpu[0], "inventory_srv": cpu[1], "broker": cpu[2], "bench_client": cpu[3]},
+            "cpu_seconds": {"order_srv": cpu[0], "inventory_srv": cpu[1], "broker": cpu[2], "bench_client": cpu[3], "mysql": cpu[4]},
+            "baseline_cpu_seconds": {"bench": baseline_cpu[3], "mysql": baseline_cpu[4]},
+            "cpu_ms_per_order": {"service": service_cpu, "baseline": baseline_cpu_ms},
         }));
     }
     let report = json!({
@@ -571,11 +622,11 @@ async fn baseline_order(
 ) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     let order_sn = format!("B{user_id}");
+    // Like order_srv: one order connection for the cart read and the order transaction.
     let mut conn = order_pool.acquire().await.map_err(|e| fail(&e))?;
     let priced = order_srv::db::checked_cart_priced(&mut conn, user_id)
         .await
         .map_err(|e| fail(&e))?;
-    drop(conn);
     let items: Vec<inv::GoodsNum> = priced
         .iter()
         .map(|l| inv::GoodsNum {
@@ -611,21 +662,18 @@ async fn baseline_order(
         mobile: "13800000000".into(),
         post: String::new(),
     };
-    let mut tx = order_pool.begin().await.map_err(|e| fail(&e))?;
+    let mut tx = conn.begin().await.map_err(|e| fail(&e))?;
     order_srv::db::insert_committed_barrier(&mut tx, &order_sn)
         .await
         .map_err(|e| fail(&e))?;
-    let order_id = order_srv::db::insert_order(&mut tx, &order_sn, &order, total)
+    let order = order_srv::db::insert_order(&mut tx, &order_sn, &order, total)
         .await
         .map_err(|e| fail(&e))?;
-    order_srv::db::insert_order_goods(&mut tx, order_id, &lines)
+    order_srv::db::insert_order_goods(&mut tx, order.id, &lines)
         .await
         .map_err(|e| fail(&e))?;
     let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
     order_srv::db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
-        .await
-        .map_err(|e| fail(&e))?;
-    order_srv::db::order_by_sn(&mut tx, &order_sn)
         .await
         .map_err(|e| fail(&e))?;
     tx.commit().await.map_err(|e| fail(&e))?;

@@ -113,6 +113,21 @@ pub fn cpu_time_of(pid: &str) -> Option<Duration> {
     ))
 }
 
+/// The pid of a running process whose command name is one of `names` (the first found).
+pub fn pid_named(names: &[&str]) -> Option<String> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            names.contains(&comm.trim_end()).then_some(pid)
+        })
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;

@@ -4,11 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use proto::inventory::inventory_server::InventoryServer;
-use sqlx::{
-    Executor, MySql, MySqlPool,
-    migrate::MigrateDatabase,
-    mysql::{MySqlConnectOptions, MySqlPoolOptions},
-};
+use sqlx::{MySql, MySqlPool, migrate::MigrateDatabase, mysql::MySqlConnectOptions};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -195,22 +191,10 @@ async fn start_consuming(
     Ok(Consuming { mq, consumer })
 }
 
-/// A pool whose connections run at READ COMMITTED (see [`crate::stock`] for why).
+/// The service's pool (see the `dbpool` crate: READ COMMITTED, pings only idle connections).
 pub async fn connect_pool(
     options: MySqlConnectOptions,
     max_connections: u32,
 ) -> anyhow::Result<MySqlPool> {
-    MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-        .context("connecting to the inventory database")
+    dbpool::connect(options, max_connections, "the inventory database").await
 }

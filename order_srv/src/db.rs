@@ -253,28 +253,49 @@ pub async fn purge_barriers(
     Ok(result.rows_affected())
 }
 
+/// Inserts a new order, unpaid, and returns it as stored (its creation time is taken
+/// here, to the microsecond the column keeps, so no read-back is needed).
 pub async fn insert_order(
     conn: &mut MySqlConnection,
     order_sn: &str,
     order: &NewOrder,
     total_cents: i64,
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<OrderRow> {
+    let now = Utc::now();
+    let created_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let status = OrderStatus::WaitBuyerPay.as_str();
     let result = sqlx::query(
-        "INSERT INTO order_info (order_sn, user_id, status, total_cents, address, name, mobile, post) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO order_info \
+         (order_sn, user_id, status, total_cents, address, name, mobile, post, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(order_sn)
     .bind(order.user_id)
-    .bind(OrderStatus::WaitBuyerPay.as_str())
+    .bind(status)
     .bind(total_cents)
     .bind(&order.address)
     .bind(&order.name)
     .bind(&order.mobile)
     .bind(&order.post)
+    .bind(created_at)
     .execute(conn)
     .await?;
-    i64::try_from(result.last_insert_id())
-        .map_err(|_| sqlx::Error::Protocol("order id out of range".into()))
+    let id = i64::try_from(result.last_insert_id())
+        .map_err(|_| sqlx::Error::Protocol("order id out of range".into()))?;
+    Ok(OrderRow {
+        id,
+        order_sn: order_sn.to_owned(),
+        user_id: order.user_id,
+        status: status.to_owned(),
+        total_cents,
+        address: order.address.clone(),
+        name: order.name.clone(),
+        mobile: order.mobile.clone(),
+        post: order.post.clone(),
+        pay_type: String::new(),
+        trade_no: String::new(),
+        created_at,
+    })
 }
 
 pub async fn insert_order_goods(

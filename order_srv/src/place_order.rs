@@ -19,7 +19,7 @@ use rocketmq_client_rust::{
     DefaultMQProducer, LocalTransactionState, TransactionListener, TransactionMQProducer,
 };
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
-use sqlx::MySqlPool;
+use sqlx::{Connection, MySqlConnection, MySqlPool};
 use tokio::runtime::Handle;
 use tonic::transport::Channel;
 
@@ -208,8 +208,14 @@ async fn execute(deps: &PlaceDeps, call: &PlaceCall) -> (LocalTransactionState, 
         );
     }
 
+    // One connection for the whole call: the cart read now, the local transaction later.
+    let mut conn = match deps.pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return (KeepStock, Err(e.into())),
+    };
+
     // 1-2: the checked cart, priced on the server. Nothing is deducted yet.
-    let lines = match priced_cart(deps, user_id).await {
+    let lines = match priced_cart(&mut conn, user_id).await {
         Ok(lines) => lines,
         Err(e) => return (KeepStock, Err(e)),
     };
@@ -238,7 +244,7 @@ async fn execute(deps: &PlaceDeps, call: &PlaceCall) -> (LocalTransactionState, 
     }
 
     // 4: the local transaction, barrier row first.
-    match write_order(deps, call, &lines, total_cents).await {
+    match write_order(deps, &mut conn, call, &lines, total_cents).await {
         Ok(order) => {
             if faults::triggered("order.after_local_commit", user_id) {
                 // As if END_TRANSACTION were lost: the check-back must find "committed".
@@ -255,9 +261,8 @@ fn injected(point: &str) -> Error {
     Error::Unavailable(format!("injected fault at {point}"))
 }
 
-async fn priced_cart(deps: &PlaceDeps, user_id: i64) -> Result<Vec<OrderGoodsRow>> {
-    let mut conn = deps.pool.acquire().await?;
-    let rows = db::checked_cart_priced(&mut conn, user_id).await?;
+async fn priced_cart(conn: &mut MySqlConnection, user_id: i64) -> Result<Vec<OrderGoodsRow>> {
+    let rows = db::checked_cart_priced(conn, user_id).await?;
     if rows.is_empty() {
         return Err(Error::FailedPrecondition(
             "no checked items in the cart".into(),
@@ -310,6 +315,7 @@ enum LocalTxError {
 
 async fn write_order(
     deps: &PlaceDeps,
+    conn: &mut MySqlConnection,
     call: &PlaceCall,
     lines: &[OrderGoodsRow],
     total_cents: i64,
@@ -318,11 +324,7 @@ async fn write_order(
     if let Some(pause) = faults::pause("order.pause_before_barrier", call.order.user_id) {
         tokio::time::sleep(pause).await;
     }
-    let mut tx = deps
-        .pool
-        .begin()
-        .await
-        .map_err(|e| not_committed(e.into()))?;
+    let mut tx = conn.begin().await.map_err(|e| not_committed(e.into()))?;
     let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
         .await
         .map_err(|e| not_committed(e.into()))?;
@@ -333,10 +335,10 @@ async fn write_order(
             "order took too long and was rolled back; please retry".into(),
         )));
     }
-    let order_id = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
+    let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
         .await
         .map_err(|e| not_committed(e.into()))?;
-    db::insert_order_goods(&mut tx, order_id, lines)
+    db::insert_order_goods(&mut tx, order.id, lines)
         .await
         .map_err(|e| not_committed(e.into()))?;
     let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
@@ -352,10 +354,6 @@ async fn write_order(
     if let Some(pause) = faults::pause("order.pause_before_commit", call.order.user_id) {
         tokio::time::sleep(pause).await;
     }
-    let order = db::order_by_sn(&mut tx, &call.order_sn)
-        .await
-        .map_err(|e| not_committed(e.into()))?
-        .ok_or_else(|| not_committed(Error::Internal("inserted order not found".into())))?;
     tx.commit()
         .await
         .map_err(|e| LocalTxError::CommitUnknown(e.into()))?;

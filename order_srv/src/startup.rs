@@ -7,11 +7,7 @@ use anyhow::Context;
 use mq::{Mq, MqConfig};
 use proto::{inventory::inventory_client::InventoryClient, order::order_server::OrderServer};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
-use sqlx::{
-    Executor, MySql, MySqlPool,
-    migrate::MigrateDatabase,
-    mysql::{MySqlConnectOptions, MySqlPoolOptions},
-};
+use sqlx::{MySql, MySqlPool, migrate::MigrateDatabase, mysql::MySqlConnectOptions};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Endpoint;
@@ -252,23 +248,10 @@ impl Application {
     }
 }
 
-/// A pool whose connections run at READ COMMITTED: the barrier's `INSERT IGNORE` and
-/// the conditional status updates see the latest committed rows, without gap locks.
+/// The service's pool (see the `dbpool` crate: READ COMMITTED, pings only idle connections).
 pub async fn connect_pool(
     options: MySqlConnectOptions,
     max_connections: u32,
 ) -> anyhow::Result<MySqlPool> {
-    MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-        .context("connecting to the order database")
+    dbpool::connect(options, max_connections, "the order database").await
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use devstack::testing::{PATIENCE, eventually};
 use futures::future::join_all;
+use proto::order as pb;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use tonic::Code;
 
@@ -31,6 +32,18 @@ async fn an_order_deducts_stock_empties_the_cart_and_its_reback_is_never_deliver
 
     assert_eq!(order.total_cents, 2 * 1250 + 3 * 399);
     assert_eq!(order.user_id, 7);
+    // The reply is built without reading the order back: it must be what was stored.
+    let stored = stack
+        .order
+        .clone()
+        .order_detail(pb::OrderDetailRequest {
+            order_sn: order.order_sn.clone(),
+            user_id: 7,
+        })
+        .await
+        .expect("detail")
+        .into_inner();
+    assert_eq!(stored.order.as_ref(), Some(&order));
     assert_eq!(stack.stock(1).await, 8);
     assert_eq!(stack.stock(2).await, 7);
     assert_eq!(stack.cart_len(7).await, 0);
