@@ -1,0 +1,57 @@
+//! `devstack bench` at a toy size, so the benchmark keeps working between the runs whose
+//! numbers go into the README: every scenario runs on both sides without a failure, the
+//! hot goods sells out exactly, and the JSON report has what the table is made from.
+//! The numbers themselves are not checked (debug build, tiny run). Needs MariaDB on
+//! 127.0.0.1:3306 (scripts/test starts it).
+
+use std::process::Command;
+
+#[test]
+fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .args(["bench", "--orders", "40", "--goods", "20", "--out"])
+        .arg(&out)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("devstack runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "devstack bench failed (is MariaDB running on 127.0.0.1:3306? scripts/test starts it)\n{stdout}\n{stderr}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the JSON report"))
+            .expect("valid JSON");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let labels: Vec<String> = scenarios
+        .iter()
+        .map(|s| format!("{}-{}", s["scenario"], s["concurrency"]).replace('"', ""))
+        .collect();
+    assert_eq!(labels, ["spread-1", "spread-16", "spread-64", "hot-16"]);
+    for scenario in scenarios {
+        let orders = scenario["orders"].as_u64().expect("orders");
+        for side in ["service", "baseline"] {
+            assert_eq!(
+                scenario[side]["ok"].as_u64(),
+                Some(orders),
+                "{side} of {scenario}"
+            );
+            assert!(
+                scenario[side]["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+                "{side} of {scenario}"
+            );
+        }
+        assert!(scenario["ratio"].as_f64().is_some_and(|r| r > 0.0));
+        assert!(
+            scenario["cpu_ms_per_order"]["service"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{scenario}"
+        );
+    }
+    assert_eq!(scenarios[3]["oversell"].as_i64(), Some(0));
+}
