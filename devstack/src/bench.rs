@@ -261,10 +261,9 @@ async fn run_scenarios(
     base_inventory_url: &str,
 ) -> anyhow::Result<()> {
     // The baseline's databases: the same schema, the same pool size as a service.
-    let base_order = order_srv::startup::connect_pool(base_order_url.parse()?, 32).await?;
+    let base_order = service_db::connect(base_order_url.parse()?, 32).await?;
     order_srv::MIGRATOR.run(&base_order).await?;
-    let base_inventory =
-        inventory_srv::startup::connect_pool(base_inventory_url.parse()?, 32).await?;
+    let base_inventory = service_db::connect(base_inventory_url.parse()?, 32).await?;
     inventory_srv::MIGRATOR.run(&base_inventory).await?;
 
     println!("seeding {} goods", args.goods);

@@ -18,7 +18,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use sqlx::MySqlPool;
 use tokio::runtime::Handle;
 
-use crate::{db, domain::OrderSn, faults, stock};
+use crate::{domain::OrderSn, faults, stock};
 
 /// What the consumer has done since start: Prometheus counters (`/metrics`), also read
 /// by tests.
@@ -154,7 +154,7 @@ async fn bury(
     tracing::error!(reason, "malformed reback message; recorded in dead_message");
     let recorded = async {
         let mut conn = pool.acquire().await?;
-        db::record_dead_message(
+        service_db::record_dead_message(
             &mut conn,
             msg.topic().as_str(),
             msg.msg_id().as_str(),

@@ -170,41 +170,10 @@ pub async fn set_stock(conn: &mut MySqlConnection, goods_id: i32, stocks: i32) -
     Ok(())
 }
 
-/// Keeps a message that can never be processed for an operator (idempotent per msg_id).
-pub async fn record_dead_message(
-    conn: &mut MySqlConnection,
-    topic: &str,
-    msg_id: &str,
-    body: &[u8],
-    reason: &str,
-) -> sqlx::Result<()> {
-    let reason: String = reason.chars().take(512).collect();
-    sqlx::query(
-        "INSERT IGNORE INTO dead_message (topic, msg_id, body, reason) VALUES (?, ?, ?, ?)",
-    )
-    .bind(topic)
-    .bind(msg_id)
-    .bind(body)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Deletes up to `limit` RETURNED detail rows (tombstones and returned orders) not
-/// touched for `retention`. DEDUCTED rows are live deductions and are never purged.
-pub async fn purge_returned(
-    conn: &mut MySqlConnection,
-    retention: std::time::Duration,
-    limit: u32,
-) -> sqlx::Result<u64> {
-    let result = sqlx::query(
-        "DELETE FROM stock_sell_detail \
-         WHERE status = 'RETURNED' AND updated_at < NOW(6) - INTERVAL ? SECOND LIMIT ?",
-    )
-    .bind(retention.as_secs())
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected())
-}
+/// RETURNED detail rows (tombstones and returned orders) not touched for the retention.
+/// DEDUCTED rows are live deductions and are never purged.
+pub const EXPIRED_RETURNED_DETAILS: service_db::Expiry = service_db::Expiry {
+    what: "RETURNED details",
+    delete_batch: "DELETE FROM stock_sell_detail \
+                   WHERE status = 'RETURNED' AND updated_at < NOW(6) - INTERVAL ? SECOND LIMIT ?",
+};

@@ -10,7 +10,6 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod grpc;
-pub mod purge;
 pub mod startup;
 pub mod stock;
 

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use proto::inventory::inventory_server::InventoryServer;
-use sqlx::{MySql, MySqlPool, migrate::MigrateDatabase, mysql::MySqlConnectOptions};
+use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -43,19 +43,12 @@ pub struct Application {
 impl Application {
     /// Creates the database when missing, migrates it and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        if !MySql::database_exists(&config.database_url)
-            .await
-            .context("INVENTORY_DATABASE_URL: cannot reach MySQL")?
-        {
-            MySql::create_database(&config.database_url)
-                .await
-                .context("INVENTORY_DATABASE_URL: cannot create the database")?;
-        }
-        let options: MySqlConnectOptions = config
-            .database_url
-            .parse()
-            .context("INVENTORY_DATABASE_URL is not a valid MySQL URL")?;
-        let pool = connect_pool(options, config.db_max_connections).await?;
+        let pool = service_db::open(
+            &config.database_url,
+            config.db_max_connections,
+            "INVENTORY_DATABASE_URL",
+        )
+        .await?;
         Self::build_with_pool(&config, pool).await
     }
 
@@ -135,8 +128,9 @@ impl Application {
                 let _ = stopped.wait_for(|stop| *stop).await;
             },
         ));
-        let purger = crate::purge::spawn(
+        let purger = service_db::spawn_purge(
             self.pool.clone(),
+            crate::db::EXPIRED_RETURNED_DETAILS,
             self.tombstone_retention,
             self.purge_interval,
             purge_stopped,
@@ -189,12 +183,4 @@ async fn start_consuming(
     .await
     .context("NAMESRV_ADDR: starting the order_reback consumer")?;
     Ok(Consuming { mq, consumer })
-}
-
-/// The service's pool (see the `dbpool` crate: READ COMMITTED, pings only idle connections).
-pub async fn connect_pool(
-    options: MySqlConnectOptions,
-    max_connections: u32,
-) -> anyhow::Result<MySqlPool> {
-    dbpool::connect(options, max_connections, "the inventory database").await
 }

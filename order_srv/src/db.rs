@@ -237,22 +237,6 @@ pub async fn barrier_outcome(
         .await
 }
 
-/// Deletes up to `limit` barrier rows older than `retention` (measured by the
-/// database's clock, the one that wrote `created_at`).
-pub async fn purge_barriers(
-    conn: &mut MySqlConnection,
-    retention: std::time::Duration,
-    limit: u32,
-) -> sqlx::Result<u64> {
-    let result =
-        sqlx::query("DELETE FROM tx_barrier WHERE created_at < NOW(6) - INTERVAL ? SECOND LIMIT ?")
-            .bind(retention.as_secs())
-            .bind(limit)
-            .execute(conn)
-            .await?;
-    Ok(result.rows_affected())
-}
-
 /// Inserts a new order, unpaid, and returns it as stored (its creation time is taken
 /// here, to the microsecond the column keeps, so no read-back is needed).
 pub async fn insert_order(
@@ -408,23 +392,9 @@ pub async fn transition_status(
     Ok(query.execute(conn).await?.rows_affected() == 1)
 }
 
-/// Keeps a message that can never be processed for an operator (idempotent per msg_id).
-pub async fn record_dead_message(
-    conn: &mut MySqlConnection,
-    topic: &str,
-    msg_id: &str,
-    body: &[u8],
-    reason: &str,
-) -> sqlx::Result<()> {
-    let reason: String = reason.chars().take(512).collect();
-    sqlx::query(
-        "INSERT IGNORE INTO dead_message (topic, msg_id, body, reason) VALUES (?, ?, ?, ?)",
-    )
-    .bind(topic)
-    .bind(msg_id)
-    .bind(body)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// Barrier rows older than the retention (measured by the database's clock, the one that
+/// wrote `created_at`).
+pub const EXPIRED_BARRIERS: service_db::Expiry = service_db::Expiry {
+    what: "tx_barrier rows",
+    delete_batch: "DELETE FROM tx_barrier WHERE created_at < NOW(6) - INTERVAL ? SECOND LIMIT ?",
+};

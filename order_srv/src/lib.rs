@@ -18,7 +18,6 @@ pub mod grpc;
 pub mod metrics;
 pub mod orders;
 pub mod place_order;
-pub mod purge;
 pub mod startup;
 pub mod timeout;
 

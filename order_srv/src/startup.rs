@@ -7,7 +7,7 @@ use anyhow::Context;
 use mq::{Mq, MqConfig};
 use proto::{inventory::inventory_client::InventoryClient, order::order_server::OrderServer};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
-use sqlx::{MySql, MySqlPool, migrate::MigrateDatabase, mysql::MySqlConnectOptions};
+use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Endpoint;
@@ -43,19 +43,12 @@ impl Application {
     /// Creates the database when missing, migrates it, starts the producers and binds
     /// the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        if !MySql::database_exists(&config.database_url)
-            .await
-            .context("ORDER_DATABASE_URL: cannot reach MySQL")?
-        {
-            MySql::create_database(&config.database_url)
-                .await
-                .context("ORDER_DATABASE_URL: cannot create the database")?;
-        }
-        let options: MySqlConnectOptions = config
-            .database_url
-            .parse()
-            .context("ORDER_DATABASE_URL is not a valid MySQL URL")?;
-        let pool = connect_pool(options, config.db_max_connections).await?;
+        let pool = service_db::open(
+            &config.database_url,
+            config.db_max_connections,
+            "ORDER_DATABASE_URL",
+        )
+        .await?;
         Self::build_with_pool(&config, pool).await
     }
 
@@ -206,8 +199,9 @@ impl Application {
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
         let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
-        let purger = crate::purge::spawn(
+        let purger = service_db::spawn_purge(
             pool.clone(),
+            crate::db::EXPIRED_BARRIERS,
             barrier_retention,
             purge_interval,
             purge_stopped,
@@ -246,12 +240,4 @@ impl Application {
         served?;
         Ok(())
     }
-}
-
-/// The service's pool (see the `dbpool` crate: READ COMMITTED, pings only idle connections).
-pub async fn connect_pool(
-    options: MySqlConnectOptions,
-    max_connections: u32,
-) -> anyhow::Result<MySqlPool> {
-    dbpool::connect(options, max_connections, "the order database").await
 }

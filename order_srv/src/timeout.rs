@@ -189,7 +189,7 @@ async fn bury(deps: &TimeoutDeps, msg: &MessageExt, reason: &str) -> ConsumeConc
     );
     let recorded = async {
         let mut conn = deps.pool.acquire().await?;
-        db::record_dead_message(
+        service_db::record_dead_message(
             &mut conn,
             msg.topic().as_str(),
             msg.msg_id().as_str(),

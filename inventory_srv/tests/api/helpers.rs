@@ -30,7 +30,7 @@ pub async fn spawn_app(connect: MySqlConnectOptions) -> TestApp {
         ])
         .expect("defaults parse")
     };
-    let pool = startup::connect_pool(connect, config.db_max_connections)
+    let pool = service_db::connect(connect, config.db_max_connections)
         .await
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
     let app = startup::Application::build_with_pool(&config, pool.clone())

@@ -132,7 +132,7 @@ async fn a_second_instance_answers_check_backs_after_the_sender_is_gone(
     let mut second_config = config.clone();
     second_config.mq_instance_name = Some("second".into());
     // Its own pool: stopping the first instance closes the first's.
-    let order_pool = order_srv::startup::connect_pool(db.clone(), 8)
+    let order_pool = service_db::connect(db.clone(), 8)
         .await
         .expect("second pool");
     let second =

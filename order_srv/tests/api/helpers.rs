@@ -105,7 +105,7 @@ pub async fn spawn_stack_with(
         reback_consumer_group: unique("inventory_reback"),
         ..inventory_srv::config::Config::try_parse_from(["inventory_srv"]).expect("defaults parse")
     };
-    let inventory_pool = inventory_srv::startup::connect_pool(
+    let inventory_pool = service_db::connect(
         order_db.clone().database(&inventory_db),
         inv_config.db_max_connections,
     )
@@ -128,7 +128,7 @@ pub async fn spawn_stack_with(
 
     let mut config = config;
     config.inventory_endpoint = format!("http://{inv_addr}");
-    let order_pool = order_srv::startup::connect_pool(order_db.clone(), config.db_max_connections)
+    let order_pool = service_db::connect(order_db.clone(), config.db_max_connections)
         .await
         .expect("order pool");
     let order_app = order_srv::startup::Application::build_with_pool(&config, order_pool.clone())

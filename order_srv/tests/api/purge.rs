@@ -43,12 +43,17 @@ async fn expired_barriers_and_returned_details_are_purged_and_live_ones_kept(
         .expect("detail");
     }
 
-    let barriers = order_srv::purge::purge_once(&stack.order_pool, 7 * DAY)
-        .await
-        .expect("purge");
-    let details = inventory_srv::purge::purge_once(&stack.inventory_pool, 7 * DAY)
-        .await
-        .expect("purge");
+    let barriers =
+        service_db::purge_once(&stack.order_pool, order_srv::db::EXPIRED_BARRIERS, 7 * DAY)
+            .await
+            .expect("purge");
+    let details = service_db::purge_once(
+        &stack.inventory_pool,
+        inventory_srv::db::EXPIRED_RETURNED_DETAILS,
+        7 * DAY,
+    )
+    .await
+    .expect("purge");
 
     assert_eq!((barriers, details), (2, 1));
     assert_eq!(stack.barrier("NEW-1").await.as_deref(), Some("aborted"));

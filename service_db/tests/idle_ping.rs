@@ -13,7 +13,7 @@ async fn a_connection_killed_while_idle_is_replaced_on_acquire(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let pool = dbpool::connect(db.clone(), 1, "the test database")
+    let pool = service_db::connect(db.clone(), 1)
         .await
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
     let first: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
@@ -33,7 +33,7 @@ async fn a_connection_killed_while_idle_is_replaced_on_acquire(
         .await
         .expect("kill the pooled connection");
     // Let it sit idle past the threshold: the next acquire must ping it and find it dead.
-    tokio::time::sleep(dbpool::PING_IF_IDLE_FOR + Duration::from_millis(500)).await;
+    tokio::time::sleep(service_db::PING_IF_IDLE_FOR + Duration::from_millis(500)).await;
 
     let second: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
         .fetch_one(&pool)

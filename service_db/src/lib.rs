@@ -1,0 +1,154 @@
+//! The database plumbing both services share: how they open their MySQL pool, the
+//! periodic purge of rows that have served their purpose, and the `dead_message` table
+//! each database has for messages that can never be processed.
+//!
+//! Every connection runs READ COMMITTED: the stock and barrier logic relies on
+//! conditional `UPDATE`s and unique keys, never on a snapshot, and READ COMMITTED takes no
+//! gap locks, so concurrent orders for different goods don't block each other.
+//!
+//! sqlx checks a connection with a `ping` (one round trip to MySQL) on every acquire by
+//! default, and again on every release. Under load that doubled the round trips of a
+//! short transaction. This pool pings on acquire only a connection that sat idle for
+//! longer than [`PING_IF_IDLE_FOR`] (one that may have been dropped by the server or a
+//! restart); a connection that was just used by another request is known to be alive.
+//! The release ping is sqlx's own and stays.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::{
+    Connection, Executor, MySql, MySqlConnection, MySqlPool,
+    migrate::MigrateDatabase,
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+/// A connection idle for longer than this is pinged before it is handed out.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Opens the service's database from `url`, creating the database when it is missing.
+/// `variable` names the setting in errors ("ORDER_DATABASE_URL: cannot reach MySQL").
+pub async fn open(url: &str, max_connections: u32, variable: &str) -> anyhow::Result<MySqlPool> {
+    if !MySql::database_exists(url)
+        .await
+        .with_context(|| format!("{variable}: cannot reach MySQL"))?
+    {
+        MySql::create_database(url)
+            .await
+            .with_context(|| format!("{variable}: cannot create the database"))?;
+    }
+    let options: MySqlConnectOptions = url
+        .parse()
+        .with_context(|| format!("{variable} is not a valid MySQL URL"))?;
+    connect(options, max_connections).await
+}
+
+/// The pool on an existing database.
+pub async fn connect(
+    options: MySqlConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<MySqlPool> {
+    let database = options.get_database().unwrap_or_default().to_owned();
+    MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                Ok(())
+            })
+        })
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to the database {database:?}"))
+}
+
+/// Rows that can go once they are older than a retention: what they are (for the log)
+/// and the statement that deletes a batch of them. The statement takes two parameters,
+/// the retention in seconds and the batch size, and measures age with the database's
+/// clock (`NOW(6) - INTERVAL ? SECOND`), the one that stamped the rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    pub what: &'static str,
+    pub delete_batch: &'static str,
+}
+
+const PURGE_BATCH: u32 = 1_000;
+
+/// Deletes the expired rows now, in batches (so no statement holds many locks); returns
+/// how many.
+pub async fn purge_once(
+    pool: &MySqlPool,
+    expiry: Expiry,
+    retention: Duration,
+) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(expiry.delete_batch)
+            .bind(retention.as_secs())
+            .bind(PURGE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += deleted;
+        if deleted < u64::from(PURGE_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Purges every `every` (the first time one interval after start) until `stop` turns true.
+pub fn spawn_purge(
+    pool: MySqlPool,
+    expiry: Expiry,
+    retention: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            match purge_once(&pool, expiry, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "purged expired {}", expiry.what),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired {} failed; will retry", expiry.what);
+                }
+            }
+        }
+    })
+}
+
+/// Keeps a message that can never be processed for an operator (idempotent per msg_id).
+pub async fn record_dead_message(
+    conn: &mut MySqlConnection,
+    topic: &str,
+    msg_id: &str,
+    body: &[u8],
+    reason: &str,
+) -> sqlx::Result<()> {
+    let reason: String = reason.chars().take(512).collect();
+    sqlx::query(
+        "INSERT IGNORE INTO dead_message (topic, msg_id, body, reason) VALUES (?, ?, ?, ?)",
+    )
+    .bind(topic)
+    .bind(msg_id)
+    .bind(body)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
