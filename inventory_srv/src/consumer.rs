@@ -152,17 +152,13 @@ async fn bury(
 ) -> ConsumeConcurrentlyStatus {
     let body = msg.body().map(|b| b.to_vec()).unwrap_or_default();
     tracing::error!(reason, "malformed reback message; recorded in dead_message");
-    let recorded = async {
-        let mut conn = pool.acquire().await?;
-        service_db::record_dead_message(
-            &mut conn,
-            msg.topic().as_str(),
-            msg.msg_id().as_str(),
-            &body,
-            reason,
-        )
-        .await
-    }
+    let recorded = service_db::record_dead_message(
+        pool,
+        msg.topic().as_str(),
+        msg.msg_id().as_str(),
+        &body,
+        reason,
+    )
     .await;
     match recorded {
         Ok(()) => {

@@ -187,17 +187,13 @@ async fn bury(deps: &TimeoutDeps, msg: &MessageExt, reason: &str) -> ConsumeConc
         reason,
         "malformed pay-timeout message; recorded in dead_message"
     );
-    let recorded = async {
-        let mut conn = deps.pool.acquire().await?;
-        service_db::record_dead_message(
-            &mut conn,
-            msg.topic().as_str(),
-            msg.msg_id().as_str(),
-            &body,
-            reason,
-        )
-        .await
-    }
+    let recorded = service_db::record_dead_message(
+        &deps.pool,
+        msg.topic().as_str(),
+        msg.msg_id().as_str(),
+        &body,
+        reason,
+    )
     .await;
     match recorded {
         Ok(()) => {

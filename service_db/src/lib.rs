@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::{
-    Connection, Executor, MySql, MySqlConnection, MySqlPool,
+    Connection, Executor, MySql, MySqlPool,
     migrate::MigrateDatabase,
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
 };
@@ -134,7 +134,7 @@ pub fn spawn_purge(
 
 /// Keeps a message that can never be processed for an operator (idempotent per msg_id).
 pub async fn record_dead_message(
-    conn: &mut MySqlConnection,
+    pool: &MySqlPool,
     topic: &str,
     msg_id: &str,
     body: &[u8],
@@ -148,7 +148,7 @@ pub async fn record_dead_message(
     .bind(msg_id)
     .bind(body)
     .bind(reason)
-    .execute(conn)
+    .execute(pool)
     .await?;
     Ok(())
 }
