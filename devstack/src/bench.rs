@@ -424,7 +424,7 @@ async fn run_scenarios(
                 .await?
                 .into_inner()
                 .stocks;
-            let sold = scenario.orders as i64 - i64::from(left);
+            let sold = scenario.orders as i64 - left;
             if left < 0 || sold != service.ok as i64 {
                 bail!(
                     "hot goods: {} orders succeeded but stock went from {} to {left}",
@@ -560,7 +560,7 @@ async fn fill_carts(
     }
     let mut conn = base_order.acquire().await?;
     for (user_id, goods_id, nums) in requests {
-        order_srv::db::add_to_cart(&mut conn, user_id, goods_id, nums, true).await?;
+        order_srv::db::insert_cart_line(&mut conn, user_id, goods_id, nums, true).await?;
     }
     Ok(())
 }
@@ -621,12 +621,12 @@ async fn baseline_order(
 ) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     let order_sn = format!("B{user_id}");
-    // Like order_srv: one order connection for the cart read and the order transaction.
-    let mut conn = order_pool.acquire().await.map_err(|e| fail(&e))?;
-    let priced = order_srv::db::checked_cart_priced(&mut conn, user_id)
+    // Like order_srv: one order transaction claims the cart before Sell and writes the order.
+    let mut tx = order_pool.begin().await.map_err(|e| fail(&e))?;
+    let lines = order_srv::place_order::claim_priced_cart(&mut tx, user_id)
         .await
         .map_err(|e| fail(&e))?;
-    let items: Vec<inv::GoodsNum> = priced
+    let items: Vec<inv::GoodsNum> = lines
         .iter()
         .map(|l| inv::GoodsNum {
             goods_id: l.goods_id,
@@ -640,20 +640,8 @@ async fn baseline_order(
     inventory_srv::stock::sell(inventory_pool, &sell)
         .await
         .map_err(|e| fail(&e))?;
-
-    let lines: Vec<order_srv::db::OrderGoodsRow> = priced
-        .into_iter()
-        .map(|l| order_srv::db::OrderGoodsRow {
-            goods_id: l.goods_id,
-            goods_name: l.goods_name.unwrap_or_default(),
-            price_cents: l.price_cents.unwrap_or_default(),
-            nums: l.nums,
-        })
-        .collect();
-    let total: i64 = lines
-        .iter()
-        .map(|l| l.price_cents * i64::from(l.nums))
-        .sum();
+    let total = order_srv::domain::order_total(lines.iter().map(|l| (l.price_cents, l.nums)))
+        .ok_or("total out of range")?;
     let order = order_srv::domain::NewOrder {
         user_id,
         address: "1 Bench Road".into(),
@@ -661,7 +649,6 @@ async fn baseline_order(
         mobile: "13800000000".into(),
         post: String::new(),
     };
-    let mut tx = conn.begin().await.map_err(|e| fail(&e))?;
     order_srv::db::insert_committed_barrier(&mut tx, &order_sn)
         .await
         .map_err(|e| fail(&e))?;

@@ -22,6 +22,10 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// The topics the system uses, created when the broker starts.
 pub const SYSTEM_TOPICS: [&str; 2] = ["order_reback", "order_timeout"];
 
+/// The consumer groups the system runs (`order_timeout` in order_srv, `inventory_reback`
+/// in inventory_srv).
+pub const SYSTEM_CONSUMER_GROUPS: [&str; 2] = ["order_timeout", "inventory_reback"];
+
 /// What to start and how the broker behaves. `Default` is production-like; `for_tests`
 /// makes check-backs and delays fast.
 #[derive(Clone, Debug)]
@@ -50,6 +54,10 @@ pub struct BrokerSettings {
     pub commit_log_file_size: usize,
     /// Topics to create once the broker is up.
     pub topics: Vec<String>,
+    /// Consumer groups whose retry topics (`%RETRY%<group>`) are created up front. The
+    /// broker would create one at the group's first heartbeat, but a starting consumer
+    /// looks its route up before that and logs warnings until it exists.
+    pub consumer_groups: Vec<String>,
     pub queues_per_topic: i32,
 }
 
@@ -68,6 +76,10 @@ impl Default for BrokerSettings {
                 .into(),
             commit_log_file_size: 1024 * 1024 * 1024,
             topics: SYSTEM_TOPICS.iter().map(|t| (*t).to_owned()).collect(),
+            consumer_groups: SYSTEM_CONSUMER_GROUPS
+                .iter()
+                .map(|g| (*g).to_owned())
+                .collect(),
             queues_per_topic: 4,
         }
     }
@@ -129,7 +141,7 @@ impl EmbeddedBroker {
         };
         let namesrv_addr = format!("{}:{namesrv_port}", settings.host);
         let (namesrv_stop, namesrv_task) =
-            start_namesrv(&settings.host, namesrv_port, &store_dir.join("namesrv")).await?;
+            start_namesrv(namesrv_port, &store_dir.join("namesrv")).await?;
         let mut stack = Self {
             namesrv_addr,
             broker_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -159,11 +171,20 @@ impl EmbeddedBroker {
             .parse()
             .context("broker address")?;
 
-        if !settings.topics.is_empty() {
-            let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-            if let Err(e) =
-                create_topics(&stack.namesrv_addr, &topics, settings.queues_per_topic).await
-            {
+        let retry_topics: Vec<String> = settings
+            .consumer_groups
+            .iter()
+            .map(|group| format!("%RETRY%{group}"))
+            .collect();
+        for (topics, queues) in [
+            (&settings.topics, settings.queues_per_topic),
+            (&retry_topics, 1),
+        ] {
+            if topics.is_empty() {
+                continue;
+            }
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(e) = create_topics(&stack.namesrv_addr, &topics, queues).await {
                 stack.shutdown().await;
                 return Err(e);
             }
@@ -199,7 +220,6 @@ impl EmbeddedBroker {
 }
 
 async fn start_namesrv(
-    host: &str,
     port: u16,
     data_dir: &Path,
 ) -> anyhow::Result<(oneshot::Sender<()>, JoinHandle<()>)> {
@@ -213,9 +233,13 @@ async fn start_namesrv(
             .to_string(),
         ..NamesrvConfig::default()
     };
+    // The name server reaches itself through the machine's own (LAN) address, which it
+    // finds by itself: bound to loopback only, that connection was refused at start and
+    // every 30 s, logged as an ERROR without an address. So it listens on every
+    // interface, as Apache RocketMQ's name server does; the broker stays on `host`.
     let server_config = ServerConfig {
         listen_port: u32::from(port),
-        bind_address: host.to_owned(),
+        bind_address: "0.0.0.0".to_owned(),
         ..ServerConfig::default()
     };
     let context = RuntimeContext::from_current(format!("devstack-namesrv-{port}"));

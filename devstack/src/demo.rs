@@ -323,12 +323,12 @@ impl Demo {
     }
 
     async fn stock(&self, goods_id: i32) -> anyhow::Result<i32> {
-        Ok(
-            sqlx::query_scalar("SELECT stocks FROM inventory WHERE goods_id = ?")
-                .bind(goods_id)
-                .fetch_one(&self.inventory_db)
-                .await?,
-        )
+        let stock: i64 = sqlx::query_scalar("SELECT stocks FROM inventory WHERE goods_id = ?")
+            .bind(goods_id)
+            .fetch_one(&self.inventory_db)
+            .await?;
+        // The demo's stocks are tiny.
+        Ok(i32::try_from(stock)?)
     }
 
     /// The order_sn of the newest Sell that touched `goods_id`.

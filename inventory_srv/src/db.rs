@@ -131,7 +131,7 @@ pub async fn add_stock(conn: &mut MySqlConnection, goods_id: i32, num: i32) -> s
     Ok(())
 }
 
-pub async fn stock_of(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result<Option<i32>> {
+pub async fn stock_of(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT stocks FROM inventory WHERE goods_id = ?")
         .bind(goods_id)
         .fetch_optional(conn)
@@ -142,7 +142,7 @@ pub async fn stock_of(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result
 pub async fn stocks_of(
     conn: &mut MySqlConnection,
     goods_ids: &[i32],
-) -> sqlx::Result<Vec<(i32, i32)>> {
+) -> sqlx::Result<Vec<(i32, i64)>> {
     if goods_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -150,7 +150,7 @@ pub async fn stocks_of(
     let sql = format!(
         "SELECT goods_id, stocks FROM inventory WHERE goods_id IN ({placeholders}) ORDER BY goods_id"
     );
-    let mut query = sqlx::query_as::<_, (i32, i32)>(&sql);
+    let mut query = sqlx::query_as::<_, (i32, i64)>(&sql);
     for id in goods_ids {
         query = query.bind(id);
     }

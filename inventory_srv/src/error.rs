@@ -12,7 +12,7 @@ pub enum Error {
     InsufficientStock {
         goods_id: i32,
         wanted: i32,
-        available: i32,
+        available: i64,
     },
     #[error("order {0} was already returned; its stock can no longer be sold")]
     AlreadyReturned(String),

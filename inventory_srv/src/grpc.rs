@@ -38,7 +38,7 @@ impl Inventory for InventoryService {
             .map_err(Error::from)?;
         Ok(Response::new(pb::GoodsInv {
             goods_id: level.goods_id,
-            stocks: level.stocks,
+            stocks: i64::from(level.stocks),
         }))
     }
 

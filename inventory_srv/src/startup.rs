@@ -6,7 +6,7 @@ use anyhow::Context;
 use proto::inventory::inventory_server::InventoryServer;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use std::sync::Arc;
 
@@ -54,8 +54,7 @@ impl Application {
 
     /// Like [`Application::build`] on an existing pool (tests hand in their own database).
     pub async fn build_with_pool(config: &Config, pool: MySqlPool) -> anyhow::Result<Self> {
-        MIGRATOR
-            .run(&pool)
+        service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the inventory database")?;
         let listener = TcpListener::bind(config.grpc_addr)
@@ -114,10 +113,7 @@ impl Application {
         health_reporter
             .set_serving::<InventoryServer<InventoryService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection, reflection_v1alpha) = proto::reflection("inventory.v1.Inventory")?;
         let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
         let metrics_stopped = purge_stopped.clone();
         let metrics_server = tokio::spawn(observe::serve(
@@ -138,10 +134,14 @@ impl Application {
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(InventoryServer::new(InventoryService::new(
                 self.pool.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         let _ = stop_purge.send(true);
         let _ = purger.await;

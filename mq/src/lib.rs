@@ -200,11 +200,18 @@ impl Mq {
     }
 
     /// Stops the runtime. Shut the producers and consumers down first.
+    ///
+    /// The owner's report of tasks it had to cancel is routine at shutdown (the client's
+    /// periodic tasks never end by themselves), so it goes to debug; `shutdown_background`
+    /// would log the same report again as an "unhealthy" warning on every stop.
     pub async fn shutdown(mut self) {
         self.runtime.shutdown().await;
         if let Some(owner) = self.owner.take() {
-            owner.shutdown_tasks().await;
-            owner.shutdown_background();
+            let report = owner.shutdown_tasks().await;
+            if !report.is_healthy() {
+                tracing::debug!(report = %report.to_json(), "RocketMQ client tasks cancelled at shutdown");
+            }
+            drop(owner);
         }
     }
 

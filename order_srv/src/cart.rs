@@ -5,24 +5,64 @@ use sqlx::MySqlPool;
 
 use crate::{
     db::{self, CartRow},
+    domain::{MAX_CART_LINES, MAX_CART_NUMS},
     error::{Error, Result},
 };
 
-/// Adds goods to the cart; the goods must be on the price list.
+/// Adds goods to the cart; the goods must be on the price list. An existing line grows
+/// by `nums`, up to [`MAX_CART_NUMS`] (the limit UpdateCartItem enforces too); a cart
+/// holds at most [`MAX_CART_LINES`] goods. `checked`, when given, sets the line's flag
+/// (as UpdateCartItem does); when absent, a new line is checked and an existing line
+/// keeps its flag.
 #[tracing::instrument(skip(pool))]
 pub async fn add(
     pool: &MySqlPool,
     user_id: i64,
     goods_id: i32,
     nums: i32,
-    checked: bool,
+    checked: Option<bool>,
 ) -> Result<CartRow> {
-    let mut conn = pool.acquire().await?;
-    if !db::goods_exists(&mut conn, goods_id).await? {
+    let mut tx = pool.begin().await?;
+    if !db::goods_exists(&mut tx, goods_id).await? {
         return Err(Error::NotFound(format!("goods {goods_id} not found")));
     }
-    db::add_to_cart(&mut conn, user_id, goods_id, nums, checked).await?;
-    line(&mut conn, user_id, goods_id).await
+    // Two rounds: a concurrent add may insert the line between our read and our insert;
+    // its row is then visible (and lockable) on the second read.
+    for _ in 0..2 {
+        if let Some((held, _)) = db::lock_cart_line(&mut tx, user_id, goods_id).await? {
+            let grown = held
+                .checked_add(nums)
+                .filter(|n| *n <= MAX_CART_NUMS)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "goods {goods_id} is in the cart {held} times; adding {nums} would pass the limit of {MAX_CART_NUMS}"
+                    ))
+                })?;
+            db::update_cart_line(&mut tx, user_id, goods_id, Some(grown), checked).await?;
+            return commit_line(tx, user_id, goods_id).await;
+        }
+        if db::cart_line_count(&mut tx, user_id).await? >= MAX_CART_LINES {
+            return Err(Error::FailedPrecondition(format!(
+                "the cart already holds {MAX_CART_LINES} different goods"
+            )));
+        }
+        if db::insert_cart_line(&mut tx, user_id, goods_id, nums, checked.unwrap_or(true)).await? {
+            return commit_line(tx, user_id, goods_id).await;
+        }
+    }
+    Err(Error::Aborted(format!(
+        "cart line of goods {goods_id} changed concurrently; retry"
+    )))
+}
+
+async fn commit_line(
+    mut tx: sqlx::Transaction<'_, sqlx::MySql>,
+    user_id: i64,
+    goods_id: i32,
+) -> Result<CartRow> {
+    let row = line(&mut tx, user_id, goods_id).await?;
+    tx.commit().await?;
+    Ok(row)
 }
 
 #[tracing::instrument(skip(pool))]

@@ -6,16 +6,30 @@ use sqlx::{FromRow, MySqlConnection, mysql::MySqlDatabaseError};
 use crate::domain::{GoodsPrice, NewOrder, OrderStatus};
 
 const ER_DUP_ENTRY: u16 = 1062;
+/// MariaDB's answer to a `NOWAIT` locking read that meets a lock.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// MySQL 8's answer to the same.
+const ER_LOCK_NOWAIT: u16 = 3572;
+
+fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
+    match err {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(|e| e.number()),
+        _ => None,
+    }
+}
 
 pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.try_downcast_ref::<MySqlDatabaseError>()
-                .map(|e| e.number())
-                == Some(ER_DUP_ENTRY)
-        }
-        _ => false,
-    }
+    mysql_error_number(err) == Some(ER_DUP_ENTRY)
+}
+
+/// A row another transaction holds: a `NOWAIT` read gave up (or a lock wait timed out).
+pub fn is_lock_not_granted(err: &sqlx::Error) -> bool {
+    matches!(
+        mysql_error_number(err),
+        Some(ER_LOCK_WAIT_TIMEOUT | ER_LOCK_NOWAIT)
+    )
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -27,13 +41,12 @@ pub struct CartRow {
     pub checked: bool,
 }
 
-/// A checked cart line with its server-side price (`None` when the goods is unknown).
+/// A goods on the server-side price list.
 #[derive(Debug, Clone, FromRow)]
-pub struct PricedLine {
-    pub goods_id: i32,
-    pub nums: i32,
-    pub goods_name: Option<String>,
-    pub price_cents: Option<i64>,
+pub struct PriceRow {
+    pub id: i32,
+    pub name: String,
+    pub price_cents: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -106,25 +119,43 @@ pub async fn cart_line(
     .await
 }
 
-/// Adds to the quantity when the goods is already in the cart.
-pub async fn add_to_cart(
+/// The quantity and flag of one cart line, row-locked until the caller's transaction ends.
+pub async fn lock_cart_line(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    goods_id: i32,
+) -> sqlx::Result<Option<(i32, bool)>> {
+    sqlx::query_as(
+        "SELECT nums, checked FROM shopping_cart WHERE user_id = ? AND goods_id = ? FOR UPDATE",
+    )
+    .bind(user_id)
+    .bind(goods_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new cart line; `Ok(false)` when the goods is already in the cart.
+pub async fn insert_cart_line(
     conn: &mut MySqlConnection,
     user_id: i64,
     goods_id: i32,
     nums: i32,
     checked: bool,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO shopping_cart (user_id, goods_id, nums, checked) VALUES (?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE nums = nums + VALUES(nums), checked = VALUES(checked)",
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "INSERT INTO shopping_cart (user_id, goods_id, nums, checked) VALUES (?, ?, ?, ?)",
     )
     .bind(user_id)
     .bind(goods_id)
     .bind(nums)
     .bind(checked)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_duplicate_key(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 pub async fn update_cart_line(
@@ -160,19 +191,47 @@ pub async fn delete_cart_line(
     Ok(result.rows_affected() > 0)
 }
 
-/// The user's checked cart lines, priced from the `goods` table.
-pub async fn checked_cart_priced(
+/// The user's checked cart lines as `(goods_id, nums)`, row-locked until the caller's
+/// transaction ends. `NOWAIT`: when another transaction (a concurrent CreateOrder of the
+/// same cart) holds one of them, this fails at once instead of waiting
+/// ([`is_lock_not_granted`]). The lock is on `shopping_cart` alone; prices are read
+/// apart ([`prices_of`]) so that orders of the same goods by other users never collide.
+pub async fn lock_checked_cart(
     conn: &mut MySqlConnection,
     user_id: i64,
-) -> sqlx::Result<Vec<PricedLine>> {
+) -> sqlx::Result<Vec<(i32, i32)>> {
     sqlx::query_as(
-        "SELECT c.goods_id, c.nums, g.name AS goods_name, g.price_cents \
-         FROM shopping_cart c LEFT JOIN goods g ON g.id = c.goods_id \
-         WHERE c.user_id = ? AND c.checked ORDER BY c.goods_id",
+        "SELECT goods_id, nums FROM shopping_cart \
+         WHERE user_id = ? AND checked ORDER BY goods_id FOR UPDATE NOWAIT",
     )
     .bind(user_id)
     .fetch_all(conn)
     .await
+}
+
+/// The price list entries of `goods_ids`; unknown ids are absent.
+pub async fn prices_of(
+    conn: &mut MySqlConnection,
+    goods_ids: &[i32],
+) -> sqlx::Result<Vec<PriceRow>> {
+    if goods_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; goods_ids.len()].join(",");
+    let sql = format!("SELECT id, name, price_cents FROM goods WHERE id IN ({placeholders})");
+    let mut query = sqlx::query_as(&sql);
+    for id in goods_ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(conn).await
+}
+
+/// How many lines the user's cart has.
+pub async fn cart_line_count(conn: &mut MySqlConnection, user_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM shopping_cart WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// Deletes the ordered cart lines; returns how many were still there.

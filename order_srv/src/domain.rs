@@ -9,7 +9,14 @@ pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_MOBILE_LEN: usize = 20;
 pub const MAX_POST_LEN: usize = 200;
 pub const MAX_ORDER_SN_LEN: usize = 64;
+/// The most of one goods a cart line (and so an order line) may hold.
 pub const MAX_CART_NUMS: i32 = 10_000;
+/// The most distinct goods one cart may hold (inventory refuses larger Sells too).
+pub const MAX_CART_LINES: i64 = 200;
+/// The highest price a goods may have: 10^12 cents. With at most [`MAX_CART_LINES`] lines
+/// of at most [`MAX_CART_NUMS`] each, an order total stays below 2 * 10^18 cents, inside
+/// `i64` (about 9.2 * 10^18), so no total computed from the cart can overflow.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 
 pub fn user_id(raw: i64) -> Result<i64, Error> {
     if raw <= 0 {
@@ -38,6 +45,9 @@ pub fn cart_nums(raw: i32) -> Result<i32, Error> {
     Ok(raw)
 }
 
+/// A text field: leading and trailing whitespace is dropped (it is never meaningful in a
+/// name, an address or a phone number, and a gateway's form often carries it), then the
+/// length is checked in characters.
 fn bounded(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Error> {
     let value = raw.trim();
     if required && value.is_empty() {
@@ -67,6 +77,17 @@ pub fn order_sn(raw: &str) -> Result<String, Error> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// The total of priced lines, or `None` when it does not fit in an `i64`. The bounds on
+/// prices, quantities and cart lines keep every total that can be built from a cart in
+/// range; the checked arithmetic stands guard for rows written before those bounds.
+pub fn order_total(lines: impl IntoIterator<Item = (i64, i32)>) -> Option<i64> {
+    lines
+        .into_iter()
+        .try_fold(0_i64, |total, (price_cents, nums)| {
+            total.checked_add(price_cents.checked_mul(i64::from(nums))?)
+        })
 }
 
 /// A validated CreateOrder request.
@@ -105,10 +126,11 @@ impl TryFrom<pb::Goods> for GoodsPrice {
     type Error = Error;
 
     fn try_from(req: pb::Goods) -> Result<Self, Error> {
-        if req.price_cents < 0 {
-            return Err(Error::InvalidArgument(
-                "price_cents must not be negative".into(),
-            ));
+        if !(0..=MAX_PRICE_CENTS).contains(&req.price_cents) {
+            return Err(Error::InvalidArgument(format!(
+                "price_cents must be between 0 and {MAX_PRICE_CENTS}, got {}",
+                req.price_cents
+            )));
         }
         Ok(Self {
             id: goods_id(req.id)?,

@@ -10,6 +10,10 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Lost a race with a concurrent request on the same data (e.g. the same cart); the
+    /// caller may retry, and will then see the winner's effect.
+    #[error("{0}")]
+    Aborted(String),
     /// A definitive refusal from inventory (insufficient stock, unknown goods, ...),
     /// passed through with its code and message.
     #[error("inventory refused: {0}")]
@@ -30,6 +34,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(msg) => Status::invalid_argument(msg),
             Error::NotFound(msg) => Status::not_found(msg),
             Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
+            Error::Aborted(msg) => Status::aborted(msg),
             Error::InventoryRefused(status) => Status::new(status.code(), status.message()),
             Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Database(db) => {

@@ -60,14 +60,7 @@ impl Order for OrderService {
         let user_id = domain::user_id(req.user_id)?;
         let goods_id = domain::goods_id(req.goods_id)?;
         let nums = domain::cart_nums(req.nums)?;
-        let row = cart::add(
-            &self.pool,
-            user_id,
-            goods_id,
-            nums,
-            req.checked.unwrap_or(true),
-        )
-        .await?;
+        let row = cart::add(&self.pool, user_id, goods_id, nums, req.checked).await?;
         Ok(Response::new(cart_item(row)))
     }
 

@@ -7,7 +7,7 @@ use order_srv::{config::Config, startup::Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("info");
+    telemetry::init(telemetry::DEFAULT_FILTER);
     // Failpoints from the FAILPOINTS environment variable (chaos runs only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();

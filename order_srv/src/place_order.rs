@@ -9,6 +9,7 @@
 
 use std::{
     any::Any,
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,14 +20,14 @@ use rocketmq_client_rust::{
     DefaultMQProducer, LocalTransactionState, TransactionListener, TransactionMQProducer,
 };
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
-use sqlx::{Connection, MySqlConnection, MySqlPool};
+use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
 use tokio::runtime::Handle;
 use tonic::transport::Channel;
 
 use crate::{
     check_back,
-    db::{self, OrderGoodsRow, OrderRow},
-    domain::NewOrder,
+    db::{self, OrderGoodsRow, OrderRow, PriceRow},
+    domain::{MAX_CART_LINES, NewOrder, order_total},
     error::{Error, Result, is_definitive_refusal},
     faults,
 };
@@ -208,21 +209,27 @@ async fn execute(deps: &PlaceDeps, call: &PlaceCall) -> (LocalTransactionState, 
         );
     }
 
-    // One connection for the whole call: the cart read now, the local transaction later.
-    let mut conn = match deps.pool.acquire().await {
-        Ok(conn) => conn,
+    // One transaction for the whole call: it claims the cart now and writes the order
+    // later, so the cart's row locks last from the read to the COMMIT.
+    let mut tx = match deps.pool.begin().await {
+        Ok(tx) => tx,
         Err(e) => return (KeepStock, Err(e.into())),
     };
 
-    // 1-2: the checked cart, priced on the server. Nothing is deducted yet.
-    let lines = match priced_cart(&mut conn, user_id).await {
+    // 1-2: claim the checked cart and price it on the server. Nothing is deducted yet, so
+    // a concurrent CreateOrder of the same cart fails here, before its Sell.
+    let lines = match claim_priced_cart(&mut tx, user_id).await {
         Ok(lines) => lines,
         Err(e) => return (KeepStock, Err(e)),
     };
-    let total_cents: i64 = lines
-        .iter()
-        .map(|l| l.price_cents * i64::from(l.nums))
-        .sum();
+    let Some(total_cents) = order_total(lines.iter().map(|l| (l.price_cents, l.nums))) else {
+        return (
+            KeepStock,
+            Err(Error::FailedPrecondition(
+                "the order total does not fit in 64-bit cents".into(),
+            )),
+        );
+    };
 
     // 3: Sell. A definitive refusal deducted nothing; anything else may have deducted.
     if let Err(status) = sell(deps, &call.order_sn, &lines).await {
@@ -244,7 +251,7 @@ async fn execute(deps: &PlaceDeps, call: &PlaceCall) -> (LocalTransactionState, 
     }
 
     // 4: the local transaction, barrier row first.
-    match write_order(deps, &mut conn, call, &lines, total_cents).await {
+    match write_order(deps, tx, call, &lines, total_cents).await {
         Ok(order) => {
             if faults::triggered("order.after_local_commit", user_id) {
                 // As if END_TRANSACTION were lost: the check-back must find "committed".
@@ -261,22 +268,55 @@ fn injected(point: &str) -> Error {
     Error::Unavailable(format!("injected fault at {point}"))
 }
 
-async fn priced_cart(conn: &mut MySqlConnection, user_id: i64) -> Result<Vec<OrderGoodsRow>> {
-    let rows = db::checked_cart_priced(conn, user_id).await?;
-    if rows.is_empty() {
+/// Steps 4.1-4.2: the user's checked cart lines, claimed for this order, priced from the
+/// server's price list.
+///
+/// The claim is a row lock on the cart lines (`FOR UPDATE NOWAIT`) taken in the order's
+/// own transaction: it lasts until that transaction commits (the lines are deleted) or
+/// ends otherwise (the lines are free again), and it dies with the connection when the
+/// process does, so there is never a claim to clean up. A second CreateOrder of the same
+/// cart meets the lock and fails at once with ABORTED, before it has deducted anything.
+pub async fn claim_priced_cart(
+    tx: &mut MySqlConnection,
+    user_id: i64,
+) -> Result<Vec<OrderGoodsRow>> {
+    let cart = match db::lock_checked_cart(tx, user_id).await {
+        Ok(cart) => cart,
+        Err(e) if db::is_lock_not_granted(&e) => {
+            return Err(Error::Aborted(
+                "the cart is being ordered by a concurrent request; retry to see its outcome"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cart.is_empty() {
         return Err(Error::FailedPrecondition(
             "no checked items in the cart".into(),
         ));
     }
-    rows.into_iter()
-        .map(|row| match (row.goods_name, row.price_cents) {
-            (Some(goods_name), Some(price_cents)) => Ok(OrderGoodsRow {
-                goods_id: row.goods_id,
-                goods_name,
-                price_cents,
-                nums: row.nums,
-            }),
-            _ => Err(Error::NotFound(format!("goods {} not found", row.goods_id))),
+    if i64::try_from(cart.len()).map_or(true, |n| n > MAX_CART_LINES) {
+        return Err(Error::FailedPrecondition(format!(
+            "an order may hold at most {MAX_CART_LINES} different goods"
+        )));
+    }
+    let goods_ids: Vec<i32> = cart.iter().map(|(goods_id, _)| *goods_id).collect();
+    let mut prices: HashMap<i32, PriceRow> = db::prices_of(tx, &goods_ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    cart.into_iter()
+        .map(|(goods_id, nums)| {
+            let price = prices
+                .remove(&goods_id)
+                .ok_or_else(|| Error::NotFound(format!("goods {goods_id} not found")))?;
+            Ok(OrderGoodsRow {
+                goods_id,
+                goods_name: price.name,
+                price_cents: price.price_cents,
+                nums,
+            })
         })
         .collect()
 }
@@ -313,9 +353,11 @@ enum LocalTxError {
     CommitUnknown(Error),
 }
 
+/// Steps 4.3-4.4, in the transaction that claimed the cart: the barrier row first (the
+/// first write), then the order, its goods, the cart lines, the pay-timeout message, COMMIT.
 async fn write_order(
     deps: &PlaceDeps,
-    conn: &mut MySqlConnection,
+    mut tx: Transaction<'static, MySql>,
     call: &PlaceCall,
     lines: &[OrderGoodsRow],
     total_cents: i64,
@@ -324,7 +366,6 @@ async fn write_order(
     if let Some(pause) = faults::pause("order.pause_before_barrier", call.order.user_id) {
         tokio::time::sleep(pause).await;
     }
-    let mut tx = conn.begin().await.map_err(|e| not_committed(e.into()))?;
     let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
         .await
         .map_err(|e| not_committed(e.into()))?;
@@ -342,9 +383,16 @@ async fn write_order(
         .await
         .map_err(|e| not_committed(e.into()))?;
     let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
-    db::delete_ordered_cart_lines(&mut tx, call.order.user_id, &goods_ids)
+    let deleted = db::delete_ordered_cart_lines(&mut tx, call.order.user_id, &goods_ids)
         .await
         .map_err(|e| not_committed(e.into()))?;
+    if u64::try_from(lines.len()).ok() != Some(deleted) {
+        // The claim's locks make this unreachable; if the cart changed anyway, this
+        // order must not take lines another order took.
+        return Err(not_committed(Error::Aborted(
+            "the cart changed while it was being ordered; retry".into(),
+        )));
+    }
     if faults::triggered("order.fail_local_tx", call.order.user_id) {
         return Err(not_committed(injected("fail_local_tx")));
     }

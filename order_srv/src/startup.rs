@@ -9,8 +9,8 @@ use proto::{inventory::inventory_client::InventoryClient, order::order_server::O
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Endpoint;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     MIGRATOR,
@@ -54,8 +54,7 @@ impl Application {
 
     /// Like [`Application::build`] on an existing pool (tests hand in their own database).
     pub async fn build_with_pool(config: &Config, pool: MySqlPool) -> anyhow::Result<Self> {
-        MIGRATOR
-            .run(&pool)
+        service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the order database")?;
         let inventory = Endpoint::from_shared(config.inventory_endpoint.clone())
@@ -210,20 +209,21 @@ impl Application {
         health_reporter
             .set_serving::<OrderServer<OrderService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection, reflection_v1alpha) = proto::reflection("order.v1.Order")?;
         let placer = Arc::new(placer);
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(OrderServer::new(OrderService::new(
                 pool.clone(),
                 placer.clone(),
                 metrics,
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
 
         let _ = stop_purge.send(true);

@@ -15,32 +15,86 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use sqlx::{
-    Connection, Executor, MySql, MySqlPool,
-    migrate::MigrateDatabase,
-    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+    Connection, Executor, MySql, MySqlConnection, MySqlPool,
+    migrate::{MigrateDatabase, Migrator},
+    mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions},
 };
 use tokio::{sync::watch, task::JoinHandle};
 
 /// A connection idle for longer than this is pinged before it is handed out.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// MySQL's error number for `CREATE DATABASE` of a database that exists.
+const ER_DB_CREATE_EXISTS: u16 = 1007;
+
+/// How long a starting instance waits for another one that is migrating the same database.
+pub const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
+
 /// Opens the service's database from `url`, creating the database when it is missing.
 /// `variable` names the setting in errors ("ORDER_DATABASE_URL: cannot reach MySQL").
+///
+/// Replicas start together: another instance may create the database between our check
+/// and our `CREATE DATABASE` (sqlx's is a plain one), which is fine.
 pub async fn open(url: &str, max_connections: u32, variable: &str) -> anyhow::Result<MySqlPool> {
     if !MySql::database_exists(url)
         .await
         .with_context(|| format!("{variable}: cannot reach MySQL"))?
     {
-        MySql::create_database(url)
-            .await
-            .with_context(|| format!("{variable}: cannot create the database"))?;
+        match MySql::create_database(url).await {
+            Err(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<MySqlDatabaseError>()
+                    .is_some_and(|e| e.number() == ER_DB_CREATE_EXISTS) => {}
+            created => {
+                created.with_context(|| format!("{variable}: cannot create the database"))?
+            }
+        }
     }
     let options: MySqlConnectOptions = url
         .parse()
         .with_context(|| format!("{variable} is not a valid MySQL URL"))?;
     connect(options, max_connections).await
+}
+
+/// Runs `migrator` on the pool's database, one instance at a time.
+///
+/// sqlx 0.8.6 locks with `SELECT GET_LOCK(?, -1)` and ignores the result; MariaDB rejects
+/// a negative timeout (NULL, warning 1411) and takes no lock, so two instances starting
+/// together both applied the first migration and one failed on `_sqlx_migrations`. This
+/// takes a named lock of its own with a positive timeout, checks that it was granted, and
+/// migrates on the same session. The name differs from sqlx's (a number derived from the
+/// database name), so sqlx's own lock on this session never waits for ours. The
+/// connection is not pooled: closing it releases every named lock of the session, even
+/// when a failed migration skipped sqlx's release.
+pub async fn migrate(pool: &MySqlPool, migrator: &Migrator) -> anyhow::Result<()> {
+    let options = pool.connect_options();
+    let database = options.get_database().unwrap_or_default().to_owned();
+    let mut conn = MySqlConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("connecting to the database {database:?} to migrate it"))?;
+    // Lock names stop at 64 characters.
+    let lock: String = format!("migrate:{database}").chars().take(64).collect();
+    let granted: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&lock)
+        .bind(MIGRATION_LOCK_WAIT_SECS)
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| format!("taking the migration lock {lock:?}"))?;
+    if granted != Some(1) {
+        let _ = conn.close().await;
+        bail!(
+            "migration lock {lock:?} not granted within {MIGRATION_LOCK_WAIT_SECS} s \
+             (GET_LOCK returned {granted:?}); is another instance stuck migrating {database:?}?"
+        );
+    }
+    let migrated = migrator
+        .run(&mut conn)
+        .await
+        .with_context(|| format!("migrating the database {database:?}"));
+    // Ending the session releases our lock (and sqlx's, if a failure left it held).
+    let _ = conn.close().await;
+    migrated
 }
 
 /// The pool on an existing database.

@@ -61,7 +61,7 @@ impl TestApp {
             .expect("set_inv");
     }
 
-    pub async fn stock(&self, goods_id: i32) -> i32 {
+    pub async fn stock(&self, goods_id: i32) -> i64 {
         self.client
             .clone()
             .inv_detail(pb::InvDetailRequest { goods_id })

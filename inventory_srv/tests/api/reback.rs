@@ -115,3 +115,28 @@ async fn a_reback_with_an_invalid_order_sn_is_rejected(
     }
     assert_eq!(app.detail_rows().await, 0);
 }
+
+/// SetInv near the 32-bit limit while an order holds a deduction: its reback must still
+/// return the stock (it used to fail with "Out of range" and retry into the DLQ).
+#[sqlx::test(migrations = false)]
+async fn a_reback_after_set_inv_near_the_limit_returns_the_stock(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    app.set_stock(1, i32::MAX).await;
+    app.sell("sn-1", &[(1, 5)]).await.expect("sell");
+    app.set_stock(1, i32::MAX).await;
+
+    assert_eq!(
+        app.reback("sn-1").await.expect("the reback succeeds"),
+        RebackOutcome::Returned
+    );
+
+    assert_eq!(app.stock(1).await, i64::from(i32::MAX) + 5);
+    // And the stock above the old limit sells as usual.
+    app.sell("sn-2", &[(1, i32::MAX)])
+        .await
+        .expect("sell a lot");
+    assert_eq!(app.stock(1).await, 5);
+}

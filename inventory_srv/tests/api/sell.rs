@@ -127,7 +127,7 @@ async fn fifty_concurrent_sells_on_twenty_in_stock_sell_exactly_twenty(
         .count();
     assert_eq!((ok, refused), (20, 30), "{results:?}");
     assert_eq!(app.stock(7).await, 0);
-    let min: i32 = sqlx::query_scalar("SELECT MIN(stocks) FROM inventory")
+    let min: i64 = sqlx::query_scalar("SELECT MIN(stocks) FROM inventory")
         .fetch_one(&app.pool)
         .await
         .expect("min");

@@ -203,3 +203,98 @@ async fn a_hundred_concurrent_orders_on_shared_goods_never_oversell(
     assert_eq!(stack.order_count().await, 60);
     stack.stop().await;
 }
+
+/// A double-click or a gateway retry: the same cart submitted four times at once becomes
+/// one order. The others fail clearly (ABORTED while the winner holds the cart, or
+/// FAILED_PRECONDITION once it emptied it) and never reach Sell, so nothing is deducted
+/// twice and no reback is needed.
+#[sqlx::test(migrations = false)]
+async fn one_cart_submitted_four_times_at_once_becomes_one_order(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    const USERS: i64 = 20;
+    const SUBMITS: usize = 4;
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 1_000).await;
+    stack.goods(2, 250, 1_000).await;
+    for user in 1..=USERS {
+        stack.add_to_cart(user, 1, 1).await;
+        stack.add_to_cart(user, 2, 2).await;
+    }
+
+    let shared = &stack;
+    let results = join_all(
+        (1..=USERS)
+            .flat_map(|user| std::iter::repeat_n(user, SUBMITS))
+            .map(|user| async move { (user, shared.create_order(user).await) }),
+    )
+    .await;
+
+    let mut acknowledged = Vec::new();
+    for user in 1..=USERS {
+        let mine: Vec<_> = results.iter().filter(|(u, _)| *u == user).collect();
+        let ok: Vec<_> = mine.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+        assert_eq!(ok.len(), 1, "user {user}: {mine:?}");
+        acknowledged.push(ok[0].order_sn.clone());
+        for (_, result) in &mine {
+            if let Err(status) = result {
+                assert!(
+                    matches!(status.code(), Code::Aborted | Code::FailedPrecondition),
+                    "user {user}: unexpected failure {status:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(stack.order_count().await, USERS);
+    // No loser reached Sell: one detail per order, all deducted.
+    let details = stack.sell_details().await;
+    assert_eq!(details.len(), acknowledged.len(), "{details:?}");
+    assert!(details.iter().all(|(_, status)| status == "DEDUCTED"));
+    assert_eq!(stack.stock(1).await, 1_000 - USERS);
+    assert_eq!(stack.stock(2).await, 1_000 - 2 * USERS);
+    stack.audit(&[(1, 1_000), (2, 1_000)], &acknowledged).await;
+    stack.stop().await;
+}
+
+/// The loser of a cart race that meets the winner's claim is told so, at once, with
+/// ABORTED, and deducts nothing. The winner's claim is its transaction's row locks on the
+/// cart lines; here the test holds them, as a CreateOrder between Sell and COMMIT would.
+#[sqlx::test(migrations = false)]
+async fn a_create_order_of_a_cart_another_order_holds_is_aborted_before_sell(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 10).await;
+    let user = 4_711;
+    stack.add_to_cart(user, 1, 2).await;
+    let mut holder = stack.order_pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM shopping_cart WHERE user_id = ? FOR UPDATE")
+        .bind(user)
+        .fetch_all(&mut *holder)
+        .await
+        .expect("lock the cart");
+
+    let loser = stack
+        .create_order(user)
+        .await
+        .expect_err("the cart is held by another order");
+
+    assert_eq!(loser.code(), Code::Aborted, "{loser:?}");
+    assert!(loser.message().contains("concurrent"), "{loser:?}");
+    assert!(
+        stack.sell_details().await.is_empty(),
+        "the loser reached Sell"
+    );
+    assert_eq!(stack.stock(1).await, 10);
+    holder.rollback().await.expect("release");
+    // Once the holder is gone, the cart orders normally.
+    let order = stack
+        .create_order(user)
+        .await
+        .expect("the cart is free again");
+    assert_eq!(stack.stock(1).await, 8);
+    stack.audit(&[(1, 10)], &[order.order_sn]).await;
+    stack.stop().await;
+}

@@ -550,7 +550,7 @@ async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
     );
     // Counters move right after each reback commits: wait for both.
     eventually(PATIENCE, "the closed orders' stock back", || async {
-        (stack.stock(1).await == 1_000 - 2 * paid as i32
+        (stack.stock(1).await == 1_000 - 2 * paid as i64
             && stack.reback_counters.returned.get() as usize == closed)
             .then_some(())
     })

@@ -244,7 +244,7 @@ impl Stack {
             .map(|r| r.into_inner())
     }
 
-    pub async fn stock(&self, goods_id: i32) -> i32 {
+    pub async fn stock(&self, goods_id: i32) -> i64 {
         self.inventory
             .clone()
             .inv_detail(inv::InvDetailRequest { goods_id })

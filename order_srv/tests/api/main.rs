@@ -1,6 +1,8 @@
 //! order_srv against a real inventory_srv, real MariaDB databases and the embedded broker.
 
 mod audit;
+mod broker_blip;
+mod cart;
 mod create_order;
 mod failure_table;
 mod helpers;

@@ -1,69 +1,116 @@
-//! What `grpcurl -plaintext <addr> list` shows: both services expose reflection and health.
+//! What `grpcurl -plaintext <addr> list` shows: each service lists its own API, health
+//! and reflection, and nothing it does not serve, over both reflection protocols.
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
+use tonic::transport::Channel;
 
 use crate::helpers::spawn_stack;
 
-async fn list_services(addr: std::net::SocketAddr) -> Vec<String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
         .await
-        .expect("connect");
-    let mut client = ServerReflectionClient::new(channel);
+        .expect("connect")
+}
+
+/// The service list over `grpc.reflection.v1`.
+async fn list_services_v1(addr: std::net::SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(channel(addr).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client
+    let response = client
         .server_reflection_info(futures::stream::iter([request]))
         .await
-        .expect("reflection call")
-        .into_inner();
-    let response = responses
+        .expect("v1 reflection call")
+        .into_inner()
         .message()
         .await
         .expect("a response")
         .expect("not empty");
     match response.message_response {
         Some(MessageResponse::ListServicesResponse(list)) => {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            names
+            sorted(list.service.into_iter().map(|s| s.name))
         }
         other => panic!("unexpected reflection answer: {other:?}"),
     }
 }
 
+/// The service list over `grpc.reflection.v1alpha`, which many tools still speak.
+async fn list_services_v1alpha(addr: std::net::SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let response = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("v1alpha reflection call")
+        .into_inner()
+        .message()
+        .await
+        .expect("a response")
+        .expect("not empty");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            sorted(list.service.into_iter().map(|s| s.name))
+        }
+        other => panic!("unexpected reflection answer: {other:?}"),
+    }
+}
+
+fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = names.collect();
+    names.sort();
+    names
+}
+
 #[sqlx::test(migrations = false)]
-async fn both_services_list_their_api_health_and_reflection(
+async fn each_service_lists_only_its_api_health_and_reflection_in_v1_and_v1alpha(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
     let stack = spawn_stack(db).await;
-    let order = list_services(stack.order_addr).await;
-    let inventory = list_services(stack.inventory_addr).await;
-    for (services, api) in [
-        (&order, "order.v1.Order"),
-        (&inventory, "inventory.v1.Inventory"),
+    for (addr, api) in [
+        (stack.order_addr, "order.v1.Order"),
+        (stack.inventory_addr, "inventory.v1.Inventory"),
     ] {
-        assert!(
-            services.iter().any(|s| s == api),
-            "{api} missing from {services:?}"
+        assert_eq!(
+            list_services_v1(addr).await,
+            sorted(
+                [
+                    api,
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection"
+                ]
+                .into_iter()
+                .map(String::from)
+            ),
+            "v1 reflection on the {api} port"
         );
-        assert!(
-            services.iter().any(|s| s == "grpc.health.v1.Health"),
-            "{services:?}"
-        );
-        assert!(
-            services
-                .iter()
-                .any(|s| s == "grpc.reflection.v1.ServerReflection"),
-            "{services:?}"
+        assert_eq!(
+            list_services_v1alpha(addr).await,
+            sorted(
+                [
+                    api,
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1alpha.ServerReflection"
+                ]
+                .into_iter()
+                .map(String::from)
+            ),
+            "v1alpha reflection on the {api} port"
         );
     }
     stack.stop().await;
