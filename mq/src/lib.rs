@@ -177,6 +177,9 @@ impl Mq {
             .consume_thread_min(concurrency.max(1))
             .consume_thread_max(concurrency.max(1))
             .consume_message_batch_max_size(1)
+            // On shutdown, give in-flight callbacks time to finish (the client's default
+            // is 0 ms: it then aborts its own housekeeping task and warns about it).
+            .await_termination_millis_when_shutdown(5_000)
             .build()
     }
 
