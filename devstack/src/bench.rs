@@ -20,13 +20,10 @@ use proto::{
     order::{self as pb, order_client::OrderClient},
 };
 use serde_json::json;
-use sqlx::{Connection, Executor, MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
 use tonic::transport::Channel;
 
-use crate::{
-    broker::{free_broker_port, free_port},
-    procs::{Proc, sibling_binary, wait_for_port},
-};
+use crate::procs::{Parts, Proc};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Parser)]
@@ -100,18 +97,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "shop_base_order",
         "shop_base_inventory",
     ];
-    recreate_databases(&base, &names).await?;
+    testkit::mysql::recreate_databases(&base, &names, "BENCH_MYSQL_URL").await?;
     let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
 
     let logs = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     println!("process logs in {}", logs.display());
-    let mut stack = BenchStack::start(
-        &logs,
-        &url("shop_bench_order"),
-        &url("shop_bench_inventory"),
-    )
-    .await?;
+    let mut stack =
+        BenchStack::start(&logs, url("shop_bench_order"), url("shop_bench_inventory")).await?;
     let outcome = run_scenarios(
         &args,
         &mut stack,
@@ -121,19 +114,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .await;
     stack.stop().await;
     outcome
-}
-
-async fn recreate_databases(base: &MySqlConnectOptions, names: &[&str]) -> anyhow::Result<()> {
-    let mut conn = sqlx::MySqlConnection::connect_with(base)
-        .await
-        .context("cannot reach MySQL: start it on 127.0.0.1:3306 or set BENCH_MYSQL_URL")?;
-    for name in names {
-        conn.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-            .await?;
-        conn.execute(format!("CREATE DATABASE `{name}`").as_str())
-            .await?;
-    }
-    Ok(())
 }
 
 /// The broker and both services as processes.
@@ -148,77 +128,21 @@ struct BenchStack {
 }
 
 impl BenchStack {
-    async fn start(logs: &Path, order_db: &str, inventory_db: &str) -> anyhow::Result<Self> {
-        let namesrv_port = free_port("127.0.0.1")?;
-        let broker_port = free_broker_port("127.0.0.1")?;
-        let namesrv = format!("127.0.0.1:{namesrv_port}");
-        let broker = Proc::spawn(
-            "broker",
-            &std::env::current_exe()?,
-            &[
-                "broker".into(),
-                format!("--namesrv-port={namesrv_port}"),
-                format!("--broker-port={broker_port}"),
-            ],
-            &[],
-            &logs.join("broker.log"),
-        )?;
-        wait_for_port(&format!("127.0.0.1:{broker_port}"), Duration::from_secs(60)).await?;
-        // The broker creates the system topics right after it listens.
+    async fn start(logs: &Path, order_db: String, inventory_db: String) -> anyhow::Result<Self> {
+        // Pay timeouts far beyond the run: no order closes while it is measured.
+        let parts = Parts::new(logs, order_db, inventory_db, Duration::from_secs(3600))?
+            .quiet_production_timing();
+        let broker = parts.broker().await?;
         // Retried until the broker has registered with the name server.
-        crate::broker::create_topics(namesrv.as_str(), &crate::SYSTEM_TOPICS, 4).await?;
-
-        let inventory_port = free_port("127.0.0.1")?;
-        let inventory = Proc::spawn(
-            "inventory_srv",
-            &sibling_binary("inventory_srv")?,
-            &[],
-            &[
-                ("INVENTORY_DATABASE_URL".into(), inventory_db.into()),
-                (
-                    "INVENTORY_GRPC_ADDR".into(),
-                    format!("127.0.0.1:{inventory_port}"),
-                ),
-                ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-                ("NAMESRV_ADDR".into(), namesrv.clone()),
-                ("RUST_LOG".into(), "warn".into()),
-            ],
-            &logs.join("inventory_srv.log"),
-        )?;
-        wait_for_port(
-            &format!("127.0.0.1:{inventory_port}"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let order_port = free_port("127.0.0.1")?;
-        let order = Proc::spawn(
-            "order_srv",
-            &sibling_binary("order_srv")?,
-            &[],
-            &[
-                ("ORDER_DATABASE_URL".into(), order_db.into()),
-                ("ORDER_GRPC_ADDR".into(), format!("127.0.0.1:{order_port}")),
-                ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-                (
-                    "INVENTORY_ENDPOINT".into(),
-                    format!("http://127.0.0.1:{inventory_port}"),
-                ),
-                ("NAMESRV_ADDR".into(), namesrv.clone()),
-                ("ORDER_PAY_TIMEOUT".into(), "1h".into()),
-                ("RUST_LOG".into(), "warn".into()),
-            ],
-            &logs.join("order_srv.log"),
-        )?;
-        wait_for_port(&format!("127.0.0.1:{order_port}"), Duration::from_secs(60)).await?;
+        testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
+        let inventory = parts.inventory(false).await?;
+        let order = parts.order_with(None).await?;
         Ok(Self {
             broker,
             inventory,
             order,
-            order_client: OrderClient::connect(format!("http://127.0.0.1:{order_port}")).await?,
-            inventory_client: InventoryClient::connect(format!(
-                "http://127.0.0.1:{inventory_port}"
-            ))
-            .await?,
+            order_client: OrderClient::connect(parts.order_addr()).await?,
+            inventory_client: InventoryClient::connect(parts.inventory_addr()).await?,
             database_pid: crate::procs::pid_named(&["mariadbd", "mysqld"]),
         })
     }
@@ -623,7 +547,7 @@ async fn baseline_order(
     let order_sn = format!("B{user_id}");
     // Like order_srv: one order transaction claims the cart before Sell and writes the order.
     let mut tx = order_pool.begin().await.map_err(|e| fail(&e))?;
-    let lines = order_srv::place_order::claim_priced_cart(&mut tx, user_id)
+    let lines = order_srv::create_order::claim_priced_cart(&mut tx, user_id)
         .await
         .map_err(|e| fail(&e))?;
     let items: Vec<inv::GoodsNum> = lines

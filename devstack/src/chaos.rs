@@ -8,7 +8,6 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -22,14 +21,12 @@ use proto::{
     order::{self as pb, order_client::OrderClient},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use sqlx::{Connection, Executor, mysql::MySqlConnectOptions};
+use sqlx::mysql::MySqlConnectOptions;
 use tokio::sync::RwLock;
 
-use crate::{
-    audit::{AuditInput, audit, report},
-    broker::{free_broker_port, free_port},
-    procs::{Proc, sibling_binary, wait_for_port},
-};
+use testkit::audit::{AuditInput, audit, report};
+
+use crate::procs::{Parts, Proc};
 
 /// The protocol steps where order_srv is crashed.
 pub const CRASH_POINTS: [&str; 5] = [
@@ -101,167 +98,6 @@ fn stock_per_goods(orders: usize) -> i32 {
         .max(60)
 }
 
-pub(crate) struct Ports {
-    namesrv: u16,
-    broker: u16,
-    inventory: u16,
-    order: u16,
-}
-
-/// Where each part runs, and how to (re)start it.
-pub(crate) struct Parts {
-    logs: PathBuf,
-    store: PathBuf,
-    ports: Ports,
-    order_db: String,
-    inventory_db: String,
-    pay_timeout: Duration,
-}
-
-impl Parts {
-    /// Free ports, a store under `work`, logs there too.
-    pub(crate) fn new(
-        work: &Path,
-        order_db: String,
-        inventory_db: String,
-        pay_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(work.join("store"))?;
-        Ok(Self {
-            logs: work.to_path_buf(),
-            store: work.join("store"),
-            ports: Ports {
-                namesrv: free_port("127.0.0.1")?,
-                broker: free_broker_port("127.0.0.1")?,
-                inventory: free_port("127.0.0.1")?,
-                order: free_port("127.0.0.1")?,
-            },
-            order_db,
-            inventory_db,
-            pay_timeout,
-        })
-    }
-
-    pub(crate) fn order_db_url(&self) -> String {
-        self.order_db.clone()
-    }
-
-    pub(crate) fn inventory_db_url(&self) -> String {
-        self.inventory_db.clone()
-    }
-
-    pub(crate) fn order_addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.order)
-    }
-
-    pub(crate) fn inventory_addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.inventory)
-    }
-
-    pub(crate) fn namesrv(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.namesrv)
-    }
-
-    pub(crate) async fn broker(&self) -> anyhow::Result<Proc> {
-        let proc = Proc::spawn(
-            "broker",
-            &std::env::current_exe()?,
-            &[
-                "broker".into(),
-                "--fast".into(),
-                format!("--namesrv-port={}", self.ports.namesrv),
-                format!("--broker-port={}", self.ports.broker),
-                format!("--store-dir={}", self.store.display()),
-            ],
-            &[],
-            &self.logs.join("broker.log"),
-        )?;
-        wait_for_port(
-            &format!("127.0.0.1:{}", self.ports.broker),
-            Duration::from_secs(120),
-        )
-        .await?;
-        Ok(proc)
-    }
-
-    /// inventory_srv, with its reback consumer armed to abort on the next reback.
-    pub(crate) async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
-        let mut env: Vec<(String, String)> = vec![
-            ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
-            (
-                "INVENTORY_GRPC_ADDR".into(),
-                format!("127.0.0.1:{}", self.ports.inventory),
-            ),
-            ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-            ("NAMESRV_ADDR".into(), self.namesrv()),
-            ("RUST_LOG".into(), "warn,inventory_srv=info".into()),
-        ];
-        if crash_in_consumer {
-            env.push((
-                "FAILPOINTS".into(),
-                "inventory.before_reback=1*return(*:crash)".into(),
-            ));
-        }
-        let proc = Proc::spawn(
-            "inventory_srv",
-            &sibling_binary("inventory_srv")?,
-            &[],
-            &env,
-            &self.logs.join("inventory_srv.log"),
-        )?;
-        wait_for_port(
-            &format!("127.0.0.1:{}", self.ports.inventory),
-            Duration::from_secs(120),
-        )
-        .await?;
-        Ok(proc)
-    }
-
-    /// order_srv, with `crash_at` armed to abort the process the first time it is hit.
-    async fn order(&self, crash_at: Option<&str>) -> anyhow::Result<Proc> {
-        self.order_with(crash_at.map(|point| format!("{point}=1*return(*:crash)")))
-            .await
-    }
-
-    /// order_srv with `failpoints` (the `FAILPOINTS` syntax of the `fail` crate).
-    pub(crate) async fn order_with(&self, failpoints: Option<String>) -> anyhow::Result<Proc> {
-        let mut env = vec![
-            ("ORDER_DATABASE_URL".into(), self.order_db.clone()),
-            (
-                "ORDER_GRPC_ADDR".into(),
-                format!("127.0.0.1:{}", self.ports.order),
-            ),
-            ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-            (
-                "INVENTORY_ENDPOINT".into(),
-                format!("http://127.0.0.1:{}", self.ports.inventory),
-            ),
-            ("NAMESRV_ADDR".into(), self.namesrv()),
-            (
-                "ORDER_PAY_TIMEOUT".into(),
-                format!("{}s", self.pay_timeout.as_secs().max(1)),
-            ),
-            ("RUST_LOG".into(), "warn,order_srv=info".into()),
-        ];
-        if let Some(failpoints) = failpoints {
-            env.push(("FAILPOINTS".into(), failpoints));
-        }
-        let proc = Proc::spawn(
-            "order_srv",
-            &sibling_binary("order_srv")?,
-            &[],
-            &env,
-            &self.logs.join("order_srv.log"),
-        )?;
-        wait_for_port(
-            &format!("127.0.0.1:{}", self.ports.order),
-            Duration::from_secs(120),
-        )
-        .await?;
-        Ok(proc)
-    }
-}
-
 #[derive(Default)]
 struct Tally {
     acknowledged: Vec<String>,
@@ -274,15 +110,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
     let base: MySqlConnectOptions = args.mysql_url.parse().context("CHAOS_MYSQL_URL")?;
-    let mut conn = sqlx::MySqlConnection::connect_with(&base)
-        .await
-        .context("cannot reach MySQL: start it on 127.0.0.1:3306 or set CHAOS_MYSQL_URL")?;
-    for db in ["shop_chaos_order", "shop_chaos_inventory"] {
-        conn.execute(format!("DROP DATABASE IF EXISTS `{db}`").as_str())
-            .await?;
-        conn.execute(format!("CREATE DATABASE `{db}`").as_str())
-            .await?;
-    }
+    testkit::mysql::recreate_databases(
+        &base,
+        &["shop_chaos_order", "shop_chaos_inventory"],
+        "CHAOS_MYSQL_URL",
+    )
+    .await?;
     let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
     let work = std::env::temp_dir().join(format!("shop-chaos-{}", std::process::id()));
     std::fs::create_dir_all(work.join("store"))?;
@@ -313,17 +146,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     let broker = parts.broker().await?;
     // Retried until the broker has registered with the name server.
-    crate::broker::create_topics(&parts.namesrv(), &crate::SYSTEM_TOPICS, 4).await?;
+    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
     let inventory = parts.inventory(false).await?;
-    let order = parts.order(None).await?;
+    let order = parts.order_with(None).await?;
     let procs = Arc::new(RwLock::new(Procs {
         broker,
         inventory,
         order,
     }));
 
-    let order_addr = format!("http://127.0.0.1:{}", parts.ports.order);
-    let inventory_addr = format!("http://127.0.0.1:{}", parts.ports.inventory);
+    let order_addr = parts.order_addr();
+    let inventory_addr = parts.inventory_addr();
     let stock = stock_per_goods(args.orders);
     seed(&order_addr, &inventory_addr, stock).await?;
 
@@ -372,8 +205,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     // Quiescence: every half message resolved, every unpaid order closed, every reback
     // applied. I2 compares the databases, so wait until the audit holds twice in a row
     // (or the deadline passes, and report what is still wrong).
-    let order_pool = sqlx::MySqlPool::connect(&parts.order_db).await?;
-    let inventory_pool = sqlx::MySqlPool::connect(&parts.inventory_db).await?;
+    let order_pool = sqlx::MySqlPool::connect(&parts.order_db_url()).await?;
+    let inventory_pool = sqlx::MySqlPool::connect(&parts.inventory_db_url()).await?;
     let input = {
         let t = tally
             .lock()
@@ -474,7 +307,7 @@ async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Re
     match kill {
         Kill::OrderAt(point) => {
             procs.order.kill().await;
-            procs.order = parts.order(Some(point)).await?;
+            procs.order = parts.order_crashing_at(point).await?;
             // Wait (bounded) for the armed step to be hit and the process to die, then
             // bring it back unarmed.
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -482,11 +315,11 @@ async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Re
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             procs.order.kill().await;
-            procs.order = parts.order(None).await?;
+            procs.order = parts.order_with(None).await?;
         }
         Kill::OrderSigkill => {
             procs.order.kill().await;
-            procs.order = parts.order(None).await?;
+            procs.order = parts.order_with(None).await?;
         }
         Kill::Inventory => {
             procs.inventory.kill().await;

@@ -12,12 +12,13 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use proto::order::{self as pb, order_client::OrderClient};
-use sqlx::{Connection, Executor, MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+
+use testkit::audit::{AuditInput, audit, report};
 
 use crate::{
-    audit::{AuditInput, audit, report},
-    chaos::{Parts, seed},
-    procs::Proc,
+    chaos::seed,
+    procs::{Parts, Proc},
 };
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -47,15 +48,12 @@ struct Demo {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let base: MySqlConnectOptions = args.mysql_url.parse().context("DEMO_MYSQL_URL")?;
-    let mut conn = sqlx::MySqlConnection::connect_with(&base)
-        .await
-        .context("cannot reach MySQL: start it on 127.0.0.1:3306 or set DEMO_MYSQL_URL")?;
-    for db in ["shop_demo_order", "shop_demo_inventory"] {
-        conn.execute(format!("DROP DATABASE IF EXISTS `{db}`").as_str())
-            .await?;
-        conn.execute(format!("CREATE DATABASE `{db}`").as_str())
-            .await?;
-    }
+    testkit::mysql::recreate_databases(
+        &base,
+        &["shop_demo_order", "shop_demo_inventory"],
+        "DEMO_MYSQL_URL",
+    )
+    .await?;
     let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
     let work: PathBuf = std::env::temp_dir().join(format!("shop-demo-{}", std::process::id()));
     let parts = Parts::new(
@@ -69,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         work.display()
     );
     let mut broker = parts.broker().await?;
-    crate::broker::create_topics(&parts.namesrv(), &crate::SYSTEM_TOPICS, 4).await?;
+    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
     let mut inventory = parts.inventory(false).await?;
     let order = parts.order_with(None).await?;
     seed(&parts.order_addr(), &parts.inventory_addr(), STOCK).await?;

@@ -1,13 +1,9 @@
-//! The development stack: an embedded RocketMQ name server and broker for tests and local
-//! runs, the whole system in one process ([`stack`]), and the invariant [`audit`].
+//! The development tools: the whole system in one process ([`stack`]), the parts as child
+//! processes ([`procs`]), and the live [`demo`], [`chaos`] and [`bench`] runs built on
+//! them. The embedded broker and the audit live in the `testkit` crate.
 
-pub mod audit;
 pub mod bench;
-pub mod broker;
 pub mod chaos;
 pub mod demo;
 pub mod procs;
 pub mod stack;
-
-pub use broker::{BrokerSettings, EmbeddedBroker, SYSTEM_TOPICS};
-pub mod testing;

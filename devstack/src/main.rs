@@ -7,7 +7,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use devstack::{BrokerSettings, EmbeddedBroker};
+use testkit::{BrokerSettings, EmbeddedBroker};
 
 #[derive(Parser)]
 #[command(
@@ -137,13 +137,13 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     let inventory = sqlx::MySqlPool::connect(&args.inventory_database_url)
         .await
         .context("INVENTORY_DATABASE_URL: cannot connect")?;
-    let input = devstack::audit::AuditInput {
+    let input = testkit::audit::AuditInput {
         initial_stock: initial,
         acknowledged: Vec::new(),
     };
-    let verdicts = devstack::audit::audit(&order, &inventory, &input).await?;
-    print!("{}", devstack::audit::report(&verdicts));
-    if verdicts.iter().all(devstack::audit::Verdict::passed) {
+    let verdicts = testkit::audit::audit(&order, &inventory, &input).await?;
+    print!("{}", testkit::audit::report(&verdicts));
+    if verdicts.iter().all(testkit::audit::Verdict::passed) {
         Ok(())
     } else {
         std::process::exit(1);

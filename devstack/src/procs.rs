@@ -4,10 +4,11 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
+use testkit::broker::{free_broker_port, free_port};
 use tokio::process::{Child, Command};
 
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream arch.
@@ -20,10 +21,14 @@ pub struct Proc {
     pid: u32,
 }
 
-/// The path of a binary built in the same target directory as this one.
+/// The path of a binary built in the same target directory as this one (a test binary
+/// lives one level down, in `deps/`).
 pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
-    let dir = exe.parent().context("executable without a directory")?;
+    let mut dir = exe.parent().context("executable without a directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps/ without a parent")?;
+    }
     let path = dir.join(name);
     if !path.exists() {
         bail!(
@@ -35,7 +40,9 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Proc {
-    /// Starts `binary args..` with `env` added, stdout and stderr appended to `log`.
+    /// Starts `binary args..` with `env` added, stdout and stderr appended to `log`. A
+    /// `RUST_LOG` of this process is not passed on: a child logs what `env` says, or its
+    /// own default.
     pub fn spawn(
         name: &str,
         binary: &Path,
@@ -51,6 +58,7 @@ impl Proc {
         let err = out.try_clone()?;
         let child = Command::new(binary)
             .args(args)
+            .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
@@ -128,16 +136,189 @@ pub fn pid_named(names: &[&str]) -> Option<String> {
         })
 }
 
-/// Waits until something accepts TCP connections on `addr`.
-pub async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+pub use testkit::wait_for_port;
+
+pub struct Ports {
+    namesrv: u16,
+    broker: u16,
+    inventory: u16,
+    order: u16,
+}
+
+/// Where each part of the system runs as a process, and how to (re)start it: the one
+/// place that spawns the broker and the services (demo, chaos and bench use it).
+pub struct Parts {
+    logs: PathBuf,
+    store: PathBuf,
+    ports: Ports,
+    order_db: String,
+    inventory_db: String,
+    pay_timeout: Duration,
+    /// The broker with the tests' timings (check-back after about a second).
+    fast_broker: bool,
+    /// `RUST_LOG` of the services; `None` leaves it unset (their default filter).
+    service_log: Option<&'static str>,
+}
+
+impl Parts {
+    /// Free ports, a store under `work`, logs there too; the fast broker, the services'
+    /// own info lines (demo, chaos).
+    pub fn new(
+        work: &Path,
+        order_db: String,
+        inventory_db: String,
+        pay_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work.join("store"))?;
+        Ok(Self {
+            logs: work.to_path_buf(),
+            store: work.join("store"),
+            ports: Ports {
+                namesrv: free_port("127.0.0.1")?,
+                broker: free_broker_port("127.0.0.1")?,
+                inventory: free_port("127.0.0.1")?,
+                order: free_port("127.0.0.1")?,
+            },
+            order_db,
+            inventory_db,
+            pay_timeout,
+            fast_broker: true,
+            service_log: Some("warn,order_srv=info,inventory_srv=info"),
+        })
+    }
+
+    /// The broker with production timings, services logging warnings only (bench).
+    pub fn quiet_production_timing(mut self) -> Self {
+        self.fast_broker = false;
+        self.service_log = Some("warn");
+        self
+    }
+
+    /// Services with their default log filter, as the container image runs them.
+    pub fn default_service_logs(mut self) -> Self {
+        self.service_log = None;
+        self
+    }
+
+    pub fn order_db_url(&self) -> String {
+        self.order_db.clone()
+    }
+
+    pub fn inventory_db_url(&self) -> String {
+        self.inventory_db.clone()
+    }
+
+    pub fn order_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.order)
+    }
+
+    pub fn inventory_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.inventory)
+    }
+
+    pub fn namesrv(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.namesrv)
+    }
+
+    pub async fn broker(&self) -> anyhow::Result<Proc> {
+        let mut args = vec![
+            "broker".into(),
+            format!("--namesrv-port={}", self.ports.namesrv),
+            format!("--broker-port={}", self.ports.broker),
+            format!("--store-dir={}", self.store.display()),
+        ];
+        if self.fast_broker {
+            args.push("--fast".into());
         }
-        if Instant::now() >= deadline {
-            bail!("nothing listens on {addr} after {within:?}");
+        let proc = Proc::spawn(
+            "broker",
+            &sibling_binary("devstack")?,
+            &args,
+            &[],
+            &self.logs.join("broker.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.broker),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
+    }
+
+    /// inventory_srv, with its reback consumer armed to abort on the next reback.
+    pub async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
+        let mut env: Vec<(String, String)> = vec![
+            ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
+            (
+                "INVENTORY_GRPC_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.inventory),
+            ),
+            ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            ("NAMESRV_ADDR".into(), self.namesrv()),
+        ];
+        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        if crash_in_consumer {
+            env.push((
+                "FAILPOINTS".into(),
+                "inventory.before_reback=1*return(*:crash)".into(),
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let proc = Proc::spawn(
+            "inventory_srv",
+            &sibling_binary("inventory_srv")?,
+            &[],
+            &env,
+            &self.logs.join("inventory_srv.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.inventory),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
+    }
+
+    /// order_srv, with `point` armed to abort the process the first time it is hit.
+    pub async fn order_crashing_at(&self, point: &str) -> anyhow::Result<Proc> {
+        self.order_with(Some(format!("{point}=1*return(*:crash)")))
+            .await
+    }
+
+    /// order_srv with `failpoints` (the `FAILPOINTS` syntax of the `fail` crate).
+    pub async fn order_with(&self, failpoints: Option<String>) -> anyhow::Result<Proc> {
+        let mut env = vec![
+            ("ORDER_DATABASE_URL".into(), self.order_db.clone()),
+            (
+                "ORDER_GRPC_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.order),
+            ),
+            ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "INVENTORY_ENDPOINT".into(),
+                format!("http://127.0.0.1:{}", self.ports.inventory),
+            ),
+            ("NAMESRV_ADDR".into(), self.namesrv()),
+            (
+                "ORDER_PAY_TIMEOUT".into(),
+                format!("{}s", self.pay_timeout.as_secs().max(1)),
+            ),
+        ];
+        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        if let Some(failpoints) = failpoints {
+            env.push(("FAILPOINTS".into(), failpoints));
+        }
+        let proc = Proc::spawn(
+            "order_srv",
+            &sibling_binary("order_srv")?,
+            &[],
+            &env,
+            &self.logs.join("order_srv.log"),
+        )?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.ports.order),
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(proc)
     }
 }

@@ -11,7 +11,7 @@ use proto::{
 };
 use tokio::{sync::watch, task::JoinSet};
 
-use crate::{BrokerSettings, EmbeddedBroker};
+use testkit::{BrokerSettings, EmbeddedBroker};
 
 /// Goods the demo starts with: id, name, price in cents, initial stock.
 pub const DEMO_GOODS: [(i32, &str, i64, i32); 5] = [

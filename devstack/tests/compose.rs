@@ -141,7 +141,6 @@ fn the_services_environment_is_exactly_what_the_binaries_read() {
     );
     assert_eq!(inventory_config.namesrv_addr, "namesrv:9876");
     assert_eq!(order_config.namesrv_addr, "namesrv:9876");
-    assert!(inventory_config.consume_rebacks);
     assert_eq!(inventory_config.reback_topic, order_config.reback_topic);
     assert_eq!(
         order_config.inventory_endpoint,
@@ -210,7 +209,7 @@ fn every_service_waits_for_what_it_needs_to_be_healthy() {
     );
 
     let init = strings(service(&compose, "mq-init").get("command")).join(" ");
-    for topic in devstack::SYSTEM_TOPICS {
+    for topic in testkit::SYSTEM_TOPICS {
         assert!(
             init.contains(&format!("-t {topic} ")),
             "mq-init creates {topic}"

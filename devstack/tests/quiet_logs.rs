@@ -3,78 +3,16 @@
 //! container image), through start, one order, and stop. Each line that should not be
 //! there is printed. Needs MariaDB on 127.0.0.1:3306 (scripts/test starts it).
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use devstack::{
-    broker::{free_broker_port, free_port},
-    procs::wait_for_port,
-    testing::{PATIENCE, eventually, unique},
-};
+use devstack::procs::{Parts, Proc};
 use proto::{
     inventory::{self as inv, inventory_client::InventoryClient},
     order::{self as pb, order_client::OrderClient},
 };
-use sqlx::{Connection, Executor, MySqlConnection};
+use testkit::unique;
 
 const MYSQL: &str = "mysql://root@127.0.0.1:3306";
-
-/// A child process that is killed if the test fails before stopping it.
-struct Running {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn start(name: &'static str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_devstack")).with_file_name(name);
-        let child = Command::new(binary)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("process starts");
-        Self { name, child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `signal` and waits for the exit.
-    async fn stop(&mut self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while self.child.try_wait().ok().flatten().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not exit",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 /// The WARN and ERROR lines of a log, colour codes removed.
 fn loud_lines(log: &str) -> Vec<String> {
@@ -102,72 +40,14 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let order_db = unique("quiet_order");
-    let inventory_db = unique("quiet_inventory");
-    let namesrv_port = free_port("127.0.0.1").expect("port");
-    let broker_port = free_broker_port("127.0.0.1").expect("port");
-    let namesrv = format!("127.0.0.1:{namesrv_port}");
-    let free = || format!("127.0.0.1:{}", free_port("127.0.0.1").expect("port"));
-    let (order_addr, inventory_addr) = (free(), free());
-
-    let mut broker = Running::start(
-        "devstack",
-        &["broker", "--fast"],
-        &[
-            ("DEVSTACK_NAMESRV_PORT", namesrv_port.to_string()),
-            ("DEVSTACK_BROKER_PORT", broker_port.to_string()),
-            (
-                "DEVSTACK_STORE_DIR",
-                dir.path().join("store").display().to_string(),
-            ),
-        ],
-        dir.path(),
-    );
-    eventually(PATIENCE, "the broker and its topics", || async {
-        broker.log().contains("name server on").then_some(())
-    })
-    .await;
-    let mut inventory = Running::start(
-        "inventory_srv",
-        &[],
-        &[
-            ("INVENTORY_DATABASE_URL", format!("{MYSQL}/{inventory_db}")),
-            ("INVENTORY_GRPC_ADDR", inventory_addr.clone()),
-            ("INVENTORY_METRICS_ADDR", free()),
-            ("NAMESRV_ADDR", namesrv.clone()),
-        ],
-        dir.path(),
-    );
-    wait_for_port(&inventory_addr, PATIENCE)
-        .await
-        .unwrap_or_else(|e| panic!("{e}:\n{}", inventory.log()));
-    let mut order = Running::start(
-        "order_srv",
-        &[],
-        &[
-            ("ORDER_DATABASE_URL", format!("{MYSQL}/{order_db}")),
-            ("ORDER_GRPC_ADDR", order_addr.clone()),
-            ("ORDER_METRICS_ADDR", free()),
-            ("INVENTORY_ENDPOINT", format!("http://{inventory_addr}")),
-            ("NAMESRV_ADDR", namesrv.clone()),
-        ],
-        dir.path(),
-    );
-    wait_for_port(&order_addr, PATIENCE)
-        .await
-        .unwrap_or_else(|e| panic!("{e}:\n{}", order.log()));
-
-    // One order through the whole protocol.
-    let mut order_client = OrderClient::connect(format!("http://{order_addr}"))
+async fn place_one_order(parts: &Parts) {
+    let mut order = OrderClient::connect(parts.order_addr())
         .await
         .expect("connect order_srv");
-    let mut inventory_client = InventoryClient::connect(format!("http://{inventory_addr}"))
+    let mut inventory = InventoryClient::connect(parts.inventory_addr())
         .await
         .expect("connect inventory_srv");
-    order_client
+    order
         .upsert_goods(pb::Goods {
             id: 1,
             name: "keyboard".into(),
@@ -175,14 +55,14 @@ async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
         })
         .await
         .expect("goods");
-    inventory_client
+    inventory
         .set_inv(inv::SetInvRequest {
             goods_id: 1,
             stocks: 10,
         })
         .await
         .expect("stock");
-    order_client
+    order
         .create_cart_item(pb::CreateCartItemRequest {
             user_id: 7,
             goods_id: 1,
@@ -191,7 +71,7 @@ async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
         })
         .await
         .expect("cart");
-    order_client
+    order
         .create_order(pb::CreateOrderRequest {
             user_id: 7,
             address: "1 Main St".into(),
@@ -201,17 +81,43 @@ async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
         })
         .await
         .expect("an order");
+}
+
+fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (order_db, inventory_db) = (unique("quiet_order"), unique("quiet_inventory"));
+    let parts = Parts::new(
+        dir.path(),
+        format!("{MYSQL}/{order_db}"),
+        format!("{MYSQL}/{inventory_db}"),
+        Duration::from_secs(3600),
+    )
+    .expect("ports")
+    .default_service_logs();
+
+    let mut broker = parts.broker().await.expect("broker");
+    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4)
+        .await
+        .expect("topics");
+    let mut inventory = parts.inventory(false).await.expect("inventory_srv");
+    let mut order = parts.order_with(None).await.expect("order_srv");
+    place_one_order(&parts).await;
     // Long enough for the consumers' first rebalance and the clients' periodic tasks.
     tokio::time::sleep(Duration::from_secs(5)).await;
-
-    order.stop("-TERM").await;
-    inventory.stop("-TERM").await;
-    broker.stop("-INT").await;
+    for proc in [&mut order, &mut inventory] {
+        proc.stop(Duration::from_secs(30)).await;
+    }
+    stop_broker(&mut broker).await;
 
     let mut loud = Vec::new();
-    for running in [&broker, &inventory, &order] {
-        for line in loud_lines(&running.log()) {
-            loud.push(format!("{}: {line}", running.name));
+    for name in ["broker", "inventory_srv", "order_srv"] {
+        for line in loud_lines(&log_of(dir.path(), name)) {
+            loud.push(format!("{name}: {line}"));
         }
     }
     assert!(
@@ -220,10 +126,16 @@ async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
         loud.join("\n")
     );
 
-    let mut admin = MySqlConnection::connect(MYSQL).await.expect("MariaDB");
-    for db in [&order_db, &inventory_db] {
-        let _ = admin
-            .execute(format!("DROP DATABASE IF EXISTS `{db}`").as_str())
-            .await;
-    }
+    let server = MYSQL.parse().expect("literal URL");
+    testkit::mysql::drop_databases(&server, &[&order_db, &inventory_db], "127.0.0.1:3306")
+        .await
+        .expect("drop the test databases");
+}
+
+/// `devstack broker` stops on Ctrl-C (SIGINT).
+async fn stop_broker(broker: &mut Proc) {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &broker.pid().to_string()])
+        .status();
+    broker.stop(Duration::from_secs(30)).await;
 }

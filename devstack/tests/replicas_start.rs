@@ -5,12 +5,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use devstack::{
-    broker::free_port,
-    procs::{Proc, wait_for_port},
-    testing::{PATIENCE, eventually, shared_broker, unique},
-};
-use sqlx::{Connection, Executor, MySqlConnection};
+use devstack::procs::Proc;
+use sqlx::{Connection, MySqlConnection};
+use testkit::{PATIENCE, broker::free_port, eventually, shared_broker, unique, wait_for_port};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -40,15 +37,10 @@ async fn serving(addr: &str) -> bool {
 }
 
 async fn drop_databases(names: &[&str]) {
-    let mut admin = MySqlConnection::connect(MYSQL)
+    let server = MYSQL.parse().expect("literal URL");
+    testkit::mysql::drop_databases(&server, names, "127.0.0.1:3306")
         .await
         .expect("MariaDB must be running on 127.0.0.1:3306 (scripts/test starts it)");
-    for name in names {
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-            .await
-            .expect("drop database");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +51,7 @@ async fn four_replicas_of_each_service_start_at_once_on_a_fresh_database_and_all
     drop_databases(&[&order_db, &inventory_db]).await;
     let reback_topic = unique("order_reback");
     let timeout_topic = unique("order_timeout");
-    devstack::broker::create_topics(&namesrv, &[&reback_topic, &timeout_topic], 2)
+    testkit::broker::create_topics(&namesrv, &[&reback_topic, &timeout_topic], 2)
         .await
         .expect("topics");
     let logs = tempfile::tempdir().expect("log dir");

@@ -32,10 +32,6 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
 
-    /// Consume `order_reback` (turn off only for RPC-only tests).
-    #[arg(long, env = "INVENTORY_CONSUME_REBACKS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub consume_rebacks: bool,
-
     /// RocketMQ name server address(es), `host:port[;host:port]`.
     #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
     pub namesrv_addr: String,
@@ -76,7 +72,6 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<redacted>")
             .field("grpc_addr", &self.grpc_addr)
             .field("db_max_connections", &self.db_max_connections)
-            .field("consume_rebacks", &self.consume_rebacks)
             .field("namesrv_addr", &self.namesrv_addr)
             .field("reback_topic", &self.reback_topic)
             .field("reback_consumer_group", &self.reback_consumer_group)

@@ -10,15 +10,10 @@ use std::sync::Arc;
 
 use observe::{IntCounter, Registry};
 
-use mq::{Mq, OrderSnBody};
-use rocketmq_client_rust::{
-    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
-};
-use rocketmq_model::common::message::message_ext::MessageExt;
+use mq::{Delivery, Handler, OrderSnBody, Outcome};
 use sqlx::MySqlPool;
-use tokio::runtime::Handle;
 
-use crate::{domain::OrderSn, faults, stock};
+use crate::{domain::OrderSn, error::Error, faults, stock};
 
 /// What the consumer has done since start: Prometheus counters (`/metrics`), also read
 /// by tests.
@@ -70,106 +65,62 @@ impl Default for RebackCounters {
     }
 }
 
-/// Subscribes `group` to `topic` and starts consuming.
-pub async fn start(
-    mq: &Mq,
-    group: &str,
-    topic: &str,
-    threads: u32,
-    pool: MySqlPool,
-    counters: Arc<RebackCounters>,
-) -> mq::Result<DefaultMQPushConsumer> {
-    let mut consumer = mq.push_consumer(group, threads, None);
-    consumer.subscribe(topic, "*").await?;
-    let handle = Handle::current();
-    consumer.register_message_listener_concurrently(
-        move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
-            for msg in msgs {
-                let status = handle.block_on(consume(&pool, &counters, msg));
-                if status == ConsumeConcurrentlyStatus::ReconsumeLater {
-                    return Ok(status);
-                }
-            }
-            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-        },
-    );
-    consumer.start().await?;
-    Ok(consumer)
+/// The `order_reback` handler.
+pub struct RebackHandler {
+    pub pool: MySqlPool,
+    pub counters: Arc<RebackCounters>,
 }
 
-#[tracing::instrument(skip_all, fields(msg_id = %msg.msg_id(), order_sn))]
-async fn consume(
-    pool: &MySqlPool,
-    counters: &RebackCounters,
-    msg: &MessageExt,
-) -> ConsumeConcurrentlyStatus {
-    let body = msg.body();
-    let order_sn = match OrderSnBody::parse(body.as_deref()) {
-        Some(parsed) => OrderSn::parse(&parsed.order_sn).map_err(|e| e.to_string()),
-        None => Err("body is not {\"order_sn\": \"...\"}".to_owned()),
-    };
-    let order_sn = match order_sn {
-        Ok(order_sn) => order_sn,
-        Err(reason) => return bury(pool, counters, msg, &reason).await,
-    };
-    tracing::Span::current().record("order_sn", order_sn.to_string());
-    let outcome = if faults::triggered("inventory.before_reback", &order_sn.to_string()) {
-        Err(crate::error::Error::Database(sqlx::Error::Protocol(
-            "injected fault before reback".into(),
-        )))
-    } else {
-        stock::reback(pool, &order_sn).await
-    };
-    match outcome {
-        Ok(outcome) => {
-            let counter = match outcome {
-                stock::RebackOutcome::Returned => &counters.returned,
-                stock::RebackOutcome::AlreadyReturned => &counters.already_returned,
-                stock::RebackOutcome::Tombstoned => &counters.tombstoned,
-            };
-            counter.inc();
-            tracing::info!(
-                ?outcome,
-                reconsume_times = msg.reconsume_times(),
-                "reback consumed"
-            );
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        }
-        Err(e) => {
-            counters.retried.inc();
-            tracing::warn!(error = %e, reconsume_times = msg.reconsume_times(), "reback failed; redelivery requested");
-            ConsumeConcurrentlyStatus::ReconsumeLater
+impl Handler for RebackHandler {
+    #[tracing::instrument(skip_all, fields(order_sn))]
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let order_sn = match OrderSnBody::parse(Some(&delivery.body)) {
+            Some(parsed) => OrderSn::parse(&parsed.order_sn).map_err(|e| e.to_string()),
+            None => Err("body is not {\"order_sn\": \"...\"}".to_owned()),
+        };
+        let order_sn = match order_sn {
+            Ok(order_sn) => order_sn,
+            Err(reason) => return Outcome::Dead(reason),
+        };
+        tracing::Span::current().record("order_sn", order_sn.to_string());
+        let outcome = if faults::triggered("inventory.before_reback", &order_sn.to_string()) {
+            Err(Error::Injected("before_reback"))
+        } else {
+            stock::reback(&self.pool, &order_sn).await
+        };
+        match outcome {
+            Ok(outcome) => {
+                let counter = match outcome {
+                    stock::RebackOutcome::Returned => &self.counters.returned,
+                    stock::RebackOutcome::AlreadyReturned => &self.counters.already_returned,
+                    stock::RebackOutcome::Tombstoned => &self.counters.tombstoned,
+                };
+                counter.inc();
+                tracing::info!(
+                    ?outcome,
+                    reconsume_times = delivery.reconsume_times,
+                    "reback consumed"
+                );
+                Outcome::Done
+            }
+            Err(e) => {
+                self.counters.retried.inc();
+                Outcome::Retry(format!("reback failed: {e}"))
+            }
         }
     }
-}
 
-/// Records a message that can never be processed, then acknowledges it.
-async fn bury(
-    pool: &MySqlPool,
-    counters: &RebackCounters,
-    msg: &MessageExt,
-    reason: &str,
-) -> ConsumeConcurrentlyStatus {
-    let body = msg.body().map(|b| b.to_vec()).unwrap_or_default();
-    tracing::error!(reason, "malformed reback message; recorded in dead_message");
-    let recorded = service_db::record_dead_message(
-        pool,
-        msg.topic().as_str(),
-        msg.msg_id().as_str(),
-        &body,
-        reason,
-    )
-    .await;
-    match recorded {
-        Ok(()) => {
-            counters.dead.inc();
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        }
-        // Not recorded yet: try again (bounded by the broker's max reconsume times, after
-        // which it lands in the group's dead-letter topic, still visible).
-        Err(e) => {
-            tracing::warn!(error = %e, "could not record the dead message; redelivery requested");
-            ConsumeConcurrentlyStatus::ReconsumeLater
-        }
+    async fn bury(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
+        service_db::record_dead_message(
+            &self.pool,
+            &delivery.topic,
+            &delivery.msg_id,
+            &delivery.body,
+            reason,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.counters.dead.inc();
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One query per function; the caller owns the connection and so the transaction.
 
-use sqlx::{MySqlConnection, Row, mysql::MySqlDatabaseError};
+use service_db::ResultExt;
+use sqlx::{MySqlConnection, Row};
 
 use crate::domain::{OrderSn, SellStatus};
 
@@ -11,28 +12,6 @@ pub struct SellDetailRow {
     pub detail: String,
 }
 
-/// MySQL error numbers the stock transactions react to.
-const ER_DUP_ENTRY: u16 = 1062;
-const ER_LOCK_DEADLOCK: u16 = 1213;
-
-fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
-    match err {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<MySqlDatabaseError>()
-            .map(|e| e.number()),
-        _ => None,
-    }
-}
-
-pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    mysql_error_number(err) == Some(ER_DUP_ENTRY)
-}
-
-/// A deadlock rolls the whole transaction back; running it again is the documented fix.
-pub fn is_deadlock(err: &sqlx::Error) -> bool {
-    mysql_error_number(err) == Some(ER_LOCK_DEADLOCK)
-}
-
 /// Inserts a detail row; `Ok(false)` when the order_sn already has one.
 #[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
 pub async fn insert_sell_detail(
@@ -41,18 +20,15 @@ pub async fn insert_sell_detail(
     status: SellStatus,
     detail_json: &str,
 ) -> sqlx::Result<bool> {
-    let result =
+    let inserted =
         sqlx::query("INSERT INTO stock_sell_detail (order_sn, status, detail) VALUES (?, ?, ?)")
             .bind(order_sn.as_str())
             .bind(status.as_str())
             .bind(detail_json)
             .execute(conn)
-            .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if is_duplicate_key(&err) => Ok(false),
-        Err(err) => Err(err),
-    }
+            .await
+            .on_duplicate_key()?;
+    Ok(inserted.is_some())
 }
 
 /// Reads and row-locks the detail of one order (the latest committed version).

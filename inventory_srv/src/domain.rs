@@ -7,33 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// Longest accepted order number, matching `stock_sell_detail.order_sn`.
-pub const MAX_ORDER_SN_LEN: usize = 64;
 /// Most distinct goods in one Sell; bounds the transaction's size and lock set.
 pub const MAX_SELL_ITEMS: usize = 200;
 
-/// An order number: 1..=64 ASCII letters, digits, `-` or `_`.
+/// An order number that passed [`proto::check_order_sn`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OrderSn(String);
 
 impl OrderSn {
     pub fn parse(raw: &str) -> Result<Self, Error> {
-        if raw.is_empty() {
-            return Err(Error::InvalidArgument("order_sn must not be empty".into()));
-        }
-        if raw.len() > MAX_ORDER_SN_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "order_sn must be at most {MAX_ORDER_SN_LEN} characters"
-            )));
-        }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::InvalidArgument(
-                "order_sn may contain only ASCII letters, digits, '-' and '_'".into(),
-            ));
-        }
+        proto::check_order_sn(raw).map_err(Error::InvalidArgument)?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -56,6 +39,19 @@ pub fn goods_id(raw: i32) -> Result<i32, Error> {
         )));
     }
     Ok(raw)
+}
+
+/// Largest batch accepted by `BatchInvDetail`.
+pub const MAX_BATCH: usize = 1000;
+
+/// The goods ids of a batch query: at most [`MAX_BATCH`], each valid.
+pub fn goods_ids(raw: &[i32]) -> Result<Vec<i32>, Error> {
+    if raw.len() > MAX_BATCH {
+        return Err(Error::InvalidArgument(format!(
+            "at most {MAX_BATCH} goods_ids"
+        )));
+    }
+    raw.iter().map(|id| goods_id(*id)).collect()
 }
 
 /// One line of a Sell, as stored in `stock_sell_detail.detail`.

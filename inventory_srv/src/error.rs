@@ -22,6 +22,14 @@ pub enum Error {
     SellDetailNotFound(String),
     #[error("stored sell detail of order {order_sn} is unreadable: {reason}")]
     CorruptDetail { order_sn: String, reason: String },
+    /// A concurrent writer changed the row this transaction was working on in a way it
+    /// cannot continue from (e.g. a detail row deleted between two reads); a retry starts
+    /// from the new state.
+    #[error("concurrent change: {0}")]
+    Conflict(String),
+    /// A failure injected by a test failpoint.
+    #[error("injected fault at {0}")]
+    Injected(&'static str),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -37,6 +45,8 @@ impl From<Error> for Status {
                 Status::failed_precondition(err.to_string())
             }
             Error::ConflictingSell(_) => Status::already_exists(err.to_string()),
+            Error::Conflict(_) => Status::aborted(err.to_string()),
+            Error::Injected(_) => Status::unavailable(err.to_string()),
             Error::CorruptDetail { .. } => {
                 tracing::error!(error = %err, "corrupt sell detail");
                 Status::internal("internal error")

@@ -5,14 +5,9 @@ use sqlx::MySqlPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    db,
-    domain::{OrderSn, SellOrder, SellStatus, StockLevel, goods_id},
-    error::Error,
+    domain::{OrderSn, SellOrder, SellStatus, StockLevel, goods_id, goods_ids},
     stock::{self, RebackOutcome, SellOutcome},
 };
-
-/// Largest batch accepted by `BatchInvDetail`.
-const MAX_BATCH: usize = 1000;
 
 pub struct InventoryService {
     pool: MySqlPool,
@@ -32,10 +27,7 @@ impl Inventory for InventoryService {
         request: Request<pb::SetInvRequest>,
     ) -> Result<Response<pb::GoodsInv>, Status> {
         let level = StockLevel::try_from(request.into_inner())?;
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        db::set_stock(&mut conn, level.goods_id, level.stocks)
-            .await
-            .map_err(Error::from)?;
+        stock::set_level(&self.pool, &level).await?;
         Ok(Response::new(pb::GoodsInv {
             goods_id: level.goods_id,
             stocks: i64::from(level.stocks),
@@ -47,11 +39,7 @@ impl Inventory for InventoryService {
         request: Request<pb::InvDetailRequest>,
     ) -> Result<Response<pb::GoodsInv>, Status> {
         let id = goods_id(request.into_inner().goods_id)?;
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        let stocks = db::stock_of(&mut conn, id)
-            .await
-            .map_err(Error::from)?
-            .ok_or(Error::GoodsNotFound(id))?;
+        let stocks = stock::level_of(&self.pool, id).await?;
         Ok(Response::new(pb::GoodsInv {
             goods_id: id,
             stocks,
@@ -62,18 +50,9 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::BatchInvDetailRequest>,
     ) -> Result<Response<pb::BatchInvDetailResponse>, Status> {
-        let ids = request.into_inner().goods_ids;
-        if ids.len() > MAX_BATCH {
-            return Err(Error::InvalidArgument(format!("at most {MAX_BATCH} goods_ids")).into());
-        }
-        let ids = ids
-            .into_iter()
-            .map(goods_id)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        let items = db::stocks_of(&mut conn, &ids)
-            .await
-            .map_err(Error::from)?
+        let ids = goods_ids(&request.into_inner().goods_ids)?;
+        let items = stock::levels_of(&self.pool, &ids)
+            .await?
             .into_iter()
             .map(|(goods_id, stocks)| pb::GoodsInv { goods_id, stocks })
             .collect();

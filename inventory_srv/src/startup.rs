@@ -6,7 +6,6 @@ use anyhow::Context;
 use proto::inventory::inventory_server::InventoryServer;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use rocketmq_client_rust::DefaultMQPushConsumer;
 use crate::{
     MIGRATOR,
     config::Config,
-    consumer::{self, RebackCounters},
+    consumer::{RebackCounters, RebackHandler},
     grpc::InventoryService,
 };
 
@@ -54,6 +53,16 @@ impl Application {
 
     /// Like [`Application::build`] on an existing pool (tests hand in their own database).
     pub async fn build_with_pool(config: &Config, pool: MySqlPool) -> anyhow::Result<Self> {
+        Self::assemble(config, pool, true).await
+    }
+
+    /// The gRPC service without the `order_reback` consumer, for tests of the inventory
+    /// API alone (they need no broker).
+    pub async fn build_without_consumer(config: &Config, pool: MySqlPool) -> anyhow::Result<Self> {
+        Self::assemble(config, pool, false).await
+    }
+
+    async fn assemble(config: &Config, pool: MySqlPool, consume: bool) -> anyhow::Result<Self> {
         service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the inventory database")?;
@@ -67,7 +76,7 @@ impl Application {
             .await
             .map_err(anyhow::Error::msg)?;
         let metrics_addr = metrics_listener.local_addr()?;
-        let consuming = if config.consume_rebacks {
+        let consuming = if consume {
             Some(start_consuming(config, &pool, &counters).await?)
         } else {
             None
@@ -104,46 +113,32 @@ impl Application {
         self.counters.clone()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
+    /// gRPC server drains its calls; one signal stops the purge and the metrics endpoint;
+    /// the reback consumer stops pulling and finishes its in-flight deliveries; the pool
+    /// closes.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<InventoryServer<InventoryService>>()
-            .await;
-        let (reflection, reflection_v1alpha) = proto::reflection("inventory.v1.Inventory")?;
-        let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
-        let metrics_stopped = purge_stopped.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let metrics_server = tokio::spawn(observe::serve(
             self.metrics_listener,
             self.registry,
-            async move {
-                let mut stopped = metrics_stopped;
-                let _ = stopped.wait_for(|stop| *stop).await;
-            },
+            observe::stopped(stopped.clone()),
         ));
         let purger = service_db::spawn_purge(
             self.pool.clone(),
             crate::db::EXPIRED_RETURNED_DETAILS,
             self.tombstone_retention,
             self.purge_interval,
-            purge_stopped,
+            stopped,
         );
-        let served = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(InventoryServer::new(InventoryService::new(
-                self.pool.clone(),
-            )))
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await;
-        let _ = stop_purge.send(true);
+        let service = InventoryServer::new(InventoryService::new(self.pool.clone()));
+        let served =
+            observe::grpc::serve(self.listener, service, proto::FILE_DESCRIPTOR_SET, shutdown)
+                .await;
+        let _ = stop.send(true);
         let _ = purger.await;
         let _ = metrics_server.await;
         if let Some(Consuming { mq, mut consumer }) = self.consuming {
@@ -166,19 +161,23 @@ async fn start_consuming(
         &MqConfig {
             namesrv_addr: config.namesrv_addr.clone(),
             blocking_threads: config.mq_blocking_threads,
-            listener_concurrency: config.consumer_threads as usize * 2,
+            listener_concurrency: (config.consumer_threads as usize).saturating_mul(2),
             worker_threads: 1,
         },
         "inventory_srv",
     )
     .context("INVENTORY_MQ_BLOCKING_THREADS: RocketMQ client runtime")?;
-    let consumer = consumer::start(
+    let handler = Arc::new(RebackHandler {
+        pool: pool.clone(),
+        counters: counters.clone(),
+    });
+    let consumer = mq::consumer::start(
         &mq,
         &config.reback_consumer_group,
         &config.reback_topic,
         config.consumer_threads,
-        pool.clone(),
-        counters.clone(),
+        handler,
+        tokio::runtime::Handle::current(),
     )
     .await
     .context("NAMESRV_ADDR: starting the order_reback consumer")?;

@@ -13,7 +13,7 @@ use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::{
     db,
-    domain::{OrderSn, SellLine, SellLines, SellOrder, SellStatus},
+    domain::{OrderSn, SellLine, SellLines, SellOrder, SellStatus, StockLevel},
     error::{Error, Result},
 };
 
@@ -77,10 +77,8 @@ async fn already_sold(conn: &mut MySqlConnection, order: &SellOrder) -> Result<S
     // The insert waited for the other writer to commit, so a plain read sees its row.
     let row = db::find_sell_detail(conn, &order.order_sn)
         .await?
-        .ok_or_else(|| {
-            // The row blocked our insert, so it exists unless it was deleted since.
-            Error::Database(sqlx::Error::Protocol("sell detail vanished".into()))
-        })?;
+        // The row blocked our insert, so it exists unless it was deleted since.
+        .ok_or_else(|| Error::Conflict("the sell detail vanished during Sell".into()))?;
     match parse_status(&order.order_sn, &row.status)? {
         SellStatus::Returned => Err(Error::AlreadyReturned(order.order_sn.to_string())),
         SellStatus::Deducted => {
@@ -98,7 +96,8 @@ async fn already_sold(conn: &mut MySqlConnection, order: &SellOrder) -> Result<S
 #[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
 pub async fn reback(pool: &MySqlPool, order_sn: &OrderSn) -> Result<RebackOutcome> {
     with_deadlock_retry(|| async {
-        // Two rounds suffice: a lost insert race means the row exists on the next read.
+        // A lost insert race means the row exists on the next read, so the second round
+        // finds it; the third is for a row purged in between.
         for _ in 0..3 {
             let mut tx = pool.begin().await?;
             let Some(row) = db::lock_sell_detail(&mut tx, order_sn).await? else {
@@ -121,11 +120,32 @@ pub async fn reback(pool: &MySqlPool, order_sn: &OrderSn) -> Result<RebackOutcom
                 }
             };
         }
-        Err(Error::Database(sqlx::Error::Protocol(
-            "sell detail keeps vanishing during reback".into(),
-        )))
+        Err(Error::Conflict(
+            "the sell detail keeps vanishing during reback".into(),
+        ))
     })
     .await
+}
+
+/// Sets the absolute stock of one goods (admin), creating its row when missing.
+pub async fn set_level(pool: &MySqlPool, level: &StockLevel) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    db::set_stock(&mut conn, level.goods_id, level.stocks).await?;
+    Ok(())
+}
+
+/// The current stock of one goods.
+pub async fn level_of(pool: &MySqlPool, goods_id: i32) -> Result<i64> {
+    let mut conn = pool.acquire().await?;
+    db::stock_of(&mut conn, goods_id)
+        .await?
+        .ok_or(Error::GoodsNotFound(goods_id))
+}
+
+/// The current stock of several goods; unknown ids are left out.
+pub async fn levels_of(pool: &MySqlPool, goods_ids: &[i32]) -> Result<Vec<(i32, i64)>> {
+    let mut conn = pool.acquire().await?;
+    Ok(db::stocks_of(&mut conn, goods_ids).await?)
 }
 
 /// The stored status and lines of one order.
@@ -165,7 +185,9 @@ where
     let mut tries = 1;
     loop {
         match attempt().await {
-            Err(Error::Database(err)) if db::is_deadlock(&err) && tries < DEADLOCK_ATTEMPTS => {
+            Err(Error::Database(err))
+                if service_db::errors::is_deadlock(&err) && tries < DEADLOCK_ATTEMPTS =>
+            {
                 tracing::debug!(tries, "deadlock victim, retrying the transaction");
                 tries += 1;
             }

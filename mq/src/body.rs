@@ -28,7 +28,7 @@ impl OrderSnBody {
     pub fn message(&self, topic: &str) -> Result<Message> {
         self.builder(topic)?
             .build()
-            .map_err(|e| MqError::Client(e.to_string()))
+            .map_err(|e| MqError::Message(e.into()))
     }
 
     /// The same message, delivered no earlier than `delay` (whole seconds, at least one).
@@ -37,11 +37,11 @@ impl OrderSnBody {
         self.builder(topic)?
             .delay_secs(delay.as_secs().max(1))
             .build()
-            .map_err(|e| MqError::Client(e.to_string()))
+            .map_err(|e| MqError::Message(e.into()))
     }
 
     fn builder(&self, topic: &str) -> Result<MessageBuilder> {
-        let body = serde_json::to_vec(self).map_err(|e| MqError::Client(e.to_string()))?;
+        let body = serde_json::to_vec(self).map_err(|e| MqError::Message(e.into()))?;
         Ok(Message::builder()
             .topic(topic)
             .key(self.order_sn.as_str())

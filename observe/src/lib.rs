@@ -1,8 +1,10 @@
-//! What both services share to be observed: [`telemetry`] (tracing set-up and the
-//! shutdown signal) and the Prometheus `/metrics` endpoint. A service registers its
+//! What both services share at their edges: [`telemetry`] (tracing set-up and the
+//! shutdown signal), the gRPC edge with health and reflection ([`grpc::serve`]) and the
+//! Prometheus `/metrics` endpoint. A service registers its
 //! metrics in its own [`Registry`] (two services in one process stay apart) and hands the
 //! registry and a bound listener to [`serve`].
 
+pub mod grpc;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -13,6 +15,12 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
+
+/// Resolves once a service's stop signal turns true (or its sender is gone): the one
+/// shutdown broadcast that reaches its background tasks (metrics endpoint, purge).
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
 
 /// Registers a counter family, or explains which name collided.
 pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -65,6 +65,12 @@ async fn commit_line(
     Ok(row)
 }
 
+/// The user's cart, by goods id.
+pub async fn list(pool: &MySqlPool, user_id: i64) -> Result<Vec<CartRow>> {
+    let mut conn = pool.acquire().await?;
+    Ok(db::cart_of(&mut conn, user_id).await?)
+}
+
 #[tracing::instrument(skip(pool))]
 pub async fn update(
     pool: &MySqlPool,

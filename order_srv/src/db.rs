@@ -1,36 +1,10 @@
 //! One query per function; the caller owns the connection and so the transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, MySqlConnection, mysql::MySqlDatabaseError};
+use service_db::ResultExt;
+use sqlx::{FromRow, MySqlConnection};
 
 use crate::domain::{GoodsPrice, NewOrder, OrderStatus};
-
-const ER_DUP_ENTRY: u16 = 1062;
-/// MariaDB's answer to a `NOWAIT` locking read that meets a lock.
-const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-/// MySQL 8's answer to the same.
-const ER_LOCK_NOWAIT: u16 = 3572;
-
-fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
-    match err {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<MySqlDatabaseError>()
-            .map(|e| e.number()),
-        _ => None,
-    }
-}
-
-pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    mysql_error_number(err) == Some(ER_DUP_ENTRY)
-}
-
-/// A row another transaction holds: a `NOWAIT` read gave up (or a lock wait timed out).
-pub fn is_lock_not_granted(err: &sqlx::Error) -> bool {
-    matches!(
-        mysql_error_number(err),
-        Some(ER_LOCK_WAIT_TIMEOUT | ER_LOCK_NOWAIT)
-    )
-}
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CartRow {
@@ -54,7 +28,7 @@ pub struct OrderRow {
     pub id: i64,
     pub order_sn: String,
     pub user_id: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub total_cents: i64,
     pub address: String,
     pub name: String,
@@ -142,7 +116,7 @@ pub async fn insert_cart_line(
     nums: i32,
     checked: bool,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO shopping_cart (user_id, goods_id, nums, checked) VALUES (?, ?, ?, ?)",
     )
     .bind(user_id)
@@ -150,12 +124,9 @@ pub async fn insert_cart_line(
     .bind(nums)
     .bind(checked)
     .execute(conn)
-    .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if is_duplicate_key(&err) => Ok(false),
-        Err(err) => Err(err),
-    }
+    .await
+    .on_duplicate_key()?;
+    Ok(inserted.is_some())
 }
 
 pub async fn update_cart_line(
@@ -194,7 +165,7 @@ pub async fn delete_cart_line(
 /// The user's checked cart lines as `(goods_id, nums)`, row-locked until the caller's
 /// transaction ends. `NOWAIT`: when another transaction (a concurrent CreateOrder of the
 /// same cart) holds one of them, this fails at once instead of waiting
-/// ([`is_lock_not_granted`]). The lock is on `shopping_cart` alone; prices are read
+/// ([`service_db::errors::is_lock_not_granted`]). The lock is on `shopping_cart` alone; prices are read
 /// apart ([`prices_of`]) so that orders of the same goods by other users never collide.
 pub async fn lock_checked_cart(
     conn: &mut MySqlConnection,
@@ -261,15 +232,13 @@ pub async fn insert_committed_barrier(
     conn: &mut MySqlConnection,
     order_sn: &str,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query("INSERT INTO tx_barrier (order_sn, outcome) VALUES (?, 'committed')")
-        .bind(order_sn)
-        .execute(conn)
-        .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if is_duplicate_key(&err) => Ok(false),
-        Err(err) => Err(err),
-    }
+    let inserted =
+        sqlx::query("INSERT INTO tx_barrier (order_sn, outcome) VALUES (?, 'committed')")
+            .bind(order_sn)
+            .execute(conn)
+            .await
+            .on_duplicate_key()?;
+    Ok(inserted.is_some())
 }
 
 /// The check-back's barrier: claims "aborted" unless a row is already there. When the
@@ -286,14 +255,43 @@ pub async fn insert_aborted_barrier_if_absent(
     Ok(())
 }
 
+/// Who decided an order's fate in `tx_barrier`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierOutcome {
+    /// The local transaction inserted it: the order exists (once that transaction commits).
+    Committed,
+    /// A check-back inserted it first: the order will never exist.
+    Aborted,
+}
+
+impl BarrierOutcome {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "committed" => Some(Self::Committed),
+            "aborted" => Some(Self::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// The barrier row of an order, if any. The column's CHECK constraint admits only the two
+/// outcomes; anything else is reported as a decode error.
 pub async fn barrier_outcome(
     conn: &mut MySqlConnection,
     order_sn: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT outcome FROM tx_barrier WHERE order_sn = ?")
-        .bind(order_sn)
-        .fetch_optional(conn)
-        .await
+) -> sqlx::Result<Option<BarrierOutcome>> {
+    let raw: Option<String> =
+        sqlx::query_scalar("SELECT outcome FROM tx_barrier WHERE order_sn = ?")
+            .bind(order_sn)
+            .fetch_optional(conn)
+            .await?;
+    raw.map(|raw| {
+        BarrierOutcome::parse(&raw).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "outcome".into(),
+            source: format!("unknown barrier outcome {raw:?}").into(),
+        })
+    })
+    .transpose()
 }
 
 /// Inserts a new order, unpaid, and returns it as stored (its creation time is taken
@@ -306,7 +304,7 @@ pub async fn insert_order(
 ) -> sqlx::Result<OrderRow> {
     let now = Utc::now();
     let created_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let status = OrderStatus::WaitBuyerPay.as_str();
+    let status = OrderStatus::WaitBuyerPay;
     let result = sqlx::query(
         "INSERT INTO order_info \
          (order_sn, user_id, status, total_cents, address, name, mobile, post, created_at) \
@@ -314,7 +312,7 @@ pub async fn insert_order(
     )
     .bind(order_sn)
     .bind(order.user_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(total_cents)
     .bind(&order.address)
     .bind(&order.name)
@@ -323,13 +321,13 @@ pub async fn insert_order(
     .bind(created_at)
     .execute(conn)
     .await?;
-    let id = i64::try_from(result.last_insert_id())
-        .map_err(|_| sqlx::Error::Protocol("order id out of range".into()))?;
+    let id =
+        i64::try_from(result.last_insert_id()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(OrderRow {
         id,
         order_sn: order_sn.to_owned(),
         user_id: order.user_id,
-        status: status.to_owned(),
+        status,
         total_cents,
         address: order.address.clone(),
         name: order.name.clone(),

@@ -8,7 +8,6 @@ pub const MAX_ADDRESS_LEN: usize = 200;
 pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_MOBILE_LEN: usize = 20;
 pub const MAX_POST_LEN: usize = 200;
-pub const MAX_ORDER_SN_LEN: usize = 64;
 /// The most of one goods a cart line (and so an order line) may hold.
 pub const MAX_CART_NUMS: i32 = 10_000;
 /// The most distinct goods one cart may hold (inventory refuses larger Sells too).
@@ -61,21 +60,9 @@ fn bounded(field: &str, raw: &str, max: usize, required: bool) -> Result<String,
     Ok(value.to_owned())
 }
 
-/// An order number as accepted from callers (same rules as inventory's).
+/// An order number as accepted from callers ([`proto::check_order_sn`], as in inventory).
 pub fn order_sn(raw: &str) -> Result<String, Error> {
-    if raw.is_empty() || raw.len() > MAX_ORDER_SN_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "order_sn must be 1 to {MAX_ORDER_SN_LEN} characters"
-        )));
-    }
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(Error::InvalidArgument(
-            "order_sn may contain only ASCII letters, digits, '-' and '_'".into(),
-        ));
-    }
+    proto::check_order_sn(raw).map_err(Error::InvalidArgument)?;
     Ok(raw.to_owned())
 }
 
@@ -140,7 +127,8 @@ impl TryFrom<pb::Goods> for GoodsPrice {
     }
 }
 
-/// Order lifecycle. Only [`OrderStatus::allowed_sources`] may move into a status.
+/// Order lifecycle. Only [`OrderStatus::allowed_sources`] may move into a status. Stored
+/// as its name (`WAIT_BUYER_PAY`, ...) in a VARCHAR and decoded once, when a row is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderStatus {
     WaitBuyerPay,
@@ -204,6 +192,51 @@ impl OrderStatus {
             pb::OrderStatus::TradeClosed => Some(Self::TradeClosed),
             pb::OrderStatus::Unspecified => None,
         }
+    }
+}
+
+/// One page of a user's orders.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+pub const DEFAULT_PAGE_SIZE: u32 = 10;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+impl Page {
+    /// `page` is 1-based (0 means 1); `page_size` is 1..=100 (0 means 10).
+    pub fn parse(page: u32, page_size: u32) -> Result<Self, Error> {
+        let limit = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            n => {
+                return Err(Error::InvalidArgument(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
+                )));
+            }
+        };
+        // Both factors are u32, so the product fits in u64.
+        let offset = u64::from(page.max(1) - 1) * u64::from(limit);
+        Ok(Self { limit, offset })
+    }
+}
+
+impl sqlx::Type<sqlx::MySql> for OrderStatus {
+    fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+        <str as sqlx::Type<sqlx::MySql>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::MySql> for OrderStatus {
+    fn decode(value: sqlx::mysql::MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let raw = <&str as sqlx::Decode<sqlx::MySql>>::decode(value)?;
+        Self::parse(raw).ok_or_else(|| format!("unknown order status {raw:?}").into())
     }
 }
 

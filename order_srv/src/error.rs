@@ -24,6 +24,9 @@ pub enum Error {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Building or sending a message failed (the client's error chain is the source).
+    #[error("message broker: {}", mq::describe(.0))]
+    Mq(#[from] mq::MqError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -42,6 +45,16 @@ impl From<Error> for Status {
                 match db {
                     sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                         Status::unavailable("database unavailable")
+                    }
+                    _ => Status::internal("internal error"),
+                }
+            }
+            Error::Mq(e) => {
+                let reason = mq::describe(&e);
+                tracing::warn!(error = %reason, "message broker error");
+                match e {
+                    mq::MqError::Client(_) => {
+                        Status::unavailable(format!("message broker unavailable: {reason}"))
                     }
                     _ => Status::internal("internal error"),
                 }

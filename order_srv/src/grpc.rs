@@ -8,16 +8,13 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     cart,
-    db::{self, CartRow, OrderGoodsRow, OrderRow},
-    domain::{self, GoodsPrice, NewOrder, StatusChange},
+    create_order::OrderPlacer,
+    db::{CartRow, OrderGoodsRow, OrderRow},
+    domain::{self, GoodsPrice, NewOrder, Page, StatusChange},
     error::Error,
     metrics::OrderMetrics,
     orders,
-    place_order::OrderPlacer,
 };
-
-const DEFAULT_PAGE_SIZE: u32 = 10;
-const MAX_PAGE_SIZE: u32 = 100;
 
 pub struct OrderService {
     pool: MySqlPool,
@@ -42,14 +39,10 @@ impl Order for OrderService {
         request: Request<pb::UserRequest>,
     ) -> Result<Response<pb::CartItemListResponse>, Status> {
         let user_id = domain::user_id(request.into_inner().user_id)?;
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        let items = db::cart_of(&mut conn, user_id)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(cart_item)
-            .collect();
-        Ok(Response::new(pb::CartItemListResponse { items }))
+        let items = cart::list(&self.pool, user_id).await?;
+        Ok(Response::new(pb::CartItemListResponse {
+            items: items.into_iter().map(cart_item).collect(),
+        }))
     }
 
     async fn create_cart_item(
@@ -114,27 +107,10 @@ impl Order for OrderService {
     ) -> Result<Response<pb::OrderListResponse>, Status> {
         let req = request.into_inner();
         let user_id = domain::user_id(req.user_id)?;
-        let page = req.page.max(1);
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n <= MAX_PAGE_SIZE => n,
-            n => {
-                return Err(Error::InvalidArgument(format!(
-                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
-                ))
-                .into());
-            }
-        };
-        let offset = u64::from(page - 1) * u64::from(page_size);
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        let total = db::count_orders_of_user(&mut conn, user_id)
-            .await
-            .map_err(Error::from)?;
-        let orders = db::orders_of_user(&mut conn, user_id, page_size, offset)
-            .await
-            .map_err(Error::from)?;
+        let page = Page::parse(req.page, req.page_size)?;
+        let (total, orders) = orders::list(&self.pool, user_id, page).await?;
         Ok(Response::new(pb::OrderListResponse {
-            total: u64::try_from(total).unwrap_or(0),
+            total,
             orders: orders.into_iter().map(order_info).collect(),
         }))
     }
@@ -170,10 +146,7 @@ impl Order for OrderService {
         request: Request<pb::Goods>,
     ) -> Result<Response<pb::Goods>, Status> {
         let goods = GoodsPrice::try_from(request.into_inner())?;
-        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        db::upsert_goods(&mut conn, &goods)
-            .await
-            .map_err(Error::from)?;
+        orders::upsert_goods(&self.pool, &goods).await?;
         Ok(Response::new(pb::Goods {
             id: goods.id,
             name: goods.name,
@@ -193,14 +166,11 @@ fn cart_item(row: CartRow) -> pb::CartItem {
 }
 
 pub fn order_info(row: OrderRow) -> pb::OrderInfo {
-    let status = orders::parse_status(&row)
-        .map(|s| s.to_pb())
-        .unwrap_or(pb::OrderStatus::Unspecified);
     pb::OrderInfo {
         id: row.id,
         order_sn: row.order_sn,
         user_id: row.user_id,
-        status: status as i32,
+        status: row.status.to_pb() as i32,
         total_cents: row.total_cents,
         address: row.address,
         name: row.name,

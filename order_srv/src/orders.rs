@@ -4,7 +4,7 @@ use sqlx::MySqlPool;
 
 use crate::{
     db::{self, OrderGoodsRow, OrderRow},
-    domain::{OrderStatus, StatusChange},
+    domain::{GoodsPrice, Page, StatusChange},
     error::{Error, Result},
 };
 
@@ -27,7 +27,7 @@ pub async fn update_status(pool: &MySqlPool, change: &StatusChange) -> Result<Or
     let order = db::order_by_sn(&mut conn, &change.order_sn)
         .await?
         .ok_or_else(|| Error::NotFound(format!("order {} not found", change.order_sn)))?;
-    let current = parse_status(&order)?;
+    let current = order.status;
     if current != change.to {
         return Err(Error::FailedPrecondition(format!(
             "order {} is {}; it cannot become {}",
@@ -54,11 +54,18 @@ pub async fn detail(
     Ok((order, goods))
 }
 
-pub fn parse_status(order: &OrderRow) -> Result<OrderStatus> {
-    OrderStatus::parse(&order.status).ok_or_else(|| {
-        Error::Internal(format!(
-            "order {} has unknown status {:?}",
-            order.order_sn, order.status
-        ))
-    })
+/// One page of a user's orders, newest first, and how many orders the user has.
+pub async fn list(pool: &MySqlPool, user_id: i64, page: Page) -> Result<(u64, Vec<OrderRow>)> {
+    let mut conn = pool.acquire().await?;
+    let total = db::count_orders_of_user(&mut conn, user_id).await?;
+    let orders = db::orders_of_user(&mut conn, user_id, page.limit, page.offset).await?;
+    // COUNT(*) is never negative.
+    Ok((u64::try_from(total).unwrap_or(0), orders))
+}
+
+/// Creates or changes a goods on the server-side price list.
+pub async fn upsert_goods(pool: &MySqlPool, goods: &GoodsPrice) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    db::upsert_goods(&mut conn, goods).await?;
+    Ok(())
 }

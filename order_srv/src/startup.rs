@@ -10,15 +10,14 @@ use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
-use tonic::transport::server::TcpIncoming;
 
 use crate::{
     MIGRATOR,
     config::Config,
+    create_order::{LocalTransaction, OrderPlacer, RebackTxListener},
     grpc::OrderService,
     metrics::OrderMetrics,
-    place_order::{OrderPlacer, PlaceDeps, RebackTxListener},
-    timeout::{self, TimeoutCounters, TimeoutDeps},
+    timeout::{PayTimeoutHandler, TimeoutCounters},
 };
 
 /// A service whose listener is bound and whose RocketMQ clients are started.
@@ -82,7 +81,7 @@ impl Application {
 
         let registry = observe::Registry::new();
         let metrics = OrderMetrics::register(&registry);
-        let deps = Arc::new(PlaceDeps {
+        let local_transaction = Arc::new(LocalTransaction {
             metrics: metrics.clone(),
             pool: pool.clone(),
             inventory: InventoryClient::new(inventory),
@@ -91,7 +90,7 @@ impl Application {
             timeout_topic: config.timeout_topic.clone(),
             pay_timeout: config.pay_timeout,
         });
-        let listener = RebackTxListener::new(deps, tokio::runtime::Handle::current());
+        let listener = RebackTxListener::new(local_transaction, tokio::runtime::Handle::current());
         let mut tx_producer = mq.transactional_producer(
             &config.tx_producer_group,
             &[config.reback_topic.as_str()],
@@ -107,17 +106,18 @@ impl Application {
         let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone());
 
         let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
-        let timeout_consumer = timeout::start(
+        let timeout_consumer = mq::consumer::start(
             &mq,
             &config.timeout_consumer_group,
             &config.timeout_topic,
             config.timeout_consumer_threads,
-            Arc::new(TimeoutDeps {
+            Arc::new(PayTimeoutHandler {
                 pool: pool.clone(),
                 producer: plain_producer.clone(),
                 reback_topic: config.reback_topic.clone(),
                 counters: timeout_counters.clone(),
             }),
+            tokio::runtime::Handle::current(),
         )
         .await
         .context("NAMESRV_ADDR: starting the order_timeout consumer")?;
@@ -171,9 +171,11 @@ impl Application {
         self.timeout_counters.clone()
     }
 
-    /// Serves until `shutdown` resolves. In-flight calls finish first, then the
-    /// producers go offline (a transaction in flight still gets its answer), then the
-    /// client runtime and the pool close.
+    /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
+    /// gRPC server drains its calls; one signal stops the purge, the metrics endpoint and
+    /// the pay-timeout consumer (which finishes its in-flight deliveries); the producers go
+    /// offline (every transaction in flight already got its answer); the client runtime
+    /// and the pool close.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -192,52 +194,37 @@ impl Application {
             metrics_listener,
             ..
         } = self;
-        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-        let metrics_server = tokio::spawn(observe::serve(metrics_listener, registry, async move {
-            let mut stopped = metrics_stopped;
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
-        let (stop_purge, purge_stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = tokio::spawn(observe::serve(
+            metrics_listener,
+            registry,
+            observe::stopped(stopped.clone()),
+        ));
         let purger = service_db::spawn_purge(
             pool.clone(),
             crate::db::EXPIRED_BARRIERS,
             barrier_retention,
             purge_interval,
-            purge_stopped,
+            stopped,
         );
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<OrderServer<OrderService>>()
-            .await;
-        let (reflection, reflection_v1alpha) = proto::reflection("order.v1.Order")?;
         let placer = Arc::new(placer);
-        let served = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(OrderServer::new(OrderService::new(
-                pool.clone(),
-                placer.clone(),
-                metrics,
-            )))
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await;
+        let service = OrderServer::new(OrderService::new(pool.clone(), placer.clone(), metrics));
+        let served =
+            observe::grpc::serve(listener, service, proto::FILE_DESCRIPTOR_SET, shutdown).await;
 
-        let _ = stop_purge.send(true);
+        let _ = stop.send(true);
         let _ = purger.await;
-        let _ = stop_metrics.send(true);
         let _ = metrics_server.await;
         timeout_consumer.shutdown().await;
-        if let Ok(placer) = Arc::try_unwrap(placer) {
-            placer.shutdown().await;
+        match Arc::try_unwrap(placer) {
+            Ok(placer) => placer.shutdown().await,
+            // A call the server let go of still holds it: its half message is answered by
+            // the check-back of a live instance (or of this one after a restart).
+            Err(_) => tracing::warn!("transactional producer still in use; not shut down"),
         }
         plain_producer.shutdown().await;
         mq.shutdown().await;
         pool.close().await;
-        served?;
-        Ok(())
+        served
     }
 }

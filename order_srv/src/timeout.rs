@@ -10,14 +10,9 @@ use std::sync::Arc;
 
 use observe::{IntCounter, Registry};
 
-use mq::{Mq, OrderSnBody};
-use rocketmq_client_rust::{
-    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer,
-};
-use rocketmq_model::common::message::message_ext::MessageExt;
+use mq::{Delivery, Handler, OrderSnBody, Outcome};
+use rocketmq_client_rust::DefaultMQProducer;
 use sqlx::MySqlPool;
-use tokio::runtime::Handle;
 
 use crate::{
     db, domain,
@@ -74,62 +69,51 @@ impl Default for TimeoutCounters {
     }
 }
 
-/// Everything one delivery needs.
-pub struct TimeoutDeps {
+/// The `order_timeout` handler: everything one delivery needs.
+pub struct PayTimeoutHandler {
     pub pool: MySqlPool,
     pub producer: DefaultMQProducer,
     pub reback_topic: String,
     pub counters: Arc<TimeoutCounters>,
 }
 
-pub async fn start(
-    mq: &Mq,
-    group: &str,
-    topic: &str,
-    threads: u32,
-    deps: Arc<TimeoutDeps>,
-) -> mq::Result<DefaultMQPushConsumer> {
-    let mut consumer = mq.push_consumer(group, threads, None);
-    consumer.subscribe(topic, "*").await?;
-    let handle = Handle::current();
-    consumer.register_message_listener_concurrently(
-        move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
-            for msg in msgs {
-                let status = handle.block_on(consume(&deps, msg));
-                if status == ConsumeConcurrentlyStatus::ReconsumeLater {
-                    return Ok(status);
-                }
+impl Handler for PayTimeoutHandler {
+    #[tracing::instrument(skip_all, fields(order_sn))]
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let order_sn = OrderSnBody::parse(Some(&delivery.body))
+            .ok_or_else(|| "body is not {\"order_sn\": \"...\"}".to_owned())
+            .and_then(|b| domain::order_sn(&b.order_sn).map_err(|e| e.to_string()));
+        let order_sn = match order_sn {
+            Ok(sn) => sn,
+            Err(reason) => return Outcome::Dead(reason),
+        };
+        tracing::Span::current().record("order_sn", order_sn.as_str());
+        match close_unpaid_order(self, &order_sn).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                self.counters.retried.inc();
+                Outcome::Retry(format!("pay timeout failed: {e}"))
             }
-            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-        },
-    );
-    consumer.start().await?;
-    Ok(consumer)
-}
-
-#[tracing::instrument(skip_all, fields(msg_id = %msg.msg_id(), order_sn))]
-async fn consume(deps: &TimeoutDeps, msg: &MessageExt) -> ConsumeConcurrentlyStatus {
-    let body = msg.body();
-    let order_sn = OrderSnBody::parse(body.as_deref())
-        .ok_or_else(|| "body is not {\"order_sn\": \"...\"}".to_owned())
-        .and_then(|b| domain::order_sn(&b.order_sn).map_err(|e| e.to_string()));
-    let order_sn = match order_sn {
-        Ok(sn) => sn,
-        Err(reason) => return bury(deps, msg, &reason).await,
-    };
-    tracing::Span::current().record("order_sn", order_sn.as_str());
-    match close_unpaid_order(deps, &order_sn).await {
-        Ok(()) => ConsumeConcurrentlyStatus::ConsumeSuccess,
-        Err(e) => {
-            deps.counters.retried.inc();
-            tracing::warn!(error = %e, reconsume_times = msg.reconsume_times(), "pay timeout failed; redelivery requested");
-            ConsumeConcurrentlyStatus::ReconsumeLater
         }
+    }
+
+    async fn bury(&self, delivery: &Delivery, reason: &str) -> std::result::Result<(), String> {
+        service_db::record_dead_message(
+            &self.pool,
+            &delivery.topic,
+            &delivery.msg_id,
+            &delivery.body,
+            reason,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.counters.dead.inc();
+        Ok(())
     }
 }
 
 /// Closes the order if it is still unpaid; sends the reback whenever it is closed.
-pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()> {
+pub async fn close_unpaid_order(deps: &PayTimeoutHandler, order_sn: &str) -> Result<()> {
     let mut conn = deps.pool.acquire().await?;
     let closed_now = db::transition_status(
         &mut conn,
@@ -141,7 +125,7 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
     )
     .await?;
     let (status, user_id) = match db::order_by_sn(&mut conn, order_sn).await? {
-        Some(order) => (OrderStatus::parse(&order.status), order.user_id),
+        Some(order) => (order.status, order.user_id),
         None => {
             // Its local transaction never committed: nothing to close or return here
             // (the half message's own check-back returned its stock).
@@ -155,7 +139,7 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
         deps.counters.closed.inc();
         tracing::info!("unpaid order closed");
     }
-    if status != Some(OrderStatus::TradeClosed) {
+    if status != OrderStatus::TradeClosed {
         tracing::info!(status = ?status, "order paid or moving on; left alone");
         deps.counters.left_alone.inc();
         return Ok(());
@@ -163,15 +147,13 @@ pub async fn close_unpaid_order(deps: &TimeoutDeps, order_sn: &str) -> Result<()
     send_reback(deps, order_sn, user_id).await
 }
 
-async fn send_reback(deps: &TimeoutDeps, order_sn: &str, user_id: i64) -> Result<()> {
+async fn send_reback(deps: &PayTimeoutHandler, order_sn: &str, user_id: i64) -> Result<()> {
     if faults::triggered("order.fail_reback_send", user_id) {
         return Err(Error::Unavailable(
             "injected fault at fail_reback_send".into(),
         ));
     }
-    let message = OrderSnBody::new(order_sn)
-        .message(&deps.reback_topic)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let message = OrderSnBody::new(order_sn).message(&deps.reback_topic)?;
     deps.producer
         .send(message)
         .await
@@ -179,30 +161,4 @@ async fn send_reback(deps: &TimeoutDeps, order_sn: &str, user_id: i64) -> Result
     deps.counters.rebacks_sent.inc();
     tracing::info!("reback sent for the closed order");
     Ok(())
-}
-
-async fn bury(deps: &TimeoutDeps, msg: &MessageExt, reason: &str) -> ConsumeConcurrentlyStatus {
-    let body = msg.body().map(|b| b.to_vec()).unwrap_or_default();
-    tracing::error!(
-        reason,
-        "malformed pay-timeout message; recorded in dead_message"
-    );
-    let recorded = service_db::record_dead_message(
-        &deps.pool,
-        msg.topic().as_str(),
-        msg.msg_id().as_str(),
-        &body,
-        reason,
-    )
-    .await;
-    match recorded {
-        Ok(()) => {
-            deps.counters.dead.inc();
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not record the dead message; redelivery requested");
-            ConsumeConcurrentlyStatus::ReconsumeLater
-        }
-    }
 }

@@ -13,39 +13,25 @@ pub mod order {
     tonic::include_proto!("order.v1");
 }
 
+/// Longest order number, matching the `order_sn` columns of both databases.
+pub const MAX_ORDER_SN_LEN: usize = 64;
+
+/// The rule for an order number, shared by both services (it travels in `Sell`, `Reback`
+/// and the messages): 1 to 64 ASCII letters, digits, `-` or `_`. The error says why not.
+pub fn check_order_sn(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.len() > MAX_ORDER_SN_LEN {
+        return Err(format!(
+            "order_sn must be 1 to {MAX_ORDER_SN_LEN} characters"
+        ));
+    }
+    if !raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("order_sn may contain only ASCII letters, digits, '-' and '_'".into());
+    }
+    Ok(())
+}
+
 /// Encoded descriptors of both packages, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shop_descriptor");
-
-/// The reflection services of one gRPC service, in both protocol versions (`v1`, and
-/// `v1alpha`, which many tools still speak), listing only what that port serves: the
-/// service itself, health and reflection. Both services' descriptors share one set, so
-/// without the list order_srv's port would also advertise `inventory.v1.Inventory`.
-pub fn reflection(
-    service: &str,
-) -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(service)
-            .with_service_name("grpc.health.v1.Health")
-    };
-    Ok((
-        builder()
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .build_v1()?,
-        builder()
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-            .build_v1alpha()?,
-    ))
-}

@@ -19,15 +19,16 @@ use anyhow::{Context as _, bail};
 use sqlx::{
     Connection, Executor, MySql, MySqlConnection, MySqlPool,
     migrate::{MigrateDatabase, Migrator},
-    mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions},
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
 };
+
+pub mod errors;
+
+pub use errors::ResultExt;
 use tokio::{sync::watch, task::JoinHandle};
 
 /// A connection idle for longer than this is pinged before it is handed out.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
-/// MySQL's error number for `CREATE DATABASE` of a database that exists.
-const ER_DB_CREATE_EXISTS: u16 = 1007;
 
 /// How long a starting instance waits for another one that is migrating the same database.
 pub const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
@@ -43,9 +44,7 @@ pub async fn open(url: &str, max_connections: u32, variable: &str) -> anyhow::Re
         .with_context(|| format!("{variable}: cannot reach MySQL"))?
     {
         match MySql::create_database(url).await {
-            Err(sqlx::Error::Database(e))
-                if e.try_downcast_ref::<MySqlDatabaseError>()
-                    .is_some_and(|e| e.number() == ER_DB_CREATE_EXISTS) => {}
+            Err(e) if errors::is_database_exists(&e) => {}
             created => {
                 created.with_context(|| format!("{variable}: cannot create the database"))?
             }

@@ -23,17 +23,12 @@ pub async fn spawn_app(connect: MySqlConnectOptions) -> TestApp {
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
         metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
         db_max_connections: 64,
-        ..inventory_srv::config::Config::try_parse_from([
-            "inventory_srv",
-            "--consume-rebacks",
-            "false",
-        ])
-        .expect("defaults parse")
+        ..inventory_srv::config::Config::try_parse_from(["inventory_srv"]).expect("defaults parse")
     };
     let pool = service_db::connect(connect, config.db_max_connections)
         .await
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
-    let app = startup::Application::build_with_pool(&config, pool.clone())
+    let app = startup::Application::build_without_consumer(&config, pool.clone())
         .await
         .expect("inventory_srv starts");
     let addr = app.grpc_addr();

@@ -1,7 +1,7 @@
 //! The audit catches each kind of inconsistency it claims to check.
 
-use devstack::audit::{AuditInput, audit, report};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use testkit::audit::{AuditInput, audit, report};
 
 use crate::helpers::spawn_stack;
 

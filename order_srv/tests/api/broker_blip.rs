@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use devstack::{
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use testkit::{
     BrokerSettings, EmbeddedBroker,
     broker::{free_broker_port, free_port},
     testing::{PATIENCE, eventually},
 };
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use tonic::Code;
 
 use crate::helpers::{order_config, spawn_stack_with};

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use devstack::testing::{PATIENCE, eventually};
 use futures::future::join_all;
 use proto::order as pb;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use testkit::{PATIENCE, eventually};
 use tonic::Code;
 
 use crate::{

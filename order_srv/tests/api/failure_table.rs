@@ -23,7 +23,6 @@
 
 use std::time::Duration;
 
-use devstack::testing::{PATIENCE, eventually, unique};
 use futures::future::join_all;
 use inventory_srv::consumer::RebackCounters;
 use proto::inventory as inv;
@@ -31,6 +30,7 @@ use rocketmq_client_rust::LocalTransactionState::{
     CommitMessage as ReturnStock, RollbackMessage as KeepStock, Unknown,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use testkit::{PATIENCE, eventually, unique};
 use tonic::Code;
 
 use crate::{
@@ -46,7 +46,7 @@ async fn row01_broker_down_at_step_3_gives_unavailable_and_touches_nothing(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let broker = devstack::EmbeddedBroker::start(devstack::BrokerSettings::for_tests())
+    let broker = testkit::EmbeddedBroker::start(testkit::BrokerSettings::for_tests())
         .await
         .expect("dedicated broker");
     let mut config = order_config();
@@ -351,7 +351,7 @@ async fn row08_a_check_back_before_the_local_transaction_makes_it_fail(
                     .map(|(sn, _)| sn.clone())
             })
             .await;
-            order_srv::check_back::answer(&stack_ref.order_pool, &sn).await;
+            order_srv::create_order::check_back::answer(&stack_ref.order_pool, &sn).await;
             sn
         };
         fail::cfg(
@@ -391,13 +391,16 @@ async fn row09_a_reback_delivered_twice_or_concurrently_returns_once(
 
     // A second consumer group on the same database: every copy reaches both at once.
     let second_counters = std::sync::Arc::new(RebackCounters::default());
-    let mut second = inventory_srv::consumer::start(
+    let mut second = mq::consumer::start(
         &stack.mq,
         &unique("inventory_reback_second"),
         &stack.config.reback_topic,
         4,
-        stack.inventory_pool.clone(),
-        second_counters.clone(),
+        std::sync::Arc::new(inventory_srv::consumer::RebackHandler {
+            pool: stack.inventory_pool.clone(),
+            counters: second_counters.clone(),
+        }),
+        tokio::runtime::Handle::current(),
     )
     .await
     .expect("second consumer");

@@ -3,13 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use devstack::testing::{shared_broker, unique};
 use mq::{Mq, MqConfig};
 use proto::{
     inventory::{self as inv, inventory_client::InventoryClient},
     order::{self as pb, order_client::OrderClient},
 };
-use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+use testkit::{shared_broker, unique};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -83,16 +83,9 @@ pub async fn spawn_stack_with(
         &order_db_name[order_db_name.len().saturating_sub(40)..]
     );
     let admin = order_db.clone().database("");
-    let mut conn = MySqlConnection::connect_with(&admin)
+    testkit::mysql::recreate_databases(&admin, &[&inventory_db], "DATABASE_URL")
         .await
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
-    conn.execute(format!("DROP DATABASE IF EXISTS `{inventory_db}`").as_str())
-        .await
-        .expect("drop stale inventory db");
-    conn.execute(format!("CREATE DATABASE `{inventory_db}`").as_str())
-        .await
-        .expect("create inventory db");
-    conn.close().await.ok();
 
     let mut servers = Vec::new();
     let inv_config = inventory_srv::config::Config {
@@ -195,11 +188,8 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
         }
         self.mq.shutdown().await;
-        if let Ok(mut conn) = MySqlConnection::connect_with(&self.admin).await {
-            let _ = conn
-                .execute(format!("DROP DATABASE IF EXISTS `{}`", self.inventory_db).as_str())
-                .await;
-        }
+        let _ = testkit::mysql::drop_databases(&self.admin, &[&self.inventory_db], "DATABASE_URL")
+            .await;
     }
 
     /// A goods with a price on the order side and stock on the inventory side.
@@ -348,14 +338,14 @@ impl Stack {
 
     /// I1-I5 across both databases.
     pub async fn audit(&self, initial: &[(i32, i64)], acknowledged: &[String]) {
-        let input = devstack::audit::AuditInput {
+        let input = testkit::audit::AuditInput {
             initial_stock: Some(initial.iter().copied().collect()),
             acknowledged: acknowledged.to_vec(),
         };
-        let verdicts = devstack::audit::audit(&self.order_pool, &self.inventory_pool, &input)
+        let verdicts = testkit::audit::audit(&self.order_pool, &self.inventory_pool, &input)
             .await
             .expect("audit runs");
-        devstack::audit::assert_all_hold(&verdicts);
+        testkit::audit::assert_all_hold(&verdicts);
     }
 }
 

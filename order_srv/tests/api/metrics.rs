@@ -1,7 +1,7 @@
 //! Both services serve Prometheus metrics of what they did.
 
-use devstack::testing::{PATIENCE, eventually};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use testkit::{PATIENCE, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::spawn_stack;

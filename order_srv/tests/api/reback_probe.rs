@@ -2,12 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use devstack::testing::unique;
 use mq::OrderSnBody;
 use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
+use testkit::unique;
 
 use crate::helpers::Stack;
 

@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
-use devstack::testing::{PATIENCE, eventually, unique};
 use rocketmq_client_rust::{ConsumeConcurrentlyStatus, LocalTransactionState};
+use testkit::{PATIENCE, eventually, unique};
 
 use crate::helpers::{ScriptedListener, collecting_consumer, message, mq, topic};
 

@@ -2,7 +2,7 @@
 //! in-process from the libraries' own builders, for tests and local runs.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -347,10 +347,11 @@ pub fn free_broker_port(host: &str) -> anyhow::Result<u16> {
     bail!("no free port pair for the broker on {host}")
 }
 
-async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
-        if TcpStream::connect(addr).is_ok() {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -1,11 +1,11 @@
 //! A broker restarted on the same store keeps what it stored.
 
-use devstack::{
+use mq::{Mq, MqConfig};
+use rocketmq_client_rust::ConsumeConcurrentlyStatus;
+use testkit::{
     BrokerSettings, EmbeddedBroker,
     testing::{PATIENCE, eventually, unique},
 };
-use mq::{Mq, MqConfig};
-use rocketmq_client_rust::ConsumeConcurrentlyStatus;
 
 use crate::helpers::{collecting_consumer, message};
 

@@ -39,7 +39,7 @@ impl Received {
 }
 
 pub fn mq(name: &'static str) -> Mq {
-    Mq::new(&MqConfig::new(devstack::testing::shared_broker()), name).expect("client runtime")
+    Mq::new(&MqConfig::new(testkit::shared_broker()), name).expect("client runtime")
 }
 
 /// Starts a consumer of `topic` in `group` that records each delivery and answers with
@@ -119,7 +119,7 @@ pub fn message(
 
 /// Creates a topic for one test on the shared broker.
 pub async fn topic(mq: &Mq, prefix: &str) -> String {
-    let topic = devstack::testing::unique(prefix);
+    let topic = testkit::unique(prefix);
     mq.create_topics(&[&topic], 2).await.expect("create topic");
     topic
 }

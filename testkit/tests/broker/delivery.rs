@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use devstack::testing::{PATIENCE, eventually, unique};
 use rocketmq_client_rust::ConsumeConcurrentlyStatus;
+use testkit::{PATIENCE, eventually, unique};
 
 use crate::helpers::{collecting_consumer, message, mq, topic};
 

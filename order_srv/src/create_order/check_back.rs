@@ -9,17 +9,17 @@
 use rocketmq_client_rust::LocalTransactionState;
 use sqlx::MySqlPool;
 
-use crate::db;
+use crate::db::{self, BarrierOutcome};
 
 #[tracing::instrument(skip(pool))]
 pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
     match outcome(pool, order_sn).await {
-        Ok(Some(outcome)) if outcome == "committed" => {
+        Ok(Some(BarrierOutcome::Committed)) => {
             tracing::info!("check-back: committed, keep the stock deducted");
             LocalTransactionState::RollbackMessage
         }
-        Ok(Some(outcome)) => {
-            tracing::info!(%outcome, "check-back: not committed, return the stock");
+        Ok(Some(BarrierOutcome::Aborted)) => {
+            tracing::info!("check-back: not committed, return the stock");
             LocalTransactionState::CommitMessage
         }
         Ok(None) => {
@@ -34,7 +34,7 @@ pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
     }
 }
 
-async fn outcome(pool: &MySqlPool, order_sn: &str) -> sqlx::Result<Option<String>> {
+async fn outcome(pool: &MySqlPool, order_sn: &str) -> sqlx::Result<Option<BarrierOutcome>> {
     let mut conn = pool.acquire().await?;
     db::insert_aborted_barrier_if_absent(&mut conn, order_sn).await?;
     db::barrier_outcome(&mut conn, order_sn).await

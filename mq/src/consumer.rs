@@ -1,0 +1,124 @@
+//! One consumer skeleton for every topic a service consumes: subscribe, run the handler on
+//! the service's runtime (the bridge the transaction listener uses, [`crate::run_on`]),
+//! and turn its [`Outcome`] into what the broker understands. A handler is one testable
+//! step: it sees one delivery and says whether it is done, should come again, or can
+//! never succeed; only this module speaks the broker's statuses.
+
+use std::sync::Arc;
+
+use rocketmq_client_rust::{
+    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
+};
+use rocketmq_model::common::message::message_ext::MessageExt;
+use tokio::runtime::Handle;
+
+use crate::{Mq, Result};
+
+/// One delivered message, owned, so that its handling can run as a task.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub msg_id: String,
+    pub topic: String,
+    pub body: Vec<u8>,
+    /// How many times it was delivered before (0 on the first delivery).
+    pub reconsume_times: i32,
+}
+
+impl Delivery {
+    fn of(msg: &MessageExt) -> Self {
+        Self {
+            msg_id: msg.msg_id().to_string(),
+            topic: msg.topic().to_string(),
+            body: msg.body().map(|b| b.to_vec()).unwrap_or_default(),
+            reconsume_times: msg.reconsume_times(),
+        }
+    }
+}
+
+/// What became of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effect happened (now or by an earlier delivery): acknowledge it.
+    Done,
+    /// A transient failure: deliver it again later (the broker's retry schedule; after
+    /// its maximum the message lands in `%DLQ%<group>`).
+    Retry(String),
+    /// It can never succeed (malformed): keep it for an operator, acknowledge it.
+    Dead(String),
+}
+
+/// A service's handling of one topic.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one delivery. Deliveries may repeat and arrive in any order: the effect
+    /// must happen once.
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Outcome> + Send;
+
+    /// Keeps a message that can never be processed ([`Outcome::Dead`]) where an operator
+    /// sees it. An error asks for redelivery, so the message is not lost.
+    fn bury(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
+}
+
+/// Subscribes `group` to `topic` with `threads` concurrent callbacks and starts consuming;
+/// each delivery runs as a task on `runtime`.
+pub async fn start<H: Handler>(
+    mq: &Mq,
+    group: &str,
+    topic: &str,
+    threads: u32,
+    handler: Arc<H>,
+    runtime: Handle,
+) -> Result<DefaultMQPushConsumer> {
+    let mut consumer = mq.push_consumer(group, threads, None);
+    consumer.subscribe(topic, "*").await?;
+    consumer.register_message_listener_concurrently(
+        move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+            for msg in msgs {
+                let (handler, delivery) = (handler.clone(), Delivery::of(msg));
+                let status = crate::run_on(&runtime, async move {
+                    settle(handler.as_ref(), &delivery).await
+                })
+                // The task panicked: nothing is known, so deliver it again.
+                .unwrap_or(ConsumeConcurrentlyStatus::ReconsumeLater);
+                if status == ConsumeConcurrentlyStatus::ReconsumeLater {
+                    return Ok(status);
+                }
+            }
+            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+        },
+    );
+    consumer.start().await?;
+    Ok(consumer)
+}
+
+/// Runs the handler and maps its outcome to the broker's status.
+#[tracing::instrument(skip_all, fields(topic = %delivery.topic, msg_id = %delivery.msg_id))]
+async fn settle<H: Handler>(handler: &H, delivery: &Delivery) -> ConsumeConcurrentlyStatus {
+    match handler.handle(delivery).await {
+        Outcome::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,
+        Outcome::Retry(reason) => {
+            tracing::warn!(
+                reason,
+                reconsume_times = delivery.reconsume_times,
+                "redelivery requested"
+            );
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        }
+        Outcome::Dead(reason) => match handler.bury(delivery, &reason).await {
+            Ok(()) => {
+                tracing::error!(
+                    reason,
+                    "message can never be processed; kept as a dead message"
+                );
+                ConsumeConcurrentlyStatus::ConsumeSuccess
+            }
+            Err(e) => {
+                tracing::warn!(reason, error = %e, "could not keep the dead message; redelivery requested");
+                ConsumeConcurrentlyStatus::ReconsumeLater
+            }
+        },
+    }
+}

@@ -1,0 +1,76 @@
+//! Step 4: the transaction listener of the `order_reback` producer group.
+//!
+//! The client calls it on one of its blocking threads, twice over: for the half message
+//! a CreateOrder just stored (`execute_local_transaction`, steps 4.1-4.5) and for the
+//! broker's check-backs (`check_local_transaction`, DESIGN.md §5). Both hand their async
+//! work to the service's runtime and park the client's thread until it is done
+//! ([`mq::run_on`]).
+
+use std::{any::Any, sync::Arc};
+
+use mq::OrderSnBody;
+use rocketmq_client_rust::{LocalTransactionState, TransactionListener};
+use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
+use tokio::runtime::Handle;
+
+use super::{PlaceCall, check_back, local_transaction::LocalTransaction};
+use crate::error::Error;
+
+pub struct RebackTxListener {
+    local_transaction: Arc<LocalTransaction>,
+    runtime: Handle,
+}
+
+impl RebackTxListener {
+    /// `runtime` is the service's runtime, where the listener's work runs.
+    pub fn new(local_transaction: Arc<LocalTransaction>, runtime: Handle) -> Self {
+        Self {
+            local_transaction,
+            runtime,
+        }
+    }
+}
+
+impl TransactionListener for RebackTxListener {
+    fn execute_local_transaction(
+        &self,
+        _msg: &dyn MessageTrait,
+        arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        let Some(call) = arg.and_then(|a| a.downcast_ref::<Arc<PlaceCall>>()) else {
+            // Only `OrderPlacer::place` sends on this group, always with a call.
+            tracing::error!("transaction listener called without a CreateOrder call");
+            return LocalTransactionState::RollbackMessage;
+        };
+        let (local_transaction, task_call) = (self.local_transaction.clone(), call.clone());
+        let (state, result) = mq::run_on(&self.runtime, async move {
+            local_transaction.run(&task_call).await
+        })
+        .unwrap_or_else(|| {
+            // The task died (a panic): nothing is known, the check-back decides.
+            (
+                LocalTransactionState::Unknown,
+                Err(Error::Internal("local transaction task failed".into())),
+            )
+        });
+        tracing::debug!(order_sn = %call.order_sn, ?state, ok = result.is_ok(), "local transaction done");
+        self.local_transaction.metrics.answered(state);
+        call.finish(result);
+        state
+    }
+
+    fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
+        let Some(body) = OrderSnBody::parse(msg.body().as_deref()) else {
+            // Nothing here sends such a message: it cannot stand for an order.
+            tracing::error!(msg_id = %msg.msg_id(), "check-back of a malformed reback; rolling it back");
+            return LocalTransactionState::RollbackMessage;
+        };
+        let pool = self.local_transaction.pool.clone();
+        let state = mq::run_on(&self.runtime, async move {
+            check_back::answer(&pool, &body.order_sn).await
+        })
+        .unwrap_or(LocalTransactionState::Unknown);
+        self.local_transaction.metrics.checked_back(state);
+        state
+    }
+}

@@ -1,0 +1,270 @@
+//! Steps 4.1-4.5: what the transaction listener does for the half message a CreateOrder
+//! just stored, and the answer it gives the broker.
+//!
+//! | outcome | broker answer | stock |
+//! |---|---|---|
+//! | refused before Sell (cart claimed elsewhere, empty, unpriced, total too large) | Rollback | never deducted |
+//! | Sell definitively refused | Rollback | never deducted |
+//! | Sell outcome unknown | Commit | inventory returns it, or tombstones the order_sn |
+//! | the local transaction fails before COMMIT | Commit | returned |
+//! | COMMIT itself fails | Unknown | the check-back reads the barrier and decides |
+//! | COMMIT succeeded | Rollback | stays deducted: the order exists |
+
+use std::{collections::HashMap, time::Duration};
+
+use mq::OrderSnBody;
+use proto::inventory::{self as inv, inventory_client::InventoryClient};
+use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState};
+use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+use tonic::transport::Channel;
+
+use super::PlaceCall;
+use crate::{
+    db::{self, OrderGoodsRow, OrderRow, PriceRow},
+    domain::{MAX_CART_LINES, order_total},
+    error::{Error, Result, is_definitive_refusal},
+    faults,
+    metrics::OrderMetrics,
+};
+
+use LocalTransactionState::{CommitMessage as ReturnStock, RollbackMessage as KeepStock};
+
+/// Everything the local transaction of a CreateOrder uses; shared by every call, never
+/// mutated by one.
+pub struct LocalTransaction {
+    pub pool: MySqlPool,
+    pub inventory: InventoryClient<Channel>,
+    pub sell_timeout: Duration,
+    pub timeout_producer: DefaultMQProducer,
+    pub timeout_topic: String,
+    pub pay_timeout: Duration,
+    pub metrics: OrderMetrics,
+}
+
+/// Why the order was not written.
+enum LocalTxError {
+    /// COMMIT was never issued: nothing of the order exists.
+    NotCommitted(Error),
+    /// COMMIT was issued and failed: it may or may not have happened. Only the barrier
+    /// knows; the check-back will read it.
+    CommitUnknown(Error),
+}
+
+impl LocalTransaction {
+    /// Steps 4.1-4.5 for one call. Returns the broker answer and the caller's result.
+    #[tracing::instrument(skip_all, fields(order_sn = %call.order_sn))]
+    pub async fn run(&self, call: &PlaceCall) -> (LocalTransactionState, Result<OrderRow>) {
+        let user_id = call.order.user_id;
+        if faults::triggered("order.after_half_message", user_id) {
+            return (
+                LocalTransactionState::Unknown,
+                Err(injected("after_half_message")),
+            );
+        }
+
+        // One transaction for the whole call: it claims the cart now and writes the order
+        // later, so the cart's row locks last from the read to the COMMIT.
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return (KeepStock, Err(e.into())),
+        };
+
+        // 4.1-4.2: claim the checked cart and price it on the server. Nothing is deducted
+        // yet, so a concurrent CreateOrder of the same cart fails here, before its Sell.
+        let lines = match claim_priced_cart(&mut tx, user_id).await {
+            Ok(lines) => lines,
+            Err(e) => return (KeepStock, Err(e)),
+        };
+        let Some(total_cents) = order_total(lines.iter().map(|l| (l.price_cents, l.nums))) else {
+            return (
+                KeepStock,
+                Err(Error::FailedPrecondition(
+                    "the order total does not fit in 64-bit cents".into(),
+                )),
+            );
+        };
+
+        // 4.3: Sell. A definitive refusal deducted nothing; anything else may have.
+        if let Err(status) = self.sell(&call.order_sn, &lines).await {
+            return if is_definitive_refusal(&status) {
+                (KeepStock, Err(Error::InventoryRefused(status)))
+            } else {
+                tracing::warn!(code = ?status.code(), message = status.message(), "Sell outcome unknown");
+                (
+                    ReturnStock,
+                    Err(Error::Unavailable(format!(
+                        "inventory unavailable: {}",
+                        status.message()
+                    ))),
+                )
+            };
+        }
+        if faults::triggered("order.after_sell", user_id) {
+            return (LocalTransactionState::Unknown, Err(injected("after_sell")));
+        }
+
+        // 4.4: the local transaction's writes, barrier row first, then COMMIT.
+        match self.write_order(tx, call, &lines, total_cents).await {
+            // 4.5: committed. Roll the half message back: the deduction stays.
+            Ok(order) => {
+                if faults::triggered("order.after_local_commit", user_id) {
+                    // As if END_TRANSACTION were lost: the check-back must find "committed".
+                    return (LocalTransactionState::Unknown, Ok(order));
+                }
+                (KeepStock, Ok(order))
+            }
+            Err(LocalTxError::NotCommitted(e)) => (ReturnStock, Err(e)),
+            Err(LocalTxError::CommitUnknown(e)) => (LocalTransactionState::Unknown, Err(e)),
+        }
+    }
+
+    /// Step 4.3: `Sell(order_sn, items)` with a deadline.
+    async fn sell(&self, order_sn: &str, lines: &[OrderGoodsRow]) -> Result<(), tonic::Status> {
+        let mut request = tonic::Request::new(inv::SellRequest {
+            order_sn: order_sn.to_owned(),
+            items: lines
+                .iter()
+                .map(|l| inv::GoodsNum {
+                    goods_id: l.goods_id,
+                    num: l.nums,
+                })
+                .collect(),
+        });
+        request.set_timeout(self.sell_timeout);
+        let mut client = self.inventory.clone();
+        match tokio::time::timeout(self.sell_timeout, client.sell(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded("Sell deadline passed")),
+        }
+    }
+
+    /// Step 4.4, in the transaction that claimed the cart: the barrier row first (its
+    /// first write), then the order, its goods, the cart lines, the pay-timeout message,
+    /// COMMIT.
+    async fn write_order(
+        &self,
+        mut tx: Transaction<'static, MySql>,
+        call: &PlaceCall,
+        lines: &[OrderGoodsRow],
+        total_cents: i64,
+    ) -> Result<OrderRow, LocalTxError> {
+        let not_committed = |e: Error| LocalTxError::NotCommitted(e);
+        let user_id = call.order.user_id;
+        if let Some(pause) = faults::pause("order.pause_before_barrier", user_id) {
+            tokio::time::sleep(pause).await;
+        }
+        let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
+            .await
+            .map_err(|e| not_committed(e.into()))?;
+        if !claimed {
+            // A check-back already answered "aborted": the reback is committed and the
+            // stock goes back, so this order must not exist.
+            return Err(not_committed(Error::Unavailable(
+                "order took too long and was rolled back; please retry".into(),
+            )));
+        }
+        let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
+            .await
+            .map_err(|e| not_committed(e.into()))?;
+        db::insert_order_goods(&mut tx, order.id, lines)
+            .await
+            .map_err(|e| not_committed(e.into()))?;
+        let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
+        let deleted = db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
+            .await
+            .map_err(|e| not_committed(e.into()))?;
+        if u64::try_from(lines.len()).ok() != Some(deleted) {
+            // The claim's locks make this unreachable; if the cart changed anyway, this
+            // order must not take lines another order took.
+            return Err(not_committed(Error::Aborted(
+                "the cart changed while it was being ordered; retry".into(),
+            )));
+        }
+        if faults::triggered("order.fail_local_tx", user_id) {
+            return Err(not_committed(injected("fail_local_tx")));
+        }
+        self.send_pay_timeout(&call.order_sn)
+            .await
+            .map_err(not_committed)?;
+        if let Some(pause) = faults::pause("order.pause_before_commit", user_id) {
+            tokio::time::sleep(pause).await;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| LocalTxError::CommitUnknown(e.into()))?;
+        Ok(order)
+    }
+
+    /// The delayed `order_timeout` message. Sent before COMMIT: if the commit then fails,
+    /// the timeout finds no order and is acknowledged; the other order would be an order
+    /// that never times out.
+    async fn send_pay_timeout(&self, order_sn: &str) -> Result<()> {
+        let message =
+            OrderSnBody::new(order_sn).delayed_message(&self.timeout_topic, self.pay_timeout)?;
+        self.timeout_producer.send(message).await.map_err(|e| {
+            Error::Unavailable(format!(
+                "pay-timeout message not sent: {}",
+                mq::describe(&e)
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// Steps 4.1-4.2: the user's checked cart lines, claimed for this order, priced from the
+/// server's price list.
+///
+/// The claim is a row lock on the cart lines (`FOR UPDATE NOWAIT`) taken in the order's
+/// own transaction: it lasts until that transaction commits (the lines are deleted) or
+/// ends otherwise (the lines are free again), and it dies with the connection when the
+/// process does, so there is never a claim to clean up. A second CreateOrder of the same
+/// cart meets the lock and fails at once with ABORTED, before it has deducted anything.
+pub async fn claim_priced_cart(
+    tx: &mut MySqlConnection,
+    user_id: i64,
+) -> Result<Vec<OrderGoodsRow>> {
+    let cart = match db::lock_checked_cart(tx, user_id).await {
+        Ok(cart) => cart,
+        Err(e) if service_db::errors::is_lock_not_granted(&e) => {
+            return Err(Error::Aborted(
+                "the cart is being ordered by a concurrent request; retry to see its outcome"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cart.is_empty() {
+        return Err(Error::FailedPrecondition(
+            "no checked items in the cart".into(),
+        ));
+    }
+    if i64::try_from(cart.len()).map_or(true, |n| n > MAX_CART_LINES) {
+        return Err(Error::FailedPrecondition(format!(
+            "an order may hold at most {MAX_CART_LINES} different goods"
+        )));
+    }
+    let goods_ids: Vec<i32> = cart.iter().map(|(goods_id, _)| *goods_id).collect();
+    let mut prices: HashMap<i32, PriceRow> = db::prices_of(tx, &goods_ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    cart.into_iter()
+        .map(|(goods_id, nums)| {
+            let price = prices
+                .remove(&goods_id)
+                .ok_or_else(|| Error::NotFound(format!("goods {goods_id} not found")))?;
+            Ok(OrderGoodsRow {
+                goods_id,
+                goods_name: price.name,
+                price_cents: price.price_cents,
+                nums,
+            })
+        })
+        .collect()
+}
+
+fn injected(point: &str) -> Error {
+    Error::Unavailable(format!("injected fault at {point}"))
+}

@@ -1,0 +1,14 @@
+//! What tests and the dev tools share, with no dependency on the services: the embedded
+//! RocketMQ name server and broker ([`broker`]), one shared test broker per test binary
+//! with unique names and polling helpers ([`testing`]), and the I1-I5 [`audit`] across
+//! both databases.
+
+pub mod audit;
+pub mod broker;
+pub mod mysql;
+pub mod testing;
+
+pub use broker::{
+    BrokerSettings, EmbeddedBroker, SYSTEM_CONSUMER_GROUPS, SYSTEM_TOPICS, wait_for_port,
+};
+pub use testing::{PATIENCE, eventually, shared_broker, unique};
