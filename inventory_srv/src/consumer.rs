@@ -111,15 +111,7 @@ impl Handler for RebackHandler {
     }
 
     async fn bury(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
-        service_db::record_dead_message(
-            &self.pool,
-            &delivery.topic,
-            &delivery.msg_id,
-            &delivery.body,
-            reason,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        service_db::bury(&self.pool, delivery, reason).await?;
         self.counters.dead.inc();
         Ok(())
     }

@@ -98,15 +98,7 @@ impl Handler for PayTimeoutHandler {
     }
 
     async fn bury(&self, delivery: &Delivery, reason: &str) -> std::result::Result<(), String> {
-        service_db::record_dead_message(
-            &self.pool,
-            &delivery.topic,
-            &delivery.msg_id,
-            &delivery.body,
-            reason,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        service_db::bury(&self.pool, delivery, reason).await?;
         self.counters.dead.inc();
         Ok(())
     }

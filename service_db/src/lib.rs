@@ -185,6 +185,20 @@ pub fn spawn_purge(
     })
 }
 
+/// Keeps a delivery that can never be processed for an operator: the `bury` of every
+/// service's [`mq::Handler`]. An error (as text) asks the skeleton for redelivery.
+pub async fn bury(pool: &MySqlPool, delivery: &mq::Delivery, reason: &str) -> Result<(), String> {
+    record_dead_message(
+        pool,
+        &delivery.topic,
+        &delivery.msg_id,
+        &delivery.body,
+        reason,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 /// Keeps a message that can never be processed for an operator (idempotent per msg_id).
 pub async fn record_dead_message(
     pool: &MySqlPool,

@@ -11,15 +11,13 @@ pub async fn recreate_databases(
     names: &[&str],
     variable: &str,
 ) -> anyhow::Result<()> {
-    let mut conn = connect(server, variable).await?;
-    for name in names {
-        conn.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-            .await?;
-        conn.execute(format!("CREATE DATABASE `{name}`").as_str())
-            .await?;
-    }
-    conn.close().await?;
-    Ok(())
+    for_each(
+        server,
+        names,
+        variable,
+        &["DROP DATABASE IF EXISTS", "CREATE DATABASE"],
+    )
+    .await
 }
 
 /// Drops each database if it exists.
@@ -28,19 +26,27 @@ pub async fn drop_databases(
     names: &[&str],
     variable: &str,
 ) -> anyhow::Result<()> {
-    let mut conn = connect(server, variable).await?;
-    for name in names {
-        conn.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-            .await?;
-    }
-    conn.close().await?;
-    Ok(())
+    for_each(server, names, variable, &["DROP DATABASE IF EXISTS"]).await
 }
 
-async fn connect(server: &MySqlConnectOptions, variable: &str) -> anyhow::Result<MySqlConnection> {
-    MySqlConnection::connect_with(&server.clone().database(""))
+/// Runs `<statement> `name`` for every name and statement, in order.
+async fn for_each(
+    server: &MySqlConnectOptions,
+    names: &[&str],
+    variable: &str,
+    statements: &[&str],
+) -> anyhow::Result<()> {
+    let mut conn = MySqlConnection::connect_with(&server.clone().database(""))
         .await
         .with_context(|| {
             format!("cannot reach MySQL: start it on 127.0.0.1:3306 or set {variable}")
-        })
+        })?;
+    for name in names {
+        for statement in statements {
+            conn.execute(format!("{statement} `{name}`").as_str())
+                .await?;
+        }
+    }
+    conn.close().await?;
+    Ok(())
 }
