@@ -1,0 +1,577 @@
+//! An exhaustive model of the CreateOrder protocol (DESIGN.md §4-§8), checked with
+//! [stateright](https://www.stateright.rs): every interleaving of two CreateOrder calls on
+//! one cart, crashes at every step, a broker that checks back at any time and more than
+//! once, END_TRANSACTION lost, messages delivered twice and in any order, a Sell that
+//! arrives after its reback, a payment racing the pay timeout.
+//!
+//! Each action names the function that implements it. The model is small on purpose (one
+//! goods, one unit of stock, two calls on one cart), so the checker visits every state in
+//! seconds; the properties are DESIGN.md's I1-I5 plus "an order the caller was told is OK
+//! keeps its deduction unless the pay timeout closed it".
+//!
+//! [`Bugs`] switches on mistakes the code must not make (the Go original's check-back, a
+//! barrier that is not first, a reback that is not idempotent, a Sell that ignores the
+//! tombstone, an unconditional timeout close); the tests show the checker finds each one.
+
+use std::fmt;
+
+use stateright::{Model, Property};
+
+/// CreateOrder calls in the model, all on the same user's cart.
+pub const CALLS: usize = 2;
+/// Stock of the one goods at the start. Each order takes one.
+pub const INITIAL_STOCK: i8 = 1;
+/// How often the broker may deliver one message (at-least-once: up to twice).
+const MAX_DELIVERIES: u8 = 2;
+
+/// Mistakes the checker must catch. All `false` is the protocol as implemented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Bugs {
+    /// The check-back answers "return the stock" when it finds no committed barrier,
+    /// without claiming the barrier first (the Go original's bug).
+    pub check_back_without_barrier: bool,
+    /// The local transaction writes the order without inserting its barrier row first.
+    pub local_tx_without_barrier: bool,
+    /// A reback of a RETURNED detail returns the stock again.
+    pub reback_not_idempotent: bool,
+    /// Sell deducts even when a reback already tombstoned the order_sn.
+    pub sell_ignores_tombstone: bool,
+    /// The pay timeout closes the order whatever its status.
+    pub unconditional_timeout_close: bool,
+}
+
+/// Where one CreateOrder call is (order_srv's side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// Not started.
+    Idle,
+    /// The half message is stored; the listener runs.
+    Listening,
+    /// The cart is claimed (the order's transaction holds its row locks).
+    Claimed,
+    /// Sell is sent; its answer is awaited.
+    Selling,
+    /// Sell answered OK.
+    Sold,
+    /// The barrier row 'committed' is inserted, not yet committed.
+    BarrierInserted,
+    /// COMMIT succeeded.
+    Committed,
+    /// The call ended (its END_TRANSACTION is sent or lost; a crash ends it too).
+    Ended,
+}
+
+/// The half message of one call, at the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Half {
+    None,
+    /// Stored, not resolved: the broker will check back.
+    Pending,
+    /// Resolved Commit: the reback is delivered to inventory.
+    Committed,
+    /// Resolved Rollback: never delivered.
+    RolledBack,
+}
+
+/// A row of `tx_barrier`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Barrier {
+    None,
+    /// Inserted by the local transaction, not committed yet: a check-back's insert waits.
+    CommittedUncommitted,
+    Committed,
+    Aborted,
+}
+
+/// `order_info.status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    None,
+    WaitBuyerPay,
+    Paid,
+    Closed,
+}
+
+/// A row of `stock_sell_detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detail {
+    None,
+    Deducted,
+    /// Returned after a deduction, or a tombstone (`deducted == false`).
+    Returned {
+        deducted: bool,
+    },
+}
+
+/// The answer to a Sell, travelling back to order_srv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SellAnswer {
+    None,
+    Ok,
+    Refused,
+}
+
+/// The whole system: order_srv, the broker, inventory and what each caller was told.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    pub call: [Call; CALLS],
+    pub half: [Half; CALLS],
+    pub barrier: [Barrier; CALLS],
+    pub order: [Order; CALLS],
+    /// Whether the cart's checked lines are still there (one cart, both calls).
+    pub cart_lines: bool,
+    /// Which call's open transaction holds the cart lines.
+    pub cart_claim: Option<usize>,
+    /// A Sell request on the wire (it may arrive after everything else).
+    pub sell_in_flight: [bool; CALLS],
+    pub sell_answer: [SellAnswer; CALLS],
+    pub detail: [Detail; CALLS],
+    pub stock: i8,
+    /// Reback deliveries still to come, per order.
+    pub rebacks: [u8; CALLS],
+    /// Pay-timeout deliveries still to come, per order.
+    pub timeouts: [u8; CALLS],
+    /// The pay timeout closed the order and its reback is still to be sent.
+    pub reback_to_send: [bool; CALLS],
+    /// Deliveries so far (the broker delivers each message at most twice here).
+    pub reback_deliveries: [u8; CALLS],
+    pub timeout_deliveries: [u8; CALLS],
+    /// Stock units deducted and returned per order, ever (for I5).
+    pub deducted: [u8; CALLS],
+    pub returned: [u8; CALLS],
+    /// What the caller was told.
+    pub told_ok: [bool; CALLS],
+    /// Whether the order was ever paid.
+    pub paid: [bool; CALLS],
+}
+
+/// One step some part of the system may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `OrderPlacer::place`: store the half message (steps 2-3).
+    SendHalf(usize),
+    /// `claim_priced_cart` (4.1-4.2): claim the cart lines, or fail and roll back.
+    ClaimCart(usize),
+    /// `LocalTransaction::sell` (4.3): send Sell.
+    SendSell(usize),
+    /// inventory `stock::sell`: the Sell request arrives (any time, even late).
+    SellArrives(usize),
+    /// `LocalTransaction::run` reads Sell's answer: OK, or a definitive refusal (Rollback).
+    SellAnswered(usize),
+    /// Sell's deadline passes: the outcome is unknown, so Commit the reback.
+    SellTimesOut(usize),
+    /// `write_order` (4.4): insert the barrier row 'committed' first.
+    InsertBarrier(usize),
+    /// `write_order`: order, cart lines, pay-timeout message, COMMIT (4.4-4.5).
+    Commit(usize),
+    /// The listener's answer Rollback reaches the broker (END_TRANSACTION).
+    EndTransaction(usize),
+    /// END_TRANSACTION is lost (one-way): the half message stays pending.
+    EndTransactionLost(usize),
+    /// order_srv dies: the open transaction rolls back, nothing is answered.
+    Crash(usize),
+    /// `check_back::answer` (§5): the broker asks whether the order committed.
+    CheckBack(usize),
+    /// inventory's reback consumer (`RebackHandler::handle`, `stock::reback`) gets the
+    /// reback; `true`: the broker will deliver it again (at least once).
+    DeliverReback(usize, bool),
+    /// `PayTimeoutHandler::handle`: the pay timeout arrives; conditional close (§7);
+    /// `true`: it will be delivered again.
+    DeliverTimeout(usize, bool),
+    /// `send_reback` after the close (a failed send is a redelivery of the timeout).
+    SendTimeoutReback(usize),
+    /// `orders::update_status`: the buyer pays (conditional, WAIT_BUYER_PAY only).
+    Pay(usize),
+}
+
+/// The protocol with the given mistakes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Protocol {
+    pub bugs: Bugs,
+}
+
+impl Protocol {
+    fn quiet(state: &State) -> bool {
+        (0..CALLS).all(|i| {
+            matches!(state.call[i], Call::Idle | Call::Ended)
+                && state.half[i] != Half::Pending
+                && !state.sell_in_flight[i]
+                && state.rebacks[i] == 0
+                && state.timeouts[i] == 0
+                && !state.reback_to_send[i]
+        })
+    }
+
+    fn deducted_in_details(state: &State) -> i8 {
+        let deducted = state
+            .detail
+            .iter()
+            .filter(|d| **d == Detail::Deducted)
+            .count();
+        i8::try_from(deducted).unwrap_or(i8::MAX)
+    }
+
+    /// The open transaction of call `i` ends without COMMIT (rollback or crash).
+    fn abandon_transaction(state: &mut State, i: usize) {
+        if state.cart_claim == Some(i) {
+            state.cart_claim = None;
+        }
+        if state.barrier[i] == Barrier::CommittedUncommitted {
+            state.barrier[i] = Barrier::None;
+        }
+    }
+
+    /// The listener answers: its transaction ends and the call is over.
+    fn answer(state: &mut State, i: usize, half: Half) {
+        Self::abandon_transaction(state, i);
+        Self::resolve(state, i, half);
+        state.call[i] = Call::Ended;
+    }
+
+    fn resolve(state: &mut State, i: usize, half: Half) {
+        if state.half[i] == Half::Pending {
+            state.half[i] = half;
+            if half == Half::Committed {
+                state.rebacks[i] = state.rebacks[i].saturating_add(1);
+            }
+        }
+    }
+}
+
+impl Model for Protocol {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![State {
+            call: [Call::Idle; CALLS],
+            half: [Half::None; CALLS],
+            barrier: [Barrier::None; CALLS],
+            order: [Order::None; CALLS],
+            cart_lines: true,
+            cart_claim: None,
+            sell_in_flight: [false; CALLS],
+            sell_answer: [SellAnswer::None; CALLS],
+            detail: [Detail::None; CALLS],
+            stock: INITIAL_STOCK,
+            rebacks: [0; CALLS],
+            timeouts: [0; CALLS],
+            reback_to_send: [false; CALLS],
+            reback_deliveries: [0; CALLS],
+            timeout_deliveries: [0; CALLS],
+            deducted: [0; CALLS],
+            returned: [0; CALLS],
+            told_ok: [false; CALLS],
+            paid: [false; CALLS],
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        for i in 0..CALLS {
+            let live = !matches!(s.call[i], Call::Idle | Call::Ended);
+            match s.call[i] {
+                Call::Idle => actions.push(Action::SendHalf(i)),
+                Call::Listening => actions.push(Action::ClaimCart(i)),
+                Call::Claimed => actions.push(Action::SendSell(i)),
+                Call::Selling => {
+                    if s.sell_answer[i] != SellAnswer::None {
+                        actions.push(Action::SellAnswered(i));
+                    }
+                    actions.push(Action::SellTimesOut(i));
+                }
+                Call::Sold => actions.push(Action::InsertBarrier(i)),
+                Call::BarrierInserted => actions.push(Action::Commit(i)),
+                Call::Committed => {
+                    actions.push(Action::EndTransaction(i));
+                    actions.push(Action::EndTransactionLost(i));
+                }
+                Call::Ended => {}
+            }
+            if live {
+                actions.push(Action::Crash(i));
+            }
+            // The broker checks back a pending half message at any time; one resolved as
+            // Commit may be checked again (its resolution record was still buffered when
+            // the broker restarted), which delivers the reback once more.
+            if s.half[i] == Half::Pending
+                || (s.half[i] == Half::Committed
+                    && s.rebacks[i] == 0
+                    && s.reback_deliveries[i] < MAX_DELIVERIES)
+            {
+                actions.push(Action::CheckBack(i));
+            }
+            if s.sell_in_flight[i] {
+                actions.push(Action::SellArrives(i));
+            }
+            if s.rebacks[i] > 0 {
+                actions.push(Action::DeliverReback(i, false));
+                if s.reback_deliveries[i] + 1 < MAX_DELIVERIES {
+                    actions.push(Action::DeliverReback(i, true));
+                }
+            }
+            if s.timeouts[i] > 0 {
+                actions.push(Action::DeliverTimeout(i, false));
+                if s.timeout_deliveries[i] + 1 < MAX_DELIVERIES {
+                    actions.push(Action::DeliverTimeout(i, true));
+                }
+            }
+            if s.reback_to_send[i] {
+                actions.push(Action::SendTimeoutReback(i));
+            }
+            if s.order[i] == Order::WaitBuyerPay {
+                actions.push(Action::Pay(i));
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut s = last.clone();
+        let bugs = self.bugs;
+        match action {
+            Action::SendHalf(i) => {
+                s.half[i] = Half::Pending;
+                s.call[i] = Call::Listening;
+            }
+            Action::ClaimCart(i) => {
+                if s.cart_claim.is_some() || !s.cart_lines {
+                    // ABORTED (another call holds the cart) or FAILED_PRECONDITION (empty).
+                    Self::answer(&mut s, i, Half::RolledBack);
+                } else {
+                    s.cart_claim = Some(i);
+                    s.call[i] = Call::Claimed;
+                }
+            }
+            Action::SendSell(i) => {
+                s.sell_in_flight[i] = true;
+                s.call[i] = Call::Selling;
+            }
+            Action::SellArrives(i) => {
+                s.sell_in_flight[i] = false;
+                s.sell_answer[i] = match s.detail[i] {
+                    Detail::Deducted => SellAnswer::Ok,
+                    Detail::Returned { .. } if !bugs.sell_ignores_tombstone => SellAnswer::Refused,
+                    _ if s.stock >= 1 => {
+                        s.stock -= 1;
+                        s.detail[i] = Detail::Deducted;
+                        s.deducted[i] = s.deducted[i].saturating_add(1);
+                        SellAnswer::Ok
+                    }
+                    _ => SellAnswer::Refused,
+                };
+            }
+            Action::SellAnswered(i) => match s.sell_answer[i] {
+                SellAnswer::Ok => s.call[i] = Call::Sold,
+                SellAnswer::Refused => Self::answer(&mut s, i, Half::RolledBack),
+                SellAnswer::None => return None,
+            },
+            Action::SellTimesOut(i) => Self::answer(&mut s, i, Half::Committed),
+            Action::InsertBarrier(i) => {
+                if bugs.local_tx_without_barrier {
+                    s.call[i] = Call::BarrierInserted;
+                } else if s.barrier[i] == Barrier::None {
+                    s.barrier[i] = Barrier::CommittedUncommitted;
+                    s.call[i] = Call::BarrierInserted;
+                } else {
+                    // Duplicate key: a check-back already decided "aborted".
+                    Self::answer(&mut s, i, Half::Committed);
+                }
+            }
+            Action::Commit(i) => {
+                if s.barrier[i] == Barrier::CommittedUncommitted {
+                    s.barrier[i] = Barrier::Committed;
+                }
+                s.order[i] = Order::WaitBuyerPay;
+                s.cart_lines = false;
+                s.cart_claim = None;
+                s.timeouts[i] = 1;
+                s.call[i] = Call::Committed;
+                // The caller is answered OK as the listener returns; END_TRANSACTION follows.
+                s.told_ok[i] = true;
+            }
+            Action::EndTransaction(i) => {
+                Self::resolve(&mut s, i, Half::RolledBack);
+                s.call[i] = Call::Ended;
+            }
+            Action::EndTransactionLost(i) => s.call[i] = Call::Ended,
+            Action::Crash(i) => {
+                Self::abandon_transaction(&mut s, i);
+                s.call[i] = Call::Ended;
+            }
+            Action::CheckBack(i) => {
+                if bugs.check_back_without_barrier {
+                    // Reads the barrier (or the order) and answers without claiming it.
+                    match s.barrier[i] {
+                        Barrier::Committed => Self::resolve(&mut s, i, Half::RolledBack),
+                        Barrier::CommittedUncommitted => return None,
+                        Barrier::None | Barrier::Aborted => {
+                            Self::resolve(&mut s, i, Half::Committed);
+                        }
+                    }
+                } else {
+                    match s.barrier[i] {
+                        // INSERT IGNORE waits on the uncommitted row.
+                        Barrier::CommittedUncommitted => return None,
+                        Barrier::None => s.barrier[i] = Barrier::Aborted,
+                        Barrier::Committed | Barrier::Aborted => {}
+                    }
+                    let answer = match s.barrier[i] {
+                        Barrier::Committed => Half::RolledBack,
+                        _ => Half::Committed,
+                    };
+                    Self::resolve(&mut s, i, answer);
+                }
+                if s.half[i] == Half::Committed && last.half[i] == Half::Committed {
+                    // A repeated check-back of a committed half message: delivered again.
+                    s.rebacks[i] = s.rebacks[i].saturating_add(1);
+                }
+            }
+            Action::DeliverReback(i, again) => {
+                if !again {
+                    s.rebacks[i] -= 1;
+                }
+                s.reback_deliveries[i] = s.reback_deliveries[i].saturating_add(1);
+                match s.detail[i] {
+                    Detail::Deducted => {
+                        s.stock += 1;
+                        s.returned[i] = s.returned[i].saturating_add(1);
+                        s.detail[i] = Detail::Returned { deducted: true };
+                    }
+                    Detail::Returned { deducted: true } if bugs.reback_not_idempotent => {
+                        s.stock += 1;
+                        s.returned[i] = s.returned[i].saturating_add(1);
+                    }
+                    Detail::Returned { .. } => {}
+                    Detail::None => s.detail[i] = Detail::Returned { deducted: false },
+                }
+            }
+            Action::DeliverTimeout(i, again) => {
+                if !again {
+                    s.timeouts[i] -= 1;
+                }
+                s.timeout_deliveries[i] = s.timeout_deliveries[i].saturating_add(1);
+                let closable = s.order[i] == Order::WaitBuyerPay
+                    || (bugs.unconditional_timeout_close && s.order[i] != Order::None);
+                if closable {
+                    s.order[i] = Order::Closed;
+                }
+                if s.order[i] == Order::Closed {
+                    s.reback_to_send[i] = true;
+                }
+            }
+            Action::SendTimeoutReback(i) => {
+                s.reback_to_send[i] = false;
+                s.rebacks[i] = s.rebacks[i].saturating_add(1);
+            }
+            Action::Pay(i) => {
+                s.order[i] = Order::Paid;
+                s.paid[i] = true;
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            // I1 in every state: stock moves only together with a DEDUCTED detail.
+            Property::always("I1 conservation", |_: &Protocol, s: &State| {
+                i16::from(INITIAL_STOCK)
+                    == i16::from(s.stock) + i16::from(Protocol::deducted_in_details(s))
+            }),
+            // I2 when quiet: DEDUCTED <=> the order exists and is not closed.
+            Property::always("I2 agreement (quiet)", |_: &Protocol, s: &State| {
+                !Protocol::quiet(s)
+                    || (0..CALLS).all(|i| {
+                        (s.detail[i] == Detail::Deducted)
+                            == matches!(s.order[i], Order::WaitBuyerPay | Order::Paid)
+                    })
+            }),
+            // I3 in every state.
+            Property::always("I3 no oversell", |_: &Protocol, s: &State| s.stock >= 0),
+            // I4 when quiet: an order told OK exists with its deduction, or was closed by
+            // its pay timeout and has its stock back.
+            Property::always("I4 durability (quiet)", |_: &Protocol, s: &State| {
+                !Protocol::quiet(s)
+                    || (0..CALLS).all(|i| {
+                        !s.told_ok[i]
+                            || match s.order[i] {
+                                Order::WaitBuyerPay | Order::Paid => {
+                                    s.detail[i] == Detail::Deducted
+                                }
+                                Order::Closed => s.detail[i] != Detail::Deducted,
+                                Order::None => false,
+                            }
+                    })
+            }),
+            // I5 in every state: no order's stock deducted or returned twice.
+            Property::always("I5 exactly-once effect", |_: &Protocol, s: &State| {
+                (0..CALLS).all(|i| s.deducted[i] <= 1 && s.returned[i] <= s.deducted[i])
+            }),
+            // An order told OK keeps its deduction unless the pay timeout closed it, and a
+            // paid order is never closed.
+            Property::always("told OK keeps its deduction", |_: &Protocol, s: &State| {
+                (0..CALLS).all(|i| {
+                    !s.told_ok[i]
+                        || (s.order[i] != Order::None
+                            && (s.order[i] == Order::Closed
+                                || !matches!(s.detail[i], Detail::Returned { .. })))
+                })
+            }),
+            Property::always("a paid order is never closed", |_: &Protocol, s: &State| {
+                (0..CALLS).all(|i| !(s.paid[i] && s.order[i] == Order::Closed))
+            }),
+            // One cart, one order.
+            Property::always(
+                "one cart becomes at most one order",
+                |_: &Protocol, s: &State| {
+                    s.order.iter().filter(|o| **o != Order::None).count() <= 1
+                },
+            ),
+            // Sanity: the model does reach an order that was placed, paid, and one that
+            // was closed with its stock back (so the properties are not vacuous).
+            Property::sometimes("an order is paid", |_: &Protocol, s: &State| {
+                s.paid.iter().any(|p| *p)
+            }),
+            Property::sometimes(
+                "an order is closed by its timeout",
+                |_: &Protocol, s: &State| {
+                    s.order.contains(&Order::Closed) && s.stock == INITIAL_STOCK
+                },
+            ),
+        ]
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, i) = match *self {
+            Action::SendHalf(i) => ("stores its half message", i),
+            Action::ClaimCart(i) => ("claims the cart (or fails and rolls back)", i),
+            Action::SendSell(i) => ("sends Sell", i),
+            Action::SellArrives(i) => ("Sell arrives at inventory", i),
+            Action::SellAnswered(i) => ("reads Sell's answer", i),
+            Action::SellTimesOut(i) => ("Sell times out: Commit the reback", i),
+            Action::InsertBarrier(i) => ("local tx inserts barrier 'committed'", i),
+            Action::Commit(i) => ("local tx COMMITs; caller told OK", i),
+            Action::EndTransaction(i) => ("END_TRANSACTION Rollback reaches the broker", i),
+            Action::EndTransactionLost(i) => ("END_TRANSACTION is lost", i),
+            Action::Crash(i) => ("order_srv crashes", i),
+            Action::CheckBack(i) => ("broker checks back", i),
+            Action::DeliverReback(i, false) => ("reback delivered to inventory", i),
+            Action::DeliverReback(i, true) => ("reback delivered (it will come again)", i),
+            Action::DeliverTimeout(i, false) => ("pay timeout delivered", i),
+            Action::DeliverTimeout(i, true) => ("pay timeout delivered (it will come again)", i),
+            Action::SendTimeoutReback(i) => ("pay timeout sends the reback", i),
+            Action::Pay(i) => ("buyer pays", i),
+        };
+        write!(f, "call {i}: {what}")
+    }
+}
+
+/// A counterexample as numbered lines, one action each.
+pub fn trace(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .enumerate()
+        .map(|(n, a)| format!("{:>2}. {a}\n", n + 1))
+        .collect()
+}
