@@ -14,60 +14,35 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
         .expect("connect")
 }
 
-/// The service list over `grpc.reflection.v1`.
-async fn list_services_v1(addr: std::net::SocketAddr) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(channel(addr).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let response = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("v1 reflection call")
-        .into_inner()
-        .message()
-        .await
-        .expect("a response")
-        .expect("not empty");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            sorted(list.service.into_iter().map(|s| s.name))
+/// The service list over one reflection protocol version (`v1` or `v1alpha`: the same
+/// messages in two packages).
+macro_rules! list_services {
+    ($version:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(channel($addr).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let response = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection call")
+            .into_inner()
+            .message()
+            .await
+            .expect("a response")
+            .expect("not empty");
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                sorted(list.service.into_iter().map(|s| s.name))
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
         }
-        other => panic!("unexpected reflection answer: {other:?}"),
-    }
-}
-
-/// The service list over `grpc.reflection.v1alpha`, which many tools still speak.
-async fn list_services_v1alpha(addr: std::net::SocketAddr) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(channel(addr).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let response = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("v1alpha reflection call")
-        .into_inner()
-        .message()
-        .await
-        .expect("a response")
-        .expect("not empty");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            sorted(list.service.into_iter().map(|s| s.name))
-        }
-        other => panic!("unexpected reflection answer: {other:?}"),
-    }
+    }};
 }
 
 fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
@@ -87,7 +62,7 @@ async fn each_service_lists_only_its_api_health_and_reflection_in_v1_and_v1alpha
         (stack.inventory_addr, "inventory.v1.Inventory"),
     ] {
         assert_eq!(
-            list_services_v1(addr).await,
+            list_services!(v1, addr),
             sorted(
                 [
                     api,
@@ -100,7 +75,7 @@ async fn each_service_lists_only_its_api_health_and_reflection_in_v1_and_v1alpha
             "v1 reflection on the {api} port"
         );
         assert_eq!(
-            list_services_v1alpha(addr).await,
+            list_services!(v1alpha, addr),
             sorted(
                 [
                     api,
