@@ -311,6 +311,7 @@ async fn run_scenarios(
                             name: "Bench".into(),
                             mobile: "13800000000".into(),
                             post: String::new(),
+                            request_id: String::new(),
                         })
                         .await
                         .map(|_| ())
@@ -572,6 +573,7 @@ async fn baseline_order(
         name: "Bench".into(),
         mobile: "13800000000".into(),
         post: String::new(),
+        request_id: None,
     };
     order_srv::db::insert_committed_barrier(&mut tx, &order_sn)
         .await

@@ -437,6 +437,7 @@ async fn place_one(
             name: "Chaos".into(),
             mobile: "13800000000".into(),
             post: String::new(),
+            request_id: String::new(),
         };
         match client.create_order(request).await {
             Ok(order) => break order.into_inner(),

@@ -288,6 +288,7 @@ impl Demo {
                 name: "Demo".into(),
                 mobile: "13800000000".into(),
                 post: String::new(),
+                request_id: String::new(),
             })
             .await;
         Ok(match placed {

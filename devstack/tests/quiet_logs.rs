@@ -78,6 +78,7 @@ async fn place_one_order(parts: &Parts) {
             name: "Ada".into(),
             mobile: "13800000000".into(),
             post: String::new(),
+            request_id: String::new(),
         })
         .await
         .expect("an order");

@@ -307,8 +307,9 @@ pub async fn insert_order(
     let status = OrderStatus::WaitBuyerPay;
     let result = sqlx::query(
         "INSERT INTO order_info \
-         (order_sn, user_id, status, total_cents, address, name, mobile, post, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         (order_sn, user_id, status, total_cents, address, name, mobile, post, created_at, \
+          request_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(order_sn)
     .bind(order.user_id)
@@ -319,6 +320,7 @@ pub async fn insert_order(
     .bind(&order.mobile)
     .bind(&order.post)
     .bind(created_at)
+    .bind(order.request_id.as_deref())
     .execute(conn)
     .await?;
     let id =
@@ -375,6 +377,21 @@ pub async fn order_by_sn(
         "SELECT {ORDER_COLUMNS} FROM order_info WHERE order_sn = ?"
     ))
     .bind(order_sn)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The order a user placed with an idempotency key, if any.
+pub async fn order_by_request(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    request_id: &str,
+) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM order_info WHERE user_id = ? AND request_id = ?"
+    ))
+    .bind(user_id)
+    .bind(request_id)
     .fetch_optional(conn)
     .await
 }

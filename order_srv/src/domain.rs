@@ -85,6 +85,19 @@ pub struct NewOrder {
     pub name: String,
     pub mobile: String,
     pub post: String,
+    /// The caller's idempotency key (AIP-155), if any.
+    pub request_id: Option<String>,
+}
+
+/// An idempotency key: empty means none; otherwise 1 to 64 ASCII letters, digits, `-`
+/// or `_` (the order_sn rule).
+pub fn request_id(raw: &str) -> Result<Option<String>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    proto::check_order_sn(raw)
+        .map_err(|reason| Error::InvalidArgument(reason.replace("order_sn", "request_id")))?;
+    Ok(Some(raw.to_owned()))
 }
 
 impl TryFrom<pb::CreateOrderRequest> for NewOrder {
@@ -97,6 +110,7 @@ impl TryFrom<pb::CreateOrderRequest> for NewOrder {
             name: bounded("name", &req.name, MAX_NAME_LEN, true)?,
             mobile: bounded("mobile", &req.mobile, MAX_MOBILE_LEN, true)?,
             post: bounded("post", &req.post, MAX_POST_LEN, false)?,
+            request_id: request_id(&req.request_id)?,
         })
     }
 }

@@ -14,19 +14,27 @@ use crate::{
     error::Error,
     metrics::OrderMetrics,
     orders,
+    timeout::OrderCloser,
 };
 
 pub struct OrderService {
     pool: MySqlPool,
     placer: Arc<OrderPlacer>,
+    closer: Arc<OrderCloser>,
     metrics: OrderMetrics,
 }
 
 impl OrderService {
-    pub fn new(pool: MySqlPool, placer: Arc<OrderPlacer>, metrics: OrderMetrics) -> Self {
+    pub fn new(
+        pool: MySqlPool,
+        placer: Arc<OrderPlacer>,
+        closer: Arc<OrderCloser>,
+        metrics: OrderMetrics,
+    ) -> Self {
         Self {
             pool,
             placer,
+            closer,
             metrics,
         }
     }
@@ -99,6 +107,18 @@ impl Order for OrderService {
                 Err(status)
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(order_sn = %request.get_ref().order_sn))]
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::OrderInfo>, Status> {
+        let req = request.into_inner();
+        let order_sn = domain::order_sn(&req.order_sn)?;
+        let user_id = domain::user_id(req.user_id)?;
+        let order = self.closer.cancel(&order_sn, user_id).await?;
+        Ok(Response::new(order_info(order)))
     }
 
     async fn order_list(

@@ -17,7 +17,7 @@ use crate::{
     create_order::{LocalTransaction, OrderPlacer, RebackTxListener},
     grpc::OrderService,
     metrics::OrderMetrics,
-    timeout::{PayTimeoutHandler, TimeoutCounters},
+    timeout::{OrderCloser, TimeoutCounters},
 };
 
 /// A service whose listener is bound and whose RocketMQ clients are started.
@@ -30,6 +30,7 @@ pub struct Application {
     placer: OrderPlacer,
     timeout_consumer: DefaultMQPushConsumer,
     timeout_counters: Arc<TimeoutCounters>,
+    closer: Arc<OrderCloser>,
     barrier_retention: Duration,
     purge_interval: Duration,
     metrics: OrderMetrics,
@@ -103,20 +104,21 @@ impl Application {
                 mq::describe(&e)
             )
         })?;
-        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone());
+        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone(), pool.clone());
 
         let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
+        let closer = Arc::new(OrderCloser {
+            pool: pool.clone(),
+            producer: plain_producer.clone(),
+            reback_topic: config.reback_topic.clone(),
+            counters: timeout_counters.clone(),
+        });
         let timeout_consumer = mq::consumer::start(
             &mq,
             &config.timeout_consumer_group,
             &config.timeout_topic,
             config.timeout_consumer_threads,
-            Arc::new(PayTimeoutHandler {
-                pool: pool.clone(),
-                producer: plain_producer.clone(),
-                reback_topic: config.reback_topic.clone(),
-                counters: timeout_counters.clone(),
-            }),
+            closer.clone(),
             tokio::runtime::Handle::current(),
         )
         .await
@@ -143,6 +145,7 @@ impl Application {
             placer,
             timeout_consumer,
             timeout_counters,
+            closer,
             barrier_retention: config.barrier_retention,
             purge_interval: config.purge_interval,
         })
@@ -187,6 +190,7 @@ impl Application {
             mut plain_producer,
             placer,
             mut timeout_consumer,
+            closer,
             barrier_retention,
             purge_interval,
             metrics,
@@ -208,7 +212,12 @@ impl Application {
             stopped,
         );
         let placer = Arc::new(placer);
-        let service = OrderServer::new(OrderService::new(pool.clone(), placer.clone(), metrics));
+        let service = OrderServer::new(OrderService::new(
+            pool.clone(),
+            placer.clone(),
+            closer,
+            metrics,
+        ));
         let served =
             observe::grpc::serve(listener, service, proto::FILE_DESCRIPTOR_SET, shutdown).await;
 

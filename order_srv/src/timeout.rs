@@ -1,4 +1,5 @@
-//! The `order_timeout` consumer: close an unpaid order and give its stock back (DESIGN.md §7).
+//! Closing an unpaid order and giving its stock back (DESIGN.md §7): the `order_timeout`
+//! handler, and CancelOrder (the buyer's close, DESIGN.md §11), which take the same path.
 //!
 //! The close is one conditional UPDATE (`WHERE status = 'WAIT_BUYER_PAY'`), so it races a
 //! payment safely: exactly one of them moves the order. The plain `order_reback` is sent
@@ -15,7 +16,8 @@ use rocketmq_client_rust::DefaultMQProducer;
 use sqlx::MySqlPool;
 
 use crate::{
-    db, domain,
+    db::{self, OrderRow},
+    domain,
     domain::OrderStatus,
     error::{Error, Result},
     faults,
@@ -69,15 +71,15 @@ impl Default for TimeoutCounters {
     }
 }
 
-/// The `order_timeout` handler: everything one delivery needs.
-pub struct PayTimeoutHandler {
+/// Closes unpaid orders: the `order_timeout` handler and CancelOrder.
+pub struct OrderCloser {
     pub pool: MySqlPool,
     pub producer: DefaultMQProducer,
     pub reback_topic: String,
     pub counters: Arc<TimeoutCounters>,
 }
 
-impl Handler for PayTimeoutHandler {
+impl Handler for OrderCloser {
     #[tracing::instrument(skip_all, fields(order_sn))]
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let order_sn = OrderSnBody::parse(Some(&delivery.body))
@@ -104,8 +106,40 @@ impl Handler for PayTimeoutHandler {
     }
 }
 
+impl OrderCloser {
+    /// CancelOrder: the buyer closes their unpaid order; its stock comes back exactly
+    /// once (the same conditional close and reback as the pay timeout, so cancel, payment
+    /// and timeout racing on one order end with exactly one winner). Cancelling an order
+    /// that is already closed repeats the reback (idempotent in inventory) and succeeds;
+    /// a paid order is refused; someone else's order is not found.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel(&self, order_sn: &str, user_id: i64) -> Result<OrderRow> {
+        let not_found = || Error::NotFound(format!("order {order_sn} not found"));
+        let mut conn = self.pool.acquire().await?;
+        let owner = db::order_by_sn(&mut conn, order_sn)
+            .await?
+            .ok_or_else(not_found)?;
+        if owner.user_id != user_id {
+            return Err(not_found());
+        }
+        drop(conn);
+        close_unpaid_order(self, order_sn).await?;
+        let mut conn = self.pool.acquire().await?;
+        let order = db::order_by_sn(&mut conn, order_sn)
+            .await?
+            .ok_or_else(not_found)?;
+        if order.status != OrderStatus::TradeClosed {
+            return Err(Error::FailedPrecondition(format!(
+                "order {order_sn} is {}; only an unpaid order can be cancelled",
+                order.status.as_str()
+            )));
+        }
+        Ok(order)
+    }
+}
+
 /// Closes the order if it is still unpaid; sends the reback whenever it is closed.
-pub async fn close_unpaid_order(deps: &PayTimeoutHandler, order_sn: &str) -> Result<()> {
+pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()> {
     let mut conn = deps.pool.acquire().await?;
     let closed_now = db::transition_status(
         &mut conn,
@@ -139,7 +173,7 @@ pub async fn close_unpaid_order(deps: &PayTimeoutHandler, order_sn: &str) -> Res
     send_reback(deps, order_sn, user_id).await
 }
 
-async fn send_reback(deps: &PayTimeoutHandler, order_sn: &str, user_id: i64) -> Result<()> {
+async fn send_reback(deps: &OrderCloser, order_sn: &str, user_id: i64) -> Result<()> {
     if faults::triggered("order.fail_reback_send", user_id) {
         return Err(Error::Unavailable(
             "injected fault at fail_reback_send".into(),

@@ -15,6 +15,7 @@ use std::{collections::HashMap, time::Duration};
 use mq::OrderSnBody;
 use proto::inventory::{self as inv, inventory_client::InventoryClient};
 use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState};
+use service_db::ResultExt;
 use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
 use tonic::transport::Channel;
 
@@ -73,7 +74,7 @@ impl LocalTransaction {
         // yet, so a concurrent CreateOrder of the same cart fails here, before its Sell.
         let lines = match claim_priced_cart(&mut tx, user_id).await {
             Ok(lines) => lines,
-            Err(e) => return (KeepStock, Err(e)),
+            Err(e) => return (KeepStock, self.earlier_attempt(&mut tx, call, e).await),
         };
         let Some(total_cents) = order_total(lines.iter().map(|l| (l.price_cents, l.nums))) else {
             return (
@@ -115,6 +116,28 @@ impl LocalTransaction {
             }
             Err(LocalTxError::NotCommitted(e)) => (ReturnStock, Err(e)),
             Err(LocalTxError::CommitUnknown(e)) => (LocalTransactionState::Unknown, Err(e)),
+        }
+    }
+
+    /// The cart could not be claimed. With a request_id this may be a retry: an earlier
+    /// attempt with the same key placed the order (its COMMIT emptied the cart), or is
+    /// placing it right now (it holds the cart). Without one, `claim_failed` stands.
+    async fn earlier_attempt(
+        &self,
+        tx: &mut MySqlConnection,
+        call: &PlaceCall,
+        claim_failed: Error,
+    ) -> Result<OrderRow> {
+        let Some(request_id) = call.order.request_id.as_deref() else {
+            return Err(claim_failed);
+        };
+        match db::order_by_request(tx, call.order.user_id, request_id).await? {
+            Some(order) => Ok(order),
+            None if matches!(claim_failed, Error::Aborted(_)) => Err(Error::Aborted(
+                "a request with this request_id may be in progress; retry with the same request_id"
+                    .into(),
+            )),
+            None => Err(claim_failed),
         }
     }
 
@@ -164,9 +187,18 @@ impl LocalTransaction {
                 "order took too long and was rolled back; please retry".into(),
             )));
         }
+        // The only unique key a new order_sn can hit is (user_id, request_id): an earlier
+        // attempt with the same key committed meanwhile. This one must not exist too.
         let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
             .await
-            .map_err(|e| not_committed(e.into()))?;
+            .on_duplicate_key()
+            .map_err(|e| not_committed(e.into()))?
+            .ok_or_else(|| {
+                not_committed(Error::Aborted(
+                    "an order with this request_id was placed by another attempt; retry to get it"
+                        .into(),
+                ))
+            })?;
         db::insert_order_goods(&mut tx, order.id, lines)
             .await
             .map_err(|e| not_committed(e.into()))?;

@@ -27,12 +27,13 @@ use std::sync::{Arc, Mutex};
 
 use mq::OrderSnBody;
 use rocketmq_client_rust::TransactionMQProducer;
+use sqlx::MySqlPool;
 
 pub use listener::RebackTxListener;
 pub use local_transaction::{LocalTransaction, claim_priced_cart};
 
 use crate::{
-    db::OrderRow,
+    db::{self, OrderRow},
     domain::NewOrder,
     error::{Error, Result},
 };
@@ -71,19 +72,35 @@ impl PlaceCall {
 pub struct OrderPlacer {
     producer: TransactionMQProducer,
     reback_topic: String,
+    pool: MySqlPool,
 }
 
 impl OrderPlacer {
-    pub fn new(producer: TransactionMQProducer, reback_topic: String) -> Self {
+    pub fn new(producer: TransactionMQProducer, reback_topic: String, pool: MySqlPool) -> Self {
         Self {
             producer,
             reback_topic,
+            pool,
         }
+    }
+
+    /// A retry (AIP-155) whose first attempt placed its order gets that order, without a
+    /// new half message. The listener checks again once it holds (or fails to claim) the
+    /// cart, for a first attempt that commits in between.
+    async fn placed_before(&self, order: &NewOrder) -> Result<Option<OrderRow>> {
+        let Some(request_id) = order.request_id.as_deref() else {
+            return Ok(None);
+        };
+        let mut conn = self.pool.acquire().await?;
+        Ok(db::order_by_request(&mut conn, order.user_id, request_id).await?)
     }
 
     /// Steps 2, 3 and 5; step 4 runs inside step 3's send.
     #[tracing::instrument(skip_all, fields(user_id = order.user_id, order_sn))]
     pub async fn place(&self, order: NewOrder) -> Result<OrderRow> {
+        if let Some(placed) = self.placed_before(&order).await? {
+            return Ok(placed);
+        }
         // 2: the order_sn.
         let order_sn = new_order_sn(order.user_id);
         tracing::Span::current().record("order_sn", order_sn.as_str());

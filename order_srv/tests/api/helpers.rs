@@ -356,5 +356,6 @@ pub fn create_order_request(user_id: i64) -> pb::CreateOrderRequest {
         name: "Ada".into(),
         mobile: "13800000000".into(),
         post: "hi".into(),
+        request_id: String::new(),
     }
 }

@@ -5,6 +5,7 @@ mod broker_blip;
 mod cart;
 mod create_order;
 mod failure_table;
+mod gateway;
 mod helpers;
 mod inputs;
 mod metrics;
