@@ -237,6 +237,66 @@ impl Demo {
             STOCK - 1,
         )
         .await?;
+
+        self.heading(
+            "7. the reply is lost; the retry with the same request_id returns the same order",
+        );
+        let key = "demo-retry-0001";
+        let first = self
+            .place_keyed(108, 8, 2, Some(key))
+            .await?
+            .map_err(anyhow::Error::msg)
+            .context("the order should succeed")?;
+        self.log("the reply never reaches the gateway (as if its connection broke); it retries");
+        let retry = self.create_order(108, Some(key)).await?;
+        self.log(&format!(
+            "retry with request_id {key} → {}",
+            describe_order(&retry)
+        ));
+        let retry = retry
+            .map_err(anyhow::Error::msg)
+            .context("the retry should succeed")?;
+        ensure!(
+            retry.order_sn == first.order_sn,
+            "the retry must return the first order"
+        );
+        self.expect(
+            &first,
+            8,
+            Some("WAIT_BUYER_PAY"),
+            Some("DEDUCTED"),
+            Some("committed"),
+            STOCK - 2,
+        )
+        .await?;
+
+        self.heading("8. the buyer cancels an unpaid order: closed, stock returned once");
+        let order = self
+            .place(109, 9, 3)
+            .await?
+            .map_err(anyhow::Error::msg)
+            .context("the order should succeed")?;
+        self.show(&order, 9).await?;
+        let cancelled = self
+            .client()
+            .await?
+            .cancel_order(pb::CancelOrderRequest {
+                order_sn: order.order_sn.clone(),
+                user_id: 109,
+            })
+            .await;
+        self.log(&format!(
+            "CancelOrder → {}",
+            match &cancelled {
+                Ok(_) => "OK (TRADE_CLOSED)".to_owned(),
+                Err(status) => format!("{:?}: {}", status.code(), status.message()),
+            }
+        ));
+        ensure!(cancelled.is_ok(), "an unpaid order can be cancelled");
+        self.until(&order.order_sn, 9, |o, d, _, s| {
+            o.as_deref() == Some("TRADE_CLOSED") && d.as_deref() == Some("RETURNED") && s == STOCK
+        })
+        .await?;
         Ok(())
     }
 
@@ -269,6 +329,40 @@ impl Demo {
         goods_id: i32,
         nums: i32,
     ) -> anyhow::Result<Result<pb::OrderInfo, String>> {
+        self.place_keyed(user_id, goods_id, nums, None).await
+    }
+
+    /// CreateOrder alone, with an optional request_id; `Err` inside is the refusal.
+    async fn create_order(
+        &self,
+        user_id: i64,
+        request_id: Option<&str>,
+    ) -> anyhow::Result<Result<pb::OrderInfo, String>> {
+        let placed = self
+            .client()
+            .await?
+            .create_order(pb::CreateOrderRequest {
+                user_id,
+                address: "1 Demo Street".into(),
+                name: "Demo".into(),
+                mobile: "13800000000".into(),
+                post: String::new(),
+                request_id: request_id.unwrap_or_default().to_owned(),
+            })
+            .await;
+        Ok(placed
+            .map(tonic::Response::into_inner)
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message())))
+    }
+
+    /// Cart + CreateOrder with an optional request_id.
+    async fn place_keyed(
+        &mut self,
+        user_id: i64,
+        goods_id: i32,
+        nums: i32,
+        request_id: Option<&str>,
+    ) -> anyhow::Result<Result<pb::OrderInfo, String>> {
         let mut client = self.client().await?;
         client
             .create_cart_item(pb::CreateCartItemRequest {
@@ -278,31 +372,19 @@ impl Demo {
                 checked: Some(true),
             })
             .await?;
+        let keyed = request_id.map_or(String::new(), |k| format!(" with request_id {k}"));
         self.log(&format!(
-            "user {user_id}: {nums} × goods {goods_id} in the cart; CreateOrder"
+            "user {user_id}: {nums} × goods {goods_id} in the cart; CreateOrder{keyed}"
         ));
-        let placed = client
-            .create_order(pb::CreateOrderRequest {
-                user_id,
-                address: "1 Demo Street".into(),
-                name: "Demo".into(),
-                mobile: "13800000000".into(),
-                post: String::new(),
-                request_id: String::new(),
-            })
-            .await;
-        Ok(match placed {
-            Ok(order) => {
-                let order = order.into_inner();
-                self.log(&format!(
-                    "CreateOrder → OK {} total {} cents",
-                    order.order_sn, order.total_cents
-                ));
-                self.acknowledged.push(order.order_sn.clone());
-                Ok(order)
-            }
-            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
-        })
+        let placed = self.create_order(user_id, request_id).await?;
+        if let Ok(order) = &placed {
+            self.log(&format!(
+                "CreateOrder → OK {} total {} cents",
+                order.order_sn, order.total_cents
+            ));
+            self.acknowledged.push(order.order_sn.clone());
+        }
+        Ok(placed)
     }
 
     async fn pay(&self, order_sn: &str) -> Result<(), tonic::Status> {
@@ -438,5 +520,12 @@ fn describe(result: &Result<(), tonic::Status>) -> String {
     match result {
         Ok(()) => "OK (TRADE_SUCCESS)".into(),
         Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+fn describe_order(result: &Result<pb::OrderInfo, String>) -> String {
+    match result {
+        Ok(order) => format!("OK {}", order.order_sn),
+        Err(refusal) => refusal.clone(),
     }
 }

@@ -24,6 +24,8 @@ fn the_demo_runs_every_scenario_to_its_end_state_and_the_audit_passes() {
         "== 4. order_srv crashes before COMMIT",
         "== 5. pay timeout",
         "== 6. payment and timeout race",
+        "== 7. the reply is lost",
+        "== 8. the buyer cancels an unpaid order",
     ] {
         assert!(
             stdout.contains(heading),
