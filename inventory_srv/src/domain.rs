@@ -16,7 +16,7 @@ pub struct OrderSn(String);
 
 impl OrderSn {
     pub fn parse(raw: &str) -> Result<Self, Error> {
-        proto::check_order_sn(raw).map_err(Error::InvalidArgument)?;
+        proto::check_order_sn(raw).map_err(|reason| Error::InvalidArgument("order_sn", reason))?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -34,9 +34,10 @@ impl std::fmt::Display for OrderSn {
 /// A positive goods id.
 pub fn goods_id(raw: i32) -> Result<i32, Error> {
     if raw <= 0 {
-        return Err(Error::InvalidArgument(format!(
-            "goods_id must be positive, got {raw}"
-        )));
+        return Err(Error::InvalidArgument(
+            "goods_id",
+            format!("goods_id must be positive, got {raw}"),
+        ));
     }
     Ok(raw)
 }
@@ -47,9 +48,10 @@ pub const MAX_BATCH: usize = 1000;
 /// The goods ids of a batch query: at most [`MAX_BATCH`], each valid.
 pub fn goods_ids(raw: &[i32]) -> Result<Vec<i32>, Error> {
     if raw.len() > MAX_BATCH {
-        return Err(Error::InvalidArgument(format!(
-            "at most {MAX_BATCH} goods_ids"
-        )));
+        return Err(Error::InvalidArgument(
+            "goods_ids",
+            format!("at most {MAX_BATCH} goods_ids"),
+        ));
     }
     raw.iter().map(|id| goods_id(*id)).collect()
 }
@@ -69,26 +71,31 @@ pub struct SellLines(Vec<SellLine>);
 impl SellLines {
     pub fn parse(items: &[pb::GoodsNum]) -> Result<Self, Error> {
         if items.is_empty() {
-            return Err(Error::InvalidArgument("items must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "items",
+                "items must not be empty".into(),
+            ));
         }
         if items.len() > MAX_SELL_ITEMS {
-            return Err(Error::InvalidArgument(format!(
-                "at most {MAX_SELL_ITEMS} goods per order"
-            )));
+            return Err(Error::InvalidArgument(
+                "items",
+                format!("at most {MAX_SELL_ITEMS} goods per order"),
+            ));
         }
         let mut lines = BTreeMap::new();
         for item in items {
             let id = goods_id(item.goods_id)?;
             if item.num <= 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "num of goods {id} must be positive, got {}",
-                    item.num
-                )));
+                return Err(Error::InvalidArgument(
+                    "items.num",
+                    format!("num of goods {id} must be positive, got {}", item.num),
+                ));
             }
             if lines.insert(id, item.num).is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "goods {id} appears more than once"
-                )));
+                return Err(Error::InvalidArgument(
+                    "items.goods_id",
+                    format!("goods {id} appears more than once"),
+                ));
             }
         }
         Ok(Self(
@@ -146,10 +153,10 @@ impl TryFrom<pb::SetInvRequest> for StockLevel {
 
     fn try_from(req: pb::SetInvRequest) -> Result<Self, Error> {
         if req.stocks < 0 {
-            return Err(Error::InvalidArgument(format!(
-                "stocks must not be negative, got {}",
-                req.stocks
-            )));
+            return Err(Error::InvalidArgument(
+                "stocks",
+                format!("stocks must not be negative, got {}", req.stocks),
+            ));
         }
         Ok(Self {
             goods_id: goods_id(req.goods_id)?,

@@ -1,11 +1,32 @@
 //! The one error type of the service and its mapping to gRPC statuses.
 
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A refusal with its `google.rpc.ErrorInfo` (domain `inventory.v1`), which order_srv
+/// passes on to its caller.
+fn refusal<const N: usize>(
+    code: Code,
+    err: &Error,
+    reason: &str,
+    metadata: [(&str, String); N],
+) -> Status {
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    Status::with_error_details(
+        code,
+        err.to_string(),
+        ErrorDetails::with_error_info(reason, "inventory.v1", metadata),
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// A request field is invalid (`google.rpc.BadRequest` names it).
+    #[error("{1}")]
+    InvalidArgument(&'static str, String),
     #[error("goods {0} has no inventory")]
     GoodsNotFound(i32),
     #[error("insufficient stock for goods {goods_id}: wanted {wanted}, available {available}")]
@@ -37,14 +58,36 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match &err {
-            Error::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
-            Error::GoodsNotFound(_) | Error::SellDetailNotFound(_) => {
-                Status::not_found(err.to_string())
+            Error::InvalidArgument(field, msg) => Status::with_error_details(
+                Code::InvalidArgument,
+                msg.clone(),
+                ErrorDetails::with_bad_request_violation(*field, msg.clone()),
+            ),
+            Error::GoodsNotFound(goods_id) => refusal(
+                Code::NotFound,
+                &err,
+                "GOODS_NOT_FOUND",
+                [("goods_id", goods_id.to_string())],
+            ),
+            Error::SellDetailNotFound(_) => Status::not_found(err.to_string()),
+            Error::InsufficientStock {
+                goods_id,
+                wanted,
+                available,
+            } => refusal(
+                Code::FailedPrecondition,
+                &err,
+                "INSUFFICIENT_STOCK",
+                [
+                    ("goods_id", goods_id.to_string()),
+                    ("wanted", wanted.to_string()),
+                    ("available", available.to_string()),
+                ],
+            ),
+            Error::AlreadyReturned(_) => {
+                refusal(Code::FailedPrecondition, &err, "ORDER_RETURNED", [])
             }
-            Error::InsufficientStock { .. } | Error::AlreadyReturned(_) => {
-                Status::failed_precondition(err.to_string())
-            }
-            Error::ConflictingSell(_) => Status::already_exists(err.to_string()),
+            Error::ConflictingSell(_) => refusal(Code::AlreadyExists, &err, "CONFLICTING_SELL", []),
             Error::Conflict(_) => Status::aborted(err.to_string()),
             Error::Injected(_) => Status::unavailable(err.to_string()),
             Error::CorruptDetail { .. } => {

@@ -6,7 +6,7 @@ use sqlx::MySqlPool;
 use crate::{
     db::{self, CartRow},
     domain::{MAX_CART_LINES, MAX_CART_NUMS},
-    error::{Error, Result},
+    error::{Error, Reason, Result},
 };
 
 /// Adds goods to the cart; the goods must be on the price list. An existing line grows
@@ -24,7 +24,10 @@ pub async fn add(
 ) -> Result<CartRow> {
     let mut tx = pool.begin().await?;
     if !db::goods_exists(&mut tx, goods_id).await? {
-        return Err(Error::NotFound(format!("goods {goods_id} not found")));
+        return Err(Error::NotFound(
+            Reason::GoodsNotFound,
+            format!("goods {goods_id} not found"),
+        ));
     }
     // Two rounds: a concurrent add may insert the line between our read and our insert;
     // its row is then visible (and lockable) on the second read.
@@ -34,7 +37,7 @@ pub async fn add(
                 .checked_add(nums)
                 .filter(|n| *n <= MAX_CART_NUMS)
                 .ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
+                    Error::FailedPrecondition(Reason::CartLineLimit, format!(
                         "goods {goods_id} is in the cart {held} times; adding {nums} would pass the limit of {MAX_CART_NUMS}"
                     ))
                 })?;
@@ -42,17 +45,19 @@ pub async fn add(
             return commit_line(tx, user_id, goods_id).await;
         }
         if db::cart_line_count(&mut tx, user_id).await? >= MAX_CART_LINES {
-            return Err(Error::FailedPrecondition(format!(
-                "the cart already holds {MAX_CART_LINES} different goods"
-            )));
+            return Err(Error::FailedPrecondition(
+                Reason::CartFull,
+                format!("the cart already holds {MAX_CART_LINES} different goods"),
+            ));
         }
         if db::insert_cart_line(&mut tx, user_id, goods_id, nums, checked.unwrap_or(true)).await? {
             return commit_line(tx, user_id, goods_id).await;
         }
     }
-    Err(Error::Aborted(format!(
-        "cart line of goods {goods_id} changed concurrently; retry"
-    )))
+    Err(Error::Aborted(
+        Reason::ConcurrentChange,
+        format!("cart line of goods {goods_id} changed concurrently; retry"),
+    ))
 }
 
 async fn commit_line(
@@ -100,5 +105,8 @@ async fn line(conn: &mut sqlx::MySqlConnection, user_id: i64, goods_id: i32) -> 
 }
 
 fn not_in_cart(goods_id: i32) -> Error {
-    Error::NotFound(format!("goods {goods_id} is not in the cart"))
+    Error::NotFound(
+        Reason::NotInCart,
+        format!("goods {goods_id} is not in the cart"),
+    )
 }

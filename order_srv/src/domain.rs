@@ -19,27 +19,30 @@ pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 
 pub fn user_id(raw: i64) -> Result<i64, Error> {
     if raw <= 0 {
-        return Err(Error::InvalidArgument(format!(
-            "user_id must be positive, got {raw}"
-        )));
+        return Err(Error::InvalidArgument(
+            "user_id",
+            format!("user_id must be positive, got {raw}"),
+        ));
     }
     Ok(raw)
 }
 
 pub fn goods_id(raw: i32) -> Result<i32, Error> {
     if raw <= 0 {
-        return Err(Error::InvalidArgument(format!(
-            "goods_id must be positive, got {raw}"
-        )));
+        return Err(Error::InvalidArgument(
+            "goods_id",
+            format!("goods_id must be positive, got {raw}"),
+        ));
     }
     Ok(raw)
 }
 
 pub fn cart_nums(raw: i32) -> Result<i32, Error> {
     if !(1..=MAX_CART_NUMS).contains(&raw) {
-        return Err(Error::InvalidArgument(format!(
-            "nums must be between 1 and {MAX_CART_NUMS}, got {raw}"
-        )));
+        return Err(Error::InvalidArgument(
+            "nums",
+            format!("nums must be between 1 and {MAX_CART_NUMS}, got {raw}"),
+        ));
     }
     Ok(raw)
 }
@@ -47,22 +50,26 @@ pub fn cart_nums(raw: i32) -> Result<i32, Error> {
 /// A text field: leading and trailing whitespace is dropped (it is never meaningful in a
 /// name, an address or a phone number, and a gateway's form often carries it), then the
 /// length is checked in characters.
-fn bounded(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Error> {
+fn bounded(field: &'static str, raw: &str, max: usize, required: bool) -> Result<String, Error> {
     let value = raw.trim();
     if required && value.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} must not be empty")));
+        return Err(Error::InvalidArgument(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if value.chars().count() > max {
-        return Err(Error::InvalidArgument(format!(
-            "{field} must be at most {max} characters"
-        )));
+        return Err(Error::InvalidArgument(
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
     }
     Ok(value.to_owned())
 }
 
 /// An order number as accepted from callers ([`proto::check_order_sn`], as in inventory).
 pub fn order_sn(raw: &str) -> Result<String, Error> {
-    proto::check_order_sn(raw).map_err(Error::InvalidArgument)?;
+    proto::check_order_sn(raw).map_err(|reason| Error::InvalidArgument("order_sn", reason))?;
     Ok(raw.to_owned())
 }
 
@@ -95,8 +102,9 @@ pub fn request_id(raw: &str) -> Result<Option<String>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
-    proto::check_order_sn(raw)
-        .map_err(|reason| Error::InvalidArgument(reason.replace("order_sn", "request_id")))?;
+    proto::check_order_sn(raw).map_err(|reason| {
+        Error::InvalidArgument("request_id", reason.replace("order_sn", "request_id"))
+    })?;
     Ok(Some(raw.to_owned()))
 }
 
@@ -128,10 +136,13 @@ impl TryFrom<pb::Goods> for GoodsPrice {
 
     fn try_from(req: pb::Goods) -> Result<Self, Error> {
         if !(0..=MAX_PRICE_CENTS).contains(&req.price_cents) {
-            return Err(Error::InvalidArgument(format!(
-                "price_cents must be between 0 and {MAX_PRICE_CENTS}, got {}",
-                req.price_cents
-            )));
+            return Err(Error::InvalidArgument(
+                "price_cents",
+                format!(
+                    "price_cents must be between 0 and {MAX_PRICE_CENTS}, got {}",
+                    req.price_cents
+                ),
+            ));
         }
         Ok(Self {
             id: goods_id(req.id)?,
@@ -226,9 +237,10 @@ impl Page {
             0 => DEFAULT_PAGE_SIZE,
             n if n <= MAX_PAGE_SIZE => n,
             n => {
-                return Err(Error::InvalidArgument(format!(
-                    "page_size must be at most {MAX_PAGE_SIZE}, got {n}"
-                )));
+                return Err(Error::InvalidArgument(
+                    "page_size",
+                    format!("page_size must be at most {MAX_PAGE_SIZE}, got {n}"),
+                ));
             }
         };
         // Both factors are u32, so the product fits in u64.
@@ -267,13 +279,14 @@ impl TryFrom<pb::UpdateOrderStatusRequest> for StatusChange {
     type Error = Error;
 
     fn try_from(req: pb::UpdateOrderStatusRequest) -> Result<Self, Error> {
-        let to = OrderStatus::from_pb(req.status)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown status {}", req.status)))?;
+        let to = OrderStatus::from_pb(req.status).ok_or_else(|| {
+            Error::InvalidArgument("status", format!("unknown status {}", req.status))
+        })?;
         if to.allowed_sources().is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "status {} cannot be set by a call",
-                to.as_str()
-            )));
+            return Err(Error::InvalidArgument(
+                "status",
+                format!("status {} cannot be set by a call", to.as_str()),
+            ));
         }
         Ok(Self {
             order_sn: order_sn(&req.order_sn)?,

@@ -142,7 +142,9 @@ impl Order for OrderService {
         let req = request.into_inner();
         let order_sn = domain::order_sn(&req.order_sn)?;
         if req.user_id < 0 {
-            return Err(Error::InvalidArgument("user_id must not be negative".into()).into());
+            return Err(
+                Error::InvalidArgument("user_id", "user_id must not be negative".into()).into(),
+            );
         }
         let (order, goods) = orders::detail(&self.pool, &order_sn, req.user_id).await?;
         Ok(Response::new(pb::OrderDetailResponse {

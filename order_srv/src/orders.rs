@@ -5,7 +5,7 @@ use sqlx::MySqlPool;
 use crate::{
     db::{self, OrderGoodsRow, OrderRow},
     domain::{GoodsPrice, Page, StatusChange},
-    error::{Error, Result},
+    error::{Error, Reason, Result},
 };
 
 /// Applies a payment/fulfilment transition, conditionally in one UPDATE so that it
@@ -26,15 +26,23 @@ pub async fn update_status(pool: &MySqlPool, change: &StatusChange) -> Result<Or
     .await?;
     let order = db::order_by_sn(&mut conn, &change.order_sn)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("order {} not found", change.order_sn)))?;
+        .ok_or_else(|| {
+            Error::NotFound(
+                Reason::OrderNotFound,
+                format!("order {} not found", change.order_sn),
+            )
+        })?;
     let current = order.status;
     if current != change.to {
-        return Err(Error::FailedPrecondition(format!(
-            "order {} is {}; it cannot become {}",
-            order.order_sn,
-            current.as_str(),
-            change.to.as_str()
-        )));
+        return Err(Error::FailedPrecondition(
+            Reason::OrderStatus,
+            format!(
+                "order {} is {}; it cannot become {}",
+                order.order_sn,
+                current.as_str(),
+                change.to.as_str()
+            ),
+        ));
     }
     Ok(order)
 }
@@ -49,7 +57,9 @@ pub async fn detail(
     let order = db::order_by_sn(&mut conn, order_sn)
         .await?
         .filter(|o| user_id <= 0 || o.user_id == user_id)
-        .ok_or_else(|| Error::NotFound(format!("order {order_sn} not found")))?;
+        .ok_or_else(|| {
+            Error::NotFound(Reason::OrderNotFound, format!("order {order_sn} not found"))
+        })?;
     let goods = db::goods_of_order(&mut conn, order.id).await?;
     Ok((order, goods))
 }

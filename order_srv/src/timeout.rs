@@ -19,7 +19,7 @@ use crate::{
     db::{self, OrderRow},
     domain,
     domain::OrderStatus,
-    error::{Error, Result},
+    error::{Error, Reason, Result},
     faults,
 };
 
@@ -114,7 +114,8 @@ impl OrderCloser {
     /// a paid order is refused; someone else's order is not found.
     #[tracing::instrument(skip(self))]
     pub async fn cancel(&self, order_sn: &str, user_id: i64) -> Result<OrderRow> {
-        let not_found = || Error::NotFound(format!("order {order_sn} not found"));
+        let not_found =
+            || Error::NotFound(Reason::OrderNotFound, format!("order {order_sn} not found"));
         let mut conn = self.pool.acquire().await?;
         let owner = db::order_by_sn(&mut conn, order_sn)
             .await?
@@ -129,10 +130,13 @@ impl OrderCloser {
             .await?
             .ok_or_else(not_found)?;
         if order.status != OrderStatus::TradeClosed {
-            return Err(Error::FailedPrecondition(format!(
-                "order {order_sn} is {}; only an unpaid order can be cancelled",
-                order.status.as_str()
-            )));
+            return Err(Error::FailedPrecondition(
+                Reason::OrderStatus,
+                format!(
+                    "order {order_sn} is {}; only an unpaid order can be cancelled",
+                    order.status.as_str()
+                ),
+            ));
         }
         Ok(order)
     }

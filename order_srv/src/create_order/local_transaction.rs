@@ -23,7 +23,7 @@ use super::PlaceCall;
 use crate::{
     db::{self, OrderGoodsRow, OrderRow, PriceRow},
     domain::{MAX_CART_LINES, order_total},
-    error::{Error, Result, is_definitive_refusal},
+    error::{Error, Reason, Result, is_definitive_refusal},
     faults,
     metrics::OrderMetrics,
 };
@@ -80,6 +80,7 @@ impl LocalTransaction {
             return (
                 KeepStock,
                 Err(Error::FailedPrecondition(
+                    Reason::OrderTotalTooLarge,
                     "the order total does not fit in 64-bit cents".into(),
                 )),
             );
@@ -133,7 +134,8 @@ impl LocalTransaction {
         };
         match db::order_by_request(tx, call.order.user_id, request_id).await? {
             Some(order) => Ok(order),
-            None if matches!(claim_failed, Error::Aborted(_)) => Err(Error::Aborted(
+            None if matches!(claim_failed, Error::Aborted(..)) => Err(Error::Aborted(
+                Reason::RequestInProgress,
                 "a request with this request_id may be in progress; retry with the same request_id"
                     .into(),
             )),
@@ -195,6 +197,7 @@ impl LocalTransaction {
             .map_err(|e| not_committed(e.into()))?
             .ok_or_else(|| {
                 not_committed(Error::Aborted(
+                    Reason::RequestInProgress,
                     "an order with this request_id was placed by another attempt; retry to get it"
                         .into(),
                 ))
@@ -210,6 +213,7 @@ impl LocalTransaction {
             // The claim's locks make this unreachable; if the cart changed anyway, this
             // order must not take lines another order took.
             return Err(not_committed(Error::Aborted(
+                Reason::ConcurrentChange,
                 "the cart changed while it was being ordered; retry".into(),
             )));
         }
@@ -260,6 +264,7 @@ pub async fn claim_priced_cart(
         Ok(cart) => cart,
         Err(e) if service_db::errors::is_lock_not_granted(&e) => {
             return Err(Error::Aborted(
+                Reason::CartInUse,
                 "the cart is being ordered by a concurrent request; retry to see its outcome"
                     .into(),
             ));
@@ -268,13 +273,15 @@ pub async fn claim_priced_cart(
     };
     if cart.is_empty() {
         return Err(Error::FailedPrecondition(
+            Reason::CartEmpty,
             "no checked items in the cart".into(),
         ));
     }
     if i64::try_from(cart.len()).map_or(true, |n| n > MAX_CART_LINES) {
-        return Err(Error::FailedPrecondition(format!(
-            "an order may hold at most {MAX_CART_LINES} different goods"
-        )));
+        return Err(Error::FailedPrecondition(
+            Reason::CartFull,
+            format!("an order may hold at most {MAX_CART_LINES} different goods"),
+        ));
     }
     let goods_ids: Vec<i32> = cart.iter().map(|(goods_id, _)| *goods_id).collect();
     let mut prices: HashMap<i32, PriceRow> = db::prices_of(tx, &goods_ids)
@@ -284,9 +291,9 @@ pub async fn claim_priced_cart(
         .collect();
     cart.into_iter()
         .map(|(goods_id, nums)| {
-            let price = prices
-                .remove(&goods_id)
-                .ok_or_else(|| Error::NotFound(format!("goods {goods_id} not found")))?;
+            let price = prices.remove(&goods_id).ok_or_else(|| {
+                Error::NotFound(Reason::GoodsNotFound, format!("goods {goods_id} not found"))
+            })?;
             Ok(OrderGoodsRow {
                 goods_id,
                 goods_name: price.name,

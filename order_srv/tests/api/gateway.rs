@@ -294,3 +294,59 @@ async fn cancel_payment_and_timeout_racing_have_exactly_one_winner(
     stack.audit(&[(1, 1_000)], &acknowledged).await;
     stack.stop().await;
 }
+
+/// A gateway can tell from a status which field was wrong and why a request was refused:
+/// INVALID_ARGUMENT carries a `google.rpc.BadRequest` field violation, refusals carry a
+/// `google.rpc.ErrorInfo` reason (inventory's passed through with its metadata).
+#[sqlx::test(migrations = false)]
+async fn refusals_carry_a_field_violation_or_an_error_info_reason(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    use tonic_types::StatusExt;
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 1).await;
+    let mut order = stack.order.clone();
+
+    let bad = order
+        .create_cart_item(pb::CreateCartItemRequest {
+            user_id: 1,
+            goods_id: 1,
+            nums: 0,
+            checked: None,
+        })
+        .await
+        .expect_err("nums 0");
+    let details = bad.get_error_details();
+    let violations = &details.bad_request().expect("BadRequest").field_violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].field, "nums");
+
+    let empty = stack.create_order(1).await.expect_err("empty cart");
+    let info = empty
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("CART_EMPTY", "order.v1")
+    );
+
+    stack.add_to_cart(1, 1, 2).await;
+    let short = stack.create_order(1).await.expect_err("one in stock");
+    assert_eq!(short.code(), Code::FailedPrecondition);
+    let info = short
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "INSUFFICIENT_STOCK");
+    assert_eq!(info.domain, "inventory.v1");
+    assert_eq!(info.metadata.get("goods_id").map(String::as_str), Some("1"));
+    assert_eq!(
+        info.metadata.get("available").map(String::as_str),
+        Some("1")
+    );
+    stack.stop().await;
+}
