@@ -9,7 +9,7 @@ use testkit::{PATIENCE, eventually};
 use tonic::Code;
 
 use crate::{
-    helpers::{order_config, spawn_stack, spawn_stack_with},
+    helpers::{arm, order_config, spawn_stack, spawn_stack_with},
     reback_probe::RebackProbe,
 };
 
@@ -104,22 +104,22 @@ async fn a_second_instance_answers_check_backs_after_the_sender_is_gone(
     first.add_to_cart(aborted_user, 1, 2).await;
 
     // The committed order loses its END_TRANSACTION; the other dies after Sell.
-    fail::cfg(
+    let armed_order_after_local_commit = arm(
         "order.after_local_commit",
         &format!("return({committed_user})"),
     )
-    .expect("failpoint");
+    .await;
     let committed = first
         .create_order(committed_user)
         .await
         .expect("committed order");
-    fail::remove("order.after_local_commit");
-    fail::cfg("order.after_sell", &format!("return({aborted_user})")).expect("failpoint");
+    drop(armed_order_after_local_commit);
+    let armed_order_after_sell = arm("order.after_sell", &format!("return({aborted_user})")).await;
     first
         .create_order(aborted_user)
         .await
         .expect_err("died after Sell");
-    fail::remove("order.after_sell");
+    drop(armed_order_after_sell);
     let aborted_sn = first
         .sell_details()
         .await

@@ -34,7 +34,7 @@ use testkit::{PATIENCE, eventually, unique};
 use tonic::Code;
 
 use crate::{
-    helpers::{order_config, spawn_stack, spawn_stack_with},
+    helpers::{arm, order_config, spawn_stack, spawn_stack_with},
     reback_probe::RebackProbe,
 };
 
@@ -80,9 +80,10 @@ async fn row02_a_crash_after_the_half_message_is_checked_back_to_a_tombstone(
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(user, 1, 2).await;
     // The listener stops right after the half message, as if the process died there.
-    fail::cfg("order.after_half_message", &format!("return({user})")).expect("failpoint");
+    let armed_order_after_half_message =
+        arm("order.after_half_message", &format!("return({user})")).await;
     let result = stack.create_order(user).await;
-    fail::remove("order.after_half_message");
+    drop(armed_order_after_half_message);
     assert_eq!(result.expect_err("died").code(), Code::Unavailable);
 
     let order_sn = eventually(PATIENCE, "the checked-back reback", || async {
@@ -177,9 +178,9 @@ async fn row05_a_crash_after_sell_is_checked_back_and_the_stock_returned(
     let stack = spawn_stack(db).await;
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(user, 1, 4).await;
-    fail::cfg("order.after_sell", &format!("return({user})")).expect("failpoint");
+    let armed_order_after_sell = arm("order.after_sell", &format!("return({user})")).await;
     let result = stack.create_order(user).await;
-    fail::remove("order.after_sell");
+    drop(armed_order_after_sell);
     assert_eq!(result.expect_err("died").code(), Code::Unavailable);
     assert_eq!(stack.stock(1).await, 6, "Sell ran");
 
@@ -209,13 +210,13 @@ async fn row06_a_failed_local_transaction_returns_the_stock(
     let probe = RebackProbe::start(&stack).await;
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(user, 1, 4).await;
-    fail::cfg("order.fail_local_tx", &format!("return({user})")).expect("failpoint");
+    let armed_order_fail_local_tx = arm("order.fail_local_tx", &format!("return({user})")).await;
 
     let status = stack
         .create_order(user)
         .await
         .expect_err("local transaction failed");
-    fail::remove("order.fail_local_tx");
+    drop(armed_order_fail_local_tx);
 
     assert_eq!(status.code(), Code::Unavailable);
     let details = stack.sell_details().await;
@@ -259,9 +260,10 @@ async fn row07_a_lost_end_transaction_after_commit_keeps_the_order_and_the_deduc
     stack.add_to_cart(user, 1, 3).await;
     // The local transaction commits, then the listener answers Unknown, as if the
     // process died before END_TRANSACTION: only the check-back can decide.
-    fail::cfg("order.after_local_commit", &format!("return({user})")).expect("failpoint");
+    let armed_order_after_local_commit =
+        arm("order.after_local_commit", &format!("return({user})")).await;
     let order = stack.create_order(user).await;
-    fail::remove("order.after_local_commit");
+    drop(armed_order_after_local_commit);
     let order = order.expect("committed");
     assert_eq!(stack.order_metrics.answers(Unknown), 1);
 
@@ -303,10 +305,11 @@ async fn row08_a_check_back_during_a_slow_local_transaction_waits_for_it(
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(user, 1, 3).await;
     // Longer than the test broker's transactionTimeout plus a check interval.
-    fail::cfg("order.pause_before_commit", &format!("return({user}:4000)")).expect("failpoint");
+    let armed_order_pause_before_commit =
+        arm("order.pause_before_commit", &format!("return({user}:4000)")).await;
 
     let order = stack.create_order(user).await;
-    fail::remove("order.pause_before_commit");
+    drop(armed_order_pause_before_commit);
 
     let order = order.expect("the order commits");
     assert_eq!(
@@ -354,13 +357,13 @@ async fn row08_a_check_back_before_the_local_transaction_makes_it_fail(
             order_srv::create_order::check_back::answer(&stack_ref.order_pool, &sn).await;
             sn
         };
-        fail::cfg(
+        let armed_order_pause_before_barrier = arm(
             "order.pause_before_barrier",
             &format!("return({user}:3000)"),
         )
-        .expect("failpoint");
+        .await;
         let (result, sn) = tokio::join!(stack.create_order(user), claim);
-        fail::remove("order.pause_before_barrier");
+        drop(armed_order_pause_before_barrier);
         (result, sn)
     };
     let (result, order_sn) = status;
@@ -469,7 +472,8 @@ async fn row11_an_unpaid_order_is_closed_and_its_stock_returned_once(
     let stack = spawn_stack_with(db, config).await;
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(user, 1, 4).await;
-    fail::cfg("order.fail_reback_send", &format!("return({user})")).expect("failpoint");
+    let armed_order_fail_reback_send =
+        arm("order.fail_reback_send", &format!("return({user})")).await;
     let order = stack.create_order(user).await.expect("order");
     assert_eq!(stack.stock(1).await, 6);
 
@@ -477,7 +481,7 @@ async fn row11_an_unpaid_order_is_closed_and_its_stock_returned_once(
         (stack.timeout_counters.retried.get() >= 1).then_some(())
     })
     .await;
-    fail::remove("order.fail_reback_send");
+    drop(armed_order_fail_reback_send);
     assert_eq!(
         stack.order_status(&order.order_sn).await.as_deref(),
         Some("TRADE_CLOSED")
@@ -646,17 +650,17 @@ async fn row13_a_reback_that_fails_inside_the_consumer_is_redelivered_and_applie
     stack.goods(1, 100, 10).await;
     stack.add_to_cart(3_000_013, 1, 2).await;
     let order = stack.create_order(3_000_013).await.expect("order");
-    fail::cfg(
+    let armed_inventory_before_reback = arm(
         "inventory.before_reback",
         &format!("return({})", order.order_sn),
     )
-    .expect("failpoint");
+    .await;
     stack.send_reback(&order.order_sn).await;
     eventually(PATIENCE, "a failed delivery", || async {
         (stack.reback_counters.retried.get() >= 1).then_some(())
     })
     .await;
-    fail::remove("inventory.before_reback");
+    drop(armed_inventory_before_reback);
     eventually(PATIENCE, "the redelivered reback applied", || async {
         (stack.reback_counters.returned.get() == 1).then_some(())
     })

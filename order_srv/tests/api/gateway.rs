@@ -9,7 +9,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::{PATIENCE, eventually};
 use tonic::Code;
 
-use crate::helpers::{Stack, create_order_request, order_config, spawn_stack, spawn_stack_with};
+use crate::helpers::{
+    Stack, arm, create_order_request, order_config, spawn_stack, spawn_stack_with,
+};
 
 async fn create_with(
     stack: &Stack,
@@ -348,5 +350,83 @@ async fn refusals_carry_a_field_violation_or_an_error_info_reason(
         info.metadata.get("available").map(String::as_str),
         Some("1")
     );
+    stack.stop().await;
+}
+
+/// A duplicate while the first attempt is paused before its COMMIT is told "in progress";
+/// once the first commits, the retry gets its order.
+#[sqlx::test(migrations = false)]
+async fn a_duplicate_while_the_first_attempt_is_paused_before_commit_is_told_to_retry(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let user = 4_242;
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(user, 1, 1).await;
+    let armed = arm("order.pause_before_commit", &format!("return({user}:3000)")).await;
+
+    let first = create_with(&stack, user, "slow-1");
+    let duplicate = async {
+        eventually(PATIENCE, "the first attempt's Sell", || async {
+            (!stack.sell_details().await.is_empty()).then_some(())
+        })
+        .await;
+        create_with(&stack, user, "slow-1").await
+    };
+    let (first, duplicate) = tokio::join!(first, duplicate);
+    drop(armed);
+
+    let first = first.expect("the first attempt commits");
+    let duplicate = duplicate.expect_err("in progress");
+    assert_eq!(duplicate.code(), Code::Aborted, "{duplicate:?}");
+    let retry = create_with(&stack, user, "slow-1")
+        .await
+        .expect("the order");
+    assert_eq!(retry.order_sn, first.order_sn);
+    assert_eq!(stack.order_count().await, 1);
+    stack.audit(&[(1, 10)], &[first.order_sn]).await;
+    stack.stop().await;
+}
+
+/// The first attempt fails inside its local transaction (as a crash before COMMIT would
+/// leave it: no order, its stock returned); the retry with the same request_id places the
+/// order under a new order_sn and never revives the failed one.
+#[sqlx::test(migrations = false)]
+async fn a_retry_after_a_failure_before_commit_places_a_new_order(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let user = 4_343;
+    let stack = spawn_stack(db).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(user, 1, 2).await;
+    let armed = arm("order.fail_local_tx", &format!("return({user})")).await;
+    let failed = create_with(&stack, user, "crash-1")
+        .await
+        .expect_err("failed before COMMIT");
+    drop(armed);
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    let failed_sn = eventually(PATIENCE, "the first attempt's stock back", || async {
+        let details = stack.sell_details().await;
+        details
+            .iter()
+            .find(|(_, status)| status == "RETURNED")
+            .map(|(sn, _)| sn.clone())
+    })
+    .await;
+
+    let placed = create_with(&stack, user, "crash-1")
+        .await
+        .expect("placed now");
+
+    assert_ne!(placed.order_sn, failed_sn, "a new order_sn");
+    assert_eq!(
+        stack.sell_status(&failed_sn).await.as_deref(),
+        Some("RETURNED")
+    );
+    assert_eq!(stack.order_count().await, 1);
+    assert_eq!(stack.stock(1).await, 8);
+    stack.audit(&[(1, 10)], &[placed.order_sn]).await;
     stack.stop().await;
 }

@@ -359,3 +359,34 @@ pub fn create_order_request(user_id: i64) -> pb::CreateOrderRequest {
         request_id: String::new(),
     }
 }
+
+/// A failpoint armed for as long as this lives (see [`arm`]).
+pub struct Armed {
+    name: &'static str,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        fail::remove(self.name);
+    }
+}
+
+/// Arms failpoint `name` with `actions` (the `fail` crate's syntax, e.g. `return(<user>)`).
+/// Failpoints are global to the test binary and one configuration replaces another, so
+/// tests that arm the same point take turns: this waits until no other test holds it.
+pub async fn arm(name: &'static str, actions: &str) -> Armed {
+    static TURNS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let turn = TURNS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("failpoint turns")
+        .entry(name)
+        .or_default()
+        .clone();
+    let turn = turn.lock_owned().await;
+    fail::cfg(name, actions).expect("failpoint");
+    Armed { name, _turn: turn }
+}
