@@ -376,9 +376,10 @@ impl Drop for Armed {
 /// Failpoints are global to the test binary and one configuration replaces another, so
 /// tests that arm the same point take turns: this waits until no other test holds it.
 pub async fn arm(name: &'static str, actions: &str) -> Armed {
-    static TURNS: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>,
-    > = std::sync::OnceLock::new();
+    /// One lock per failpoint name.
+    type Turns =
+        std::sync::Mutex<std::collections::HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>;
+    static TURNS: std::sync::OnceLock<Turns> = std::sync::OnceLock::new();
     let turn = TURNS
         .get_or_init(Default::default)
         .lock()
