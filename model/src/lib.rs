@@ -2,7 +2,8 @@
 //! [stateright](https://www.stateright.rs): every interleaving of two CreateOrder calls on
 //! one cart, crashes at every step, a broker that checks back at any time and more than
 //! once, END_TRANSACTION lost, messages delivered twice and in any order, a Sell that
-//! arrives after its reback, a payment racing the pay timeout.
+//! arrives after its reback, a payment racing the pay timeout, CancelOrder, and (as a
+//! second configuration) two calls with the same request_id.
 //!
 //! Each action names the function that implements it. The model is small on purpose (one
 //! goods, one unit of stock, two calls on one cart), so the checker visits every state in
@@ -139,8 +140,11 @@ pub struct State {
     /// Stock units deducted and returned per order, ever (for I5).
     pub deducted: [u8; CALLS],
     pub returned: [u8; CALLS],
-    /// What the caller was told.
-    pub told_ok: [bool; CALLS],
+    /// Which order the caller was told it got (its own, or with a request_id the order of
+    /// an earlier attempt).
+    pub told: [Option<usize>; CALLS],
+    /// CancelOrder calls so far (at most two: a cancel and its retry).
+    pub cancels: [u8; CALLS],
     /// Whether the order was ever paid.
     pub paid: [bool; CALLS],
 }
@@ -182,12 +186,18 @@ pub enum Action {
     SendTimeoutReback(usize),
     /// `orders::update_status`: the buyer pays (conditional, WAIT_BUYER_PAY only).
     Pay(usize),
+    /// `OrderCloser::cancel`: the buyer cancels (the pay timeout's conditional close).
+    Cancel(usize),
 }
 
 /// The protocol with the given mistakes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Protocol {
     pub bugs: Bugs,
+    /// Both calls carry the same request_id (AIP-155): the second is a retry or a
+    /// duplicate of the first (`OrderPlacer::placed_before`, `earlier_attempt`, the unique
+    /// key on `order_info(user_id, request_id)`).
+    pub same_request_id: bool,
 }
 
 impl Protocol {
@@ -200,6 +210,14 @@ impl Protocol {
                 && state.timeouts[i] == 0
                 && !state.reback_to_send[i]
         })
+    }
+
+    /// With a shared request_id: the order an attempt already placed, if any.
+    fn placed_before(&self, state: &State) -> Option<usize> {
+        if !self.same_request_id {
+            return None;
+        }
+        (0..CALLS).find(|j| state.order[*j] != Order::None)
     }
 
     fn deducted_in_details(state: &State) -> i8 {
@@ -261,7 +279,8 @@ impl Model for Protocol {
             timeout_deliveries: [0; CALLS],
             deducted: [0; CALLS],
             returned: [0; CALLS],
-            told_ok: [false; CALLS],
+            told: [None; CALLS],
+            cancels: [0; CALLS],
             paid: [false; CALLS],
         }]
     }
@@ -321,6 +340,9 @@ impl Model for Protocol {
             if s.order[i] == Order::WaitBuyerPay {
                 actions.push(Action::Pay(i));
             }
+            if s.order[i] != Order::None && s.cancels[i] < 2 {
+                actions.push(Action::Cancel(i));
+            }
         }
     }
 
@@ -329,11 +351,19 @@ impl Model for Protocol {
         let bugs = self.bugs;
         match action {
             Action::SendHalf(i) => {
-                s.half[i] = Half::Pending;
-                s.call[i] = Call::Listening;
+                if let Some(j) = self.placed_before(&s) {
+                    // A retry of a placed order: its order, no half message.
+                    s.told[i] = Some(j);
+                    s.call[i] = Call::Ended;
+                } else {
+                    s.half[i] = Half::Pending;
+                    s.call[i] = Call::Listening;
+                }
             }
             Action::ClaimCart(i) => {
                 if s.cart_claim.is_some() || !s.cart_lines {
+                    // Unless an earlier attempt with the same request_id placed the order.
+                    s.told[i] = self.placed_before(&s);
                     // ABORTED (another call holds the cart) or FAILED_PRECONDITION (empty).
                     Self::answer(&mut s, i, Half::RolledBack);
                 } else {
@@ -377,6 +407,11 @@ impl Model for Protocol {
                 }
             }
             Action::Commit(i) => {
+                if self.placed_before(&s).is_some() {
+                    // The unique (user_id, request_id) key: this order is not written.
+                    Self::answer(&mut s, i, Half::Committed);
+                    return Some(s);
+                }
                 if s.barrier[i] == Barrier::CommittedUncommitted {
                     s.barrier[i] = Barrier::Committed;
                 }
@@ -386,7 +421,7 @@ impl Model for Protocol {
                 s.timeouts[i] = 1;
                 s.call[i] = Call::Committed;
                 // The caller is answered OK as the listener returns; END_TRANSACTION follows.
-                s.told_ok[i] = true;
+                s.told[i] = Some(i);
             }
             Action::EndTransaction(i) => {
                 Self::resolve(&mut s, i, Half::RolledBack);
@@ -466,6 +501,17 @@ impl Model for Protocol {
                 s.order[i] = Order::Paid;
                 s.paid[i] = true;
             }
+            Action::Cancel(i) => {
+                s.cancels[i] += 1;
+                let closable = s.order[i] == Order::WaitBuyerPay
+                    || (bugs.unconditional_timeout_close && s.order[i] != Order::None);
+                if closable {
+                    s.order[i] = Order::Closed;
+                }
+                if s.order[i] == Order::Closed {
+                    s.reback_to_send[i] = true;
+                }
+            }
         }
         Some(s)
     }
@@ -491,15 +537,10 @@ impl Model for Protocol {
             // its pay timeout and has its stock back.
             Property::always("I4 durability (quiet)", |_: &Protocol, s: &State| {
                 !Protocol::quiet(s)
-                    || (0..CALLS).all(|i| {
-                        !s.told_ok[i]
-                            || match s.order[i] {
-                                Order::WaitBuyerPay | Order::Paid => {
-                                    s.detail[i] == Detail::Deducted
-                                }
-                                Order::Closed => s.detail[i] != Detail::Deducted,
-                                Order::None => false,
-                            }
+                    || s.told.iter().flatten().all(|j| match s.order[*j] {
+                        Order::WaitBuyerPay | Order::Paid => s.detail[*j] == Detail::Deducted,
+                        Order::Closed => s.detail[*j] != Detail::Deducted,
+                        Order::None => false,
                     })
             }),
             // I5 in every state: no order's stock deducted or returned twice.
@@ -509,11 +550,10 @@ impl Model for Protocol {
             // An order told OK keeps its deduction unless the pay timeout closed it, and a
             // paid order is never closed.
             Property::always("told OK keeps its deduction", |_: &Protocol, s: &State| {
-                (0..CALLS).all(|i| {
-                    !s.told_ok[i]
-                        || (s.order[i] != Order::None
-                            && (s.order[i] == Order::Closed
-                                || !matches!(s.detail[i], Detail::Returned { .. })))
+                s.told.iter().flatten().all(|j| {
+                    s.order[*j] != Order::None
+                        && (s.order[*j] == Order::Closed
+                            || !matches!(s.detail[*j], Detail::Returned { .. }))
                 })
             }),
             Property::always("a paid order is never closed", |_: &Protocol, s: &State| {
@@ -562,6 +602,7 @@ impl fmt::Display for Action {
             Action::DeliverTimeout(i, true) => ("pay timeout delivered (it will come again)", i),
             Action::SendTimeoutReback(i) => ("pay timeout sends the reback", i),
             Action::Pay(i) => ("buyer pays", i),
+            Action::Cancel(i) => ("buyer cancels", i),
         };
         write!(f, "call {i}: {what}")
     }

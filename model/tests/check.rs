@@ -8,7 +8,13 @@ use stateright::{Checker, Model};
 /// Checks every reachable state; returns the counterexample of `property`, if any.
 fn check(bugs: Bugs, property: &'static str) -> Option<Vec<Action>> {
     let started = Instant::now();
-    let checker = Protocol { bugs }.checker().spawn_bfs().join();
+    let checker = Protocol {
+        bugs,
+        same_request_id: false,
+    }
+    .checker()
+    .spawn_bfs()
+    .join();
     eprintln!(
         "{bugs:?}: {} states ({} unique), depth {}, {:?}",
         checker.state_count(),
@@ -33,6 +39,27 @@ fn every_interleaving_of_the_protocol_keeps_every_property() {
     assert!(checker.is_done(), "the state space was not exhausted");
     // Fails with the counterexample if an `always` property breaks, or if a `sometimes`
     // example (an order paid, an order closed by its timeout) is never reached.
+    checker.assert_properties();
+}
+
+#[test]
+fn every_interleaving_with_a_shared_request_id_keeps_every_property() {
+    let started = Instant::now();
+    let checker = Protocol {
+        bugs: Bugs::default(),
+        same_request_id: true,
+    }
+    .checker()
+    .spawn_bfs()
+    .join();
+    eprintln!(
+        "protocol with a request_id: {} states ({} unique), depth {}, checked in {:?}",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed()
+    );
+    assert!(checker.is_done(), "the state space was not exhausted");
     checker.assert_properties();
 }
 
