@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use observe::{IntCounter, Registry};
+use observe::{Histogram, IntCounter, Registry};
 
 use mq::{Delivery, Handler, OrderSnBody, Outcome};
 use sqlx::MySqlPool;
@@ -26,6 +26,8 @@ pub struct RebackCounters {
     pub retried: IntCounter,
     /// Messages recorded in `dead_message` (the service's dead letters).
     pub dead: IntCounter,
+    /// How long handling one delivery took (`inventory_reback_seconds`).
+    pub handled_seconds: Histogram,
 }
 
 impl RebackCounters {
@@ -54,6 +56,13 @@ impl RebackCounters {
                 &[],
             )
             .with_label_values(&[] as &[&str]),
+            handled_seconds: observe::latency_vec(
+                registry,
+                "inventory_reback_seconds",
+                "latency of handling one order_reback delivery",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
         }
     }
 }
@@ -72,8 +81,25 @@ pub struct RebackHandler {
 }
 
 impl Handler for RebackHandler {
-    #[tracing::instrument(skip_all, fields(order_sn))]
     async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.apply(delivery).await;
+        self.counters
+            .handled_seconds
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn bury(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
+        service_db::bury(&self.pool, delivery, reason).await?;
+        self.counters.dead.inc();
+        Ok(())
+    }
+}
+
+impl RebackHandler {
+    #[tracing::instrument(skip_all, fields(order_sn))]
+    async fn apply(&self, delivery: &Delivery) -> Outcome {
         let order_sn = match OrderSnBody::parse(Some(&delivery.body)) {
             Some(parsed) => OrderSn::parse(&parsed.order_sn).map_err(|e| e.to_string()),
             None => Err("body is not {\"order_sn\": \"...\"}".to_owned()),
@@ -108,11 +134,5 @@ impl Handler for RebackHandler {
                 Outcome::Retry(format!("reback failed: {e}"))
             }
         }
-    }
-
-    async fn bury(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
-        service_db::bury(&self.pool, delivery, reason).await?;
-        self.counters.dead.inc();
-        Ok(())
     }
 }

@@ -10,7 +10,9 @@ pub mod telemetry;
 use std::net::SocketAddr;
 
 use prometheus::{Encoder, TextEncoder};
-pub use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+pub use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -20,6 +22,26 @@ use tokio::{
 /// shutdown broadcast that reaches its background tasks (metrics endpoint, purge).
 pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Latency buckets (seconds) that resolve single milliseconds where CreateOrder's steps
+/// live, up to the multi-second tails of timeouts and check-backs.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Registers a latency histogram family (seconds, [`LATENCY_BUCKETS`]).
+pub fn latency_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let histogram = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(histogram.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    histogram
 }
 
 /// Registers a counter family, or explains which name collided.

@@ -93,6 +93,7 @@ impl Order for OrderService {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::OrderInfo>, Status> {
+        let started = std::time::Instant::now();
         let placed = match NewOrder::try_from(request.into_inner()) {
             Ok(new_order) => self.placer.place(new_order).await.map_err(Status::from),
             Err(e) => Err(Status::from(e)),
@@ -100,10 +101,13 @@ impl Order for OrderService {
         match placed {
             Ok(order) => {
                 self.metrics.orders_created.inc();
+                self.metrics.create_order_took("OK", started.elapsed());
                 Ok(Response::new(order_info(order)))
             }
             Err(status) => {
                 self.metrics.order_failed(status.code());
+                self.metrics
+                    .create_order_took(&format!("{:?}", status.code()), started.elapsed());
                 Err(status)
             }
         }

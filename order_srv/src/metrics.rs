@@ -1,6 +1,8 @@
 //! The order service's Prometheus metrics (served on `ORDER_METRICS_ADDR`/metrics).
 
-use observe::{IntCounter, IntCounterVec, Registry};
+use std::time::Duration;
+
+use observe::{HistogramVec, IntCounter, IntCounterVec, Registry};
 use rocketmq_client_rust::LocalTransactionState;
 
 #[derive(Debug, Clone)]
@@ -9,6 +11,40 @@ pub struct OrderMetrics {
     orders_failed: IntCounterVec,
     local_transactions: IntCounterVec,
     check_backs: IntCounterVec,
+    create_order_seconds: HistogramVec,
+    step_seconds: HistogramVec,
+    check_back_seconds: HistogramVec,
+}
+
+/// The steps of one CreateOrder, timed from the service itself (`order_step_seconds`).
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    /// From the send to the listener's start: the half message stored (step 3).
+    HalfMessage,
+    /// Claiming and pricing the cart (4.1-4.2).
+    ClaimCart,
+    /// Sell as order_srv sees it, including the call (4.3).
+    Sell,
+    /// The pay-timeout message send, inside the local transaction (4.4).
+    PayTimeoutSend,
+    /// The local transaction from its barrier insert to COMMIT (4.4), the send included.
+    LocalTransaction,
+    /// From the listener's answer to the send's return: END_TRANSACTION and the client's
+    /// hand-back (5).
+    EndTransaction,
+}
+
+impl Step {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::HalfMessage => "half_message",
+            Self::ClaimCart => "claim_cart",
+            Self::Sell => "sell",
+            Self::PayTimeoutSend => "pay_timeout_send",
+            Self::LocalTransaction => "local_transaction",
+            Self::EndTransaction => "end_transaction",
+        }
+    }
 }
 
 impl OrderMetrics {
@@ -39,7 +75,46 @@ impl OrderMetrics {
                 "broker check-backs answered, by answer",
                 &["answer"],
             ),
+            create_order_seconds: observe::latency_vec(
+                registry,
+                "order_create_order_seconds",
+                "CreateOrder latency as the server sees it, by outcome (OK or the gRPC code)",
+                &["outcome"],
+            ),
+            step_seconds: observe::latency_vec(
+                registry,
+                "order_step_seconds",
+                "latency of each CreateOrder step, by step",
+                &["step"],
+            ),
+            check_back_seconds: observe::latency_vec(
+                registry,
+                "order_check_back_seconds",
+                "latency of answering a broker check-back, by answer",
+                &["answer"],
+            ),
         }
+    }
+
+    /// One CreateOrder finished with `outcome` ("OK" or the gRPC code) after `elapsed`.
+    pub fn create_order_took(&self, outcome: &str, elapsed: Duration) {
+        self.create_order_seconds
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One step of a CreateOrder took `elapsed`.
+    pub fn step_took(&self, step: Step, elapsed: Duration) {
+        self.step_seconds
+            .with_label_values(&[step.label()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A check-back was answered `answer` after `elapsed`.
+    pub fn check_back_took(&self, answer: LocalTransactionState, elapsed: Duration) {
+        self.check_back_seconds
+            .with_label_values(&[label(answer)])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn order_failed(&self, code: tonic::Code) {

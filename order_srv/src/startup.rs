@@ -104,7 +104,12 @@ impl Application {
                 mq::describe(&e)
             )
         })?;
-        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone(), pool.clone());
+        let placer = OrderPlacer::new(
+            tx_producer,
+            config.reback_topic.clone(),
+            pool.clone(),
+            metrics.clone(),
+        );
 
         let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
         let closer = Arc::new(OrderCloser {

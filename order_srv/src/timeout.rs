@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use observe::{IntCounter, Registry};
+use observe::{Histogram, IntCounter, Registry};
 
 use mq::{Delivery, Handler, OrderSnBody, Outcome};
 use rocketmq_client_rust::DefaultMQProducer;
@@ -33,6 +33,8 @@ pub struct TimeoutCounters {
     pub left_alone: IntCounter,
     pub retried: IntCounter,
     pub dead: IntCounter,
+    /// How long handling one delivery took (`order_pay_timeout_seconds`).
+    pub handled_seconds: Histogram,
 }
 
 impl TimeoutCounters {
@@ -61,6 +63,13 @@ impl TimeoutCounters {
                 "order_dead_messages_total",
                 "malformed messages recorded in dead_message",
             ),
+            handled_seconds: observe::latency_vec(
+                registry,
+                "order_pay_timeout_seconds",
+                "latency of handling one order_timeout delivery",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
         }
     }
 }
@@ -80,8 +89,25 @@ pub struct OrderCloser {
 }
 
 impl Handler for OrderCloser {
-    #[tracing::instrument(skip_all, fields(order_sn))]
     async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.close_on_timeout(delivery).await;
+        self.counters
+            .handled_seconds
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn bury(&self, delivery: &Delivery, reason: &str) -> std::result::Result<(), String> {
+        service_db::bury(&self.pool, delivery, reason).await?;
+        self.counters.dead.inc();
+        Ok(())
+    }
+}
+
+impl OrderCloser {
+    #[tracing::instrument(skip_all, fields(order_sn))]
+    async fn close_on_timeout(&self, delivery: &Delivery) -> Outcome {
         let order_sn = OrderSnBody::parse(Some(&delivery.body))
             .ok_or_else(|| "body is not {\"order_sn\": \"...\"}".to_owned())
             .and_then(|b| domain::order_sn(&b.order_sn).map_err(|e| e.to_string()));
@@ -97,12 +123,6 @@ impl Handler for OrderCloser {
                 Outcome::Retry(format!("pay timeout failed: {e}"))
             }
         }
-    }
-
-    async fn bury(&self, delivery: &Delivery, reason: &str) -> std::result::Result<(), String> {
-        service_db::bury(&self.pool, delivery, reason).await?;
-        self.counters.dead.inc();
-        Ok(())
     }
 }
 

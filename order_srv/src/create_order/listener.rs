@@ -66,11 +66,14 @@ impl TransactionListener for RebackTxListener {
             return LocalTransactionState::RollbackMessage;
         };
         let pool = self.local_transaction.pool.clone();
+        let started = std::time::Instant::now();
         let state = mq::run_on(&self.runtime, async move {
             check_back::answer(&pool, &body.order_sn).await
         })
         .unwrap_or(LocalTransactionState::Unknown);
-        self.local_transaction.metrics.checked_back(state);
+        let metrics = &self.local_transaction.metrics;
+        metrics.checked_back(state);
+        metrics.check_back_took(state, started.elapsed());
         state
     }
 }

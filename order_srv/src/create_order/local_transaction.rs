@@ -10,7 +10,10 @@
 //! | COMMIT itself fails | Unknown | the check-back reads the barrier and decides |
 //! | COMMIT succeeded | Rollback | stays deducted: the order exists |
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use mq::OrderSnBody;
 use proto::inventory::{self as inv, inventory_client::InventoryClient};
@@ -25,7 +28,7 @@ use crate::{
     domain::{MAX_CART_LINES, order_total},
     error::{Error, Reason, Result, is_definitive_refusal},
     faults,
-    metrics::OrderMetrics,
+    metrics::{OrderMetrics, Step},
 };
 
 use LocalTransactionState::{CommitMessage as ReturnStock, RollbackMessage as KeepStock};
@@ -55,6 +58,8 @@ impl LocalTransaction {
     /// Steps 4.1-4.5 for one call. Returns the broker answer and the caller's result.
     #[tracing::instrument(skip_all, fields(order_sn = %call.order_sn))]
     pub async fn run(&self, call: &PlaceCall) -> (LocalTransactionState, Result<OrderRow>) {
+        self.metrics
+            .step_took(Step::HalfMessage, call.sent_at.elapsed());
         let user_id = call.order.user_id;
         if faults::triggered("order.after_half_message", user_id) {
             return (
@@ -72,7 +77,10 @@ impl LocalTransaction {
 
         // 4.1-4.2: claim the checked cart and price it on the server. Nothing is deducted
         // yet, so a concurrent CreateOrder of the same cart fails here, before its Sell.
-        let lines = match claim_priced_cart(&mut tx, user_id).await {
+        let claiming = Instant::now();
+        let claimed = claim_priced_cart(&mut tx, user_id).await;
+        self.metrics.step_took(Step::ClaimCart, claiming.elapsed());
+        let lines = match claimed {
             Ok(lines) => lines,
             Err(e) => return (KeepStock, self.earlier_attempt(&mut tx, call, e).await),
         };
@@ -87,7 +95,10 @@ impl LocalTransaction {
         };
 
         // 4.3: Sell. A definitive refusal deducted nothing; anything else may have.
-        if let Err(status) = self.sell(&call.order_sn, &lines).await {
+        let selling = Instant::now();
+        let sold = self.sell(&call.order_sn, &lines).await;
+        self.metrics.step_took(Step::Sell, selling.elapsed());
+        if let Err(status) = sold {
             return if is_definitive_refusal(&status) {
                 (KeepStock, Err(Error::InventoryRefused(status)))
             } else {
@@ -106,7 +117,11 @@ impl LocalTransaction {
         }
 
         // 4.4: the local transaction's writes, barrier row first, then COMMIT.
-        match self.write_order(tx, call, &lines, total_cents).await {
+        let writing = Instant::now();
+        let written = self.write_order(tx, call, &lines, total_cents).await;
+        self.metrics
+            .step_took(Step::LocalTransaction, writing.elapsed());
+        match written {
             // 4.5: committed. Roll the half message back: the deduction stays.
             Ok(order) => {
                 if faults::triggered("order.after_local_commit", user_id) {
@@ -220,9 +235,11 @@ impl LocalTransaction {
         if faults::triggered("order.fail_local_tx", user_id) {
             return Err(not_committed(injected("fail_local_tx")));
         }
-        self.send_pay_timeout(&call.order_sn)
-            .await
-            .map_err(not_committed)?;
+        let sending = Instant::now();
+        let sent = self.send_pay_timeout(&call.order_sn).await;
+        self.metrics
+            .step_took(Step::PayTimeoutSend, sending.elapsed());
+        sent.map_err(not_committed)?;
         if let Some(pause) = faults::pause("order.pause_before_commit", user_id) {
             tokio::time::sleep(pause).await;
         }

@@ -23,7 +23,10 @@ pub mod check_back;
 pub mod listener;
 pub mod local_transaction;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use mq::OrderSnBody;
 use rocketmq_client_rust::TransactionMQProducer;
@@ -36,6 +39,7 @@ use crate::{
     db::{self, OrderRow},
     domain::NewOrder,
     error::{Error, Result},
+    metrics::{OrderMetrics, Step},
 };
 
 /// One CreateOrder call, travelling to the listener through the send's `arg`. The
@@ -44,7 +48,9 @@ use crate::{
 pub struct PlaceCall {
     pub order_sn: String,
     pub order: NewOrder,
-    result: Mutex<Option<Result<OrderRow>>>,
+    /// When the half message was sent (the listener times step 3 from here).
+    pub sent_at: Instant,
+    result: Mutex<Option<(Result<OrderRow>, Instant)>>,
 }
 
 impl PlaceCall {
@@ -52,18 +58,19 @@ impl PlaceCall {
         Self {
             order_sn,
             order,
+            sent_at: Instant::now(),
             result: Mutex::new(None),
         }
     }
 
-    /// Where the listener leaves the outcome of steps 4.1-4.5.
+    /// Where the listener leaves the outcome of steps 4.1-4.5 (and when it answered).
     pub fn finish(&self, result: Result<OrderRow>) {
         if let Ok(mut slot) = self.result.lock() {
-            *slot = Some(result);
+            *slot = Some((result, Instant::now()));
         }
     }
 
-    fn take(&self) -> Option<Result<OrderRow>> {
+    fn take(&self) -> Option<(Result<OrderRow>, Instant)> {
         self.result.lock().ok().and_then(|mut slot| slot.take())
     }
 }
@@ -73,14 +80,21 @@ pub struct OrderPlacer {
     producer: TransactionMQProducer,
     reback_topic: String,
     pool: MySqlPool,
+    metrics: OrderMetrics,
 }
 
 impl OrderPlacer {
-    pub fn new(producer: TransactionMQProducer, reback_topic: String, pool: MySqlPool) -> Self {
+    pub fn new(
+        producer: TransactionMQProducer,
+        reback_topic: String,
+        pool: MySqlPool,
+        metrics: OrderMetrics,
+    ) -> Self {
         Self {
             producer,
             reback_topic,
             pool,
+            metrics,
         }
     }
 
@@ -125,13 +139,18 @@ impl OrderPlacer {
         }
 
         // 5: what step 4 left for the caller.
-        call.take().unwrap_or_else(|| {
+        match call.take() {
+            Some((result, answered_at)) => {
+                self.metrics
+                    .step_took(Step::EndTransaction, answered_at.elapsed());
+                result
+            }
             // The client did not run the listener (e.g. no worker slot): the broker's
             // check-back will find no barrier row and return whatever may be deducted.
-            Err(Error::Unavailable(
+            None => Err(Error::Unavailable(
                 "order outcome unknown; it will be rolled back".into(),
-            ))
-        })
+            )),
+        }
     }
 
     /// Takes the producer offline. Call it after the gRPC server drained, so every

@@ -4,7 +4,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::{PATIENCE, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::spawn_stack;
+use crate::helpers::{order_config, spawn_stack, spawn_stack_with};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -55,5 +55,69 @@ async fn both_services_count_orders_check_backs_and_rebacks_on_their_metrics_end
         inventory.contains("inventory_dead_messages_total 0"),
         "{inventory}"
     );
+    stack.stop().await;
+}
+
+/// The count of a histogram series in a scrape (`<name>_count{<labels>} N`).
+fn histogram_count(scrape: &str, series: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{series} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[sqlx::test(migrations = false)]
+async fn latency_histograms_resolve_milliseconds_for_every_step_and_handler(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let mut config = order_config();
+    config.pay_timeout = std::time::Duration::from_secs(1);
+    let stack = spawn_stack_with(db, config).await;
+    stack.goods(1, 100, 1).await;
+    stack.add_to_cart(91, 1, 1).await;
+    stack.create_order(91).await.expect("order");
+    stack.add_to_cart(92, 1, 1).await;
+    stack.create_order(92).await.expect_err("out of stock");
+    stack.send_reback("HISTO-1").await;
+
+    let order = scrape(stack.order_metrics_addr).await;
+    for (series, at_least) in [
+        ("order_create_order_seconds_count{outcome=\"OK\"}", 1),
+        (
+            "order_create_order_seconds_count{outcome=\"FailedPrecondition\"}",
+            1,
+        ),
+        ("order_step_seconds_count{step=\"half_message\"}", 2),
+        ("order_step_seconds_count{step=\"claim_cart\"}", 2),
+        ("order_step_seconds_count{step=\"sell\"}", 2),
+        ("order_step_seconds_count{step=\"local_transaction\"}", 1),
+        ("order_step_seconds_count{step=\"pay_timeout_send\"}", 1),
+        ("order_step_seconds_count{step=\"end_transaction\"}", 2),
+    ] {
+        assert!(
+            histogram_count(&order, series) >= at_least,
+            "{series} below {at_least}:\n{order}"
+        );
+    }
+    assert!(
+        order.contains("order_step_seconds_bucket{step=\"sell\",le=\"0.001\"}"),
+        "millisecond buckets: {order}"
+    );
+    let inventory = eventually(PATIENCE, "the reback handled", || async {
+        let text = scrape(stack.inventory_metrics_addr).await;
+        (histogram_count(&text, "inventory_reback_seconds_count") >= 1).then_some(text)
+    })
+    .await;
+    assert!(
+        inventory.contains("inventory_reback_seconds_bucket{le=\"0.0005\"}"),
+        "{inventory}"
+    );
+    eventually(PATIENCE, "the pay timeout handled", || async {
+        let text = scrape(stack.order_metrics_addr).await;
+        (histogram_count(&text, "order_pay_timeout_seconds_count") >= 1).then_some(())
+    })
+    .await;
     stack.stop().await;
 }
