@@ -23,7 +23,10 @@ use serde_json::json;
 use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
 use tonic::transport::Channel;
 
-use crate::procs::{Parts, Proc};
+use crate::{
+    procs::{Parts, Proc},
+    steps,
+};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Parser)]
@@ -123,6 +126,8 @@ struct BenchStack {
     order: Proc,
     order_client: OrderClient<Channel>,
     inventory_client: InventoryClient<Channel>,
+    /// order_srv's `/metrics`, for the per-step latency breakdown.
+    order_metrics: String,
     /// The MySQL server, when it runs on this machine: its CPU counts on both sides.
     database_pid: Option<String>,
 }
@@ -143,6 +148,7 @@ impl BenchStack {
             order,
             order_client: OrderClient::connect(parts.order_addr()).await?,
             inventory_client: InventoryClient::connect(parts.inventory_addr()).await?,
+            order_metrics: parts.order_metrics_addr(),
             database_pid: crate::procs::pid_named(&["mariadbd", "mysqld"]),
         })
     }
@@ -298,6 +304,7 @@ async fn run_scenarios(
 
         // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
         eprintln!("bench: {} service start", scenario.label());
+        let steps_before = steps::scrape(&stack.order_metrics).await?;
         let cpu_before = stack.cpu();
         let service = drive(scenario.concurrency, scenario.orders, {
             let client = stack.order_client.clone();
@@ -321,6 +328,7 @@ async fn run_scenarios(
         })
         .await;
         let cpu_after = stack.cpu();
+        let steps = steps::breakdown(&steps_before, &steps::scrape(&stack.order_metrics).await?);
         eprintln!("bench: {} service end, baseline start", scenario.label());
         let baseline_before = stack.cpu();
         let baseline =
@@ -392,6 +400,12 @@ async fn run_scenarios(
         for (code, n) in &service.failures {
             println!("         service failures {code}: {n}");
         }
+        for step in &steps {
+            println!(
+                "         step {:<17} n={:<6} p50 <= {:>6.1} ms  p90 <= {:>6.1} ms  p99 <= {:>6.1} ms",
+                step.name, step.count, step.p50_ms, step.p90_ms, step.p99_ms
+            );
+        }
         for (code, n) in &baseline.failures {
             println!("         baseline failures {code}: {n}");
         }
@@ -400,6 +414,7 @@ async fn run_scenarios(
             "concurrency": scenario.concurrency,
             "orders": scenario.orders,
             "service": stats_json(&service),
+            "service_steps": steps.iter().map(steps::Step::json).collect::<Vec<_>>(),
             "baseline": stats_json(&baseline),
             "ratio": ratio,
             "oversell": oversell,

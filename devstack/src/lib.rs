@@ -7,3 +7,4 @@ pub mod chaos;
 pub mod demo;
 pub mod procs;
 pub mod stack;
+pub mod steps;

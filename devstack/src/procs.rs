@@ -143,6 +143,7 @@ pub struct Ports {
     broker: u16,
     inventory: u16,
     order: u16,
+    order_metrics: u16,
 }
 
 /// Where each part of the system runs as a process, and how to (re)start it: the one
@@ -178,6 +179,7 @@ impl Parts {
                 broker: free_broker_port("127.0.0.1")?,
                 inventory: free_port("127.0.0.1")?,
                 order: free_port("127.0.0.1")?,
+                order_metrics: free_port("127.0.0.1")?,
             },
             order_db,
             inventory_db,
@@ -210,6 +212,11 @@ impl Parts {
 
     pub fn order_addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.order)
+    }
+
+    /// `host:port` of order_srv's `/metrics`.
+    pub fn order_metrics_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.order_metrics)
     }
 
     pub fn inventory_addr(&self) -> String {
@@ -292,7 +299,7 @@ impl Parts {
                 "ORDER_GRPC_ADDR".into(),
                 format!("127.0.0.1:{}", self.ports.order),
             ),
-            ("ORDER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            ("ORDER_METRICS_ADDR".into(), self.order_metrics_addr()),
             (
                 "INVENTORY_ENDPOINT".into(),
                 format!("http://127.0.0.1:{}", self.ports.inventory),

@@ -46,6 +46,25 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
             );
         }
         assert!(scenario["ratio"].as_f64().is_some_and(|r| r > 0.0));
+        // The per-step breakdown comes from order_srv's own histograms: every order went
+        // through every step once.
+        let steps = scenario["service_steps"].as_array().expect("service_steps");
+        for step in [
+            "half_message",
+            "claim_cart",
+            "sell",
+            "pay_timeout_send",
+            "local_transaction",
+            "end_transaction",
+            "create_order (OK)",
+        ] {
+            let found = steps
+                .iter()
+                .find(|s| s["step"] == step)
+                .unwrap_or_else(|| panic!("step {step} missing in {scenario}"));
+            assert_eq!(found["count"].as_u64(), Some(orders), "{step}: {found}");
+            assert!(found["p99_ms_at_most"].as_f64().is_some_and(|ms| ms > 0.0));
+        }
         assert!(
             scenario["cpu_ms_per_order"]["service"]
                 .as_f64()
