@@ -34,7 +34,10 @@ use testkit::{PATIENCE, eventually, unique};
 use tonic::Code;
 
 use crate::{
-    helpers::{arm, order_config, spawn_stack, spawn_stack_with},
+    helpers::{
+        arm, closed_orders_come_back_then_audit, order_config, race_orders, spawn_stack,
+        spawn_stack_with,
+    },
     reback_probe::RebackProbe,
 };
 
@@ -510,15 +513,7 @@ async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
     let mut config = order_config();
     config.pay_timeout = Duration::from_secs(2);
     let stack = spawn_stack_with(db, config).await;
-    stack.goods(1, 100, 1_000).await;
-    for user in 1..=ORDERS {
-        stack.add_to_cart(user, 1, 2).await;
-    }
-    let orders: Vec<_> = join_all((1..=ORDERS).map(|user| stack.create_order(user)))
-        .await
-        .into_iter()
-        .map(|r| r.expect("order"))
-        .collect();
+    let orders = race_orders(&stack, ORDERS).await;
 
     // Pay each order at a different moment, from well before its 2 s timeout to well after.
     let payments = join_all(orders.iter().enumerate().map(|(i, order)| {
@@ -555,20 +550,7 @@ async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
         paid > 0 && closed > 0,
         "no race happened: {paid} paid, {closed} closed"
     );
-    // Counters move right after each reback commits: wait for both.
-    eventually(PATIENCE, "the closed orders' stock back", || async {
-        (stack.stock(1).await == 1_000 - 2 * paid as i64
-            && stack.reback_counters.returned.get() as usize == closed)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(
-        stack.reback_counters.returned.get() as usize,
-        closed,
-        "each closed order returned once"
-    );
-    let acknowledged: Vec<String> = orders.iter().map(|o| o.order_sn.clone()).collect();
-    stack.audit(&[(1, 1_000)], &acknowledged).await;
+    closed_orders_come_back_then_audit(&stack, &orders, paid).await;
     stack.stop().await;
 }
 

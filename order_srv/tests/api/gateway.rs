@@ -10,7 +10,8 @@ use testkit::{PATIENCE, eventually};
 use tonic::Code;
 
 use crate::helpers::{
-    Stack, arm, create_order_request, order_config, spawn_stack, spawn_stack_with,
+    Stack, arm, closed_orders_come_back_then_audit, create_order_request, order_config,
+    race_orders, spawn_stack, spawn_stack_with,
 };
 
 async fn create_with(
@@ -240,15 +241,7 @@ async fn cancel_payment_and_timeout_racing_have_exactly_one_winner(
     let mut config = order_config();
     config.pay_timeout = Duration::from_secs(2);
     let stack = spawn_stack_with(db, config).await;
-    stack.goods(1, 100, 1_000).await;
-    for user in 1..=ORDERS {
-        stack.add_to_cart(user, 1, 2).await;
-    }
-    let orders: Vec<pb::OrderInfo> = join_all((1..=ORDERS).map(|user| stack.create_order(user)))
-        .await
-        .into_iter()
-        .map(|r| r.expect("order"))
-        .collect();
+    let orders = race_orders(&stack, ORDERS).await;
 
     let shared = &stack;
     let outcomes = join_all(orders.iter().enumerate().map(|(i, order)| async move {
@@ -286,14 +279,7 @@ async fn cancel_payment_and_timeout_racing_have_exactly_one_winner(
         paid > 0 && closed > 0,
         "no race: {paid} paid, {closed} closed"
     );
-    eventually(PATIENCE, "the closed orders' stock back", || async {
-        (stack.stock(1).await == 1_000 - 2 * paid as i64
-            && stack.reback_counters.returned.get() as usize == closed)
-            .then_some(())
-    })
-    .await;
-    let acknowledged: Vec<String> = orders.iter().map(|o| o.order_sn.clone()).collect();
-    stack.audit(&[(1, 1_000)], &acknowledged).await;
+    closed_orders_come_back_then_audit(&stack, &orders, paid).await;
     stack.stop().await;
 }
 

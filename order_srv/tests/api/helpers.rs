@@ -391,3 +391,44 @@ pub async fn arm(name: &'static str, actions: &str) -> Armed {
     fail::cfg(name, actions).expect("failpoint");
     Armed { name, _turn: turn }
 }
+
+/// For the race tests: one order of 2 × goods 1 (price 100, stock 1,000) per user 1..=users.
+pub async fn race_orders(stack: &Stack, users: i64) -> Vec<pb::OrderInfo> {
+    stack.goods(1, 100, 1_000).await;
+    for user in 1..=users {
+        stack.add_to_cart(user, 1, 2).await;
+    }
+    futures::future::join_all((1..=users).map(|user| stack.create_order(user)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("order"))
+        .collect()
+}
+
+/// After a race on [`race_orders`]: every order that was not paid was closed; waits until
+/// each closed order's stock came back exactly once, then audits I1-I5.
+pub async fn closed_orders_come_back_then_audit(
+    stack: &Stack,
+    orders: &[pb::OrderInfo],
+    paid: usize,
+) {
+    let closed = orders.len() - paid;
+    // Counters move right after each reback commits: wait for both.
+    testkit::eventually(
+        testkit::PATIENCE,
+        "the closed orders' stock back",
+        || async {
+            (stack.stock(1).await == 1_000 - 2 * paid as i64
+                && stack.reback_counters.returned.get() as usize == closed)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stack.reback_counters.returned.get() as usize,
+        closed,
+        "each closed order returned once"
+    );
+    let acknowledged: Vec<String> = orders.iter().map(|o| o.order_sn.clone()).collect();
+    stack.audit(&[(1, 1_000)], &acknowledged).await;
+}
