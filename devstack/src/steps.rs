@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub type Buckets = BTreeMap<String, Vec<(f64, u64)>>;
 
 /// The steps in the order they happen, then the whole call.
-const SERIES: [&str; 7] = [
+pub const SERIES: [&str; 7] = [
     "half_message",
     "claim_cart",
     "sell",

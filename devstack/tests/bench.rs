@@ -49,15 +49,7 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
         // The per-step breakdown comes from order_srv's own histograms: every order went
         // through every step once.
         let steps = scenario["service_steps"].as_array().expect("service_steps");
-        for step in [
-            "half_message",
-            "claim_cart",
-            "sell",
-            "pay_timeout_send",
-            "local_transaction",
-            "end_transaction",
-            "create_order (OK)",
-        ] {
+        for step in devstack::steps::SERIES {
             let found = steps
                 .iter()
                 .find(|s| s["step"] == step)
