@@ -4,7 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -19,6 +19,7 @@ pub struct Proc {
     pub name: String,
     child: Child,
     pid: u32,
+    log: PathBuf,
 }
 
 /// The path of a binary built in the same target directory as this one (a test binary
@@ -71,7 +72,32 @@ impl Proc {
             name: name.to_owned(),
             child,
             pid,
+            log: log.to_path_buf(),
         })
+    }
+
+    /// Waits until something accepts connections on `addr`. Fails at once when the
+    /// process exits first, and after `within` otherwise; either way the error carries
+    /// the end of its log, so a part that did not start says why.
+    pub async fn listening(&mut self, addr: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let failure = loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break format!("{} exited ({status}) before listening on {addr}", self.name);
+            }
+            if Instant::now() >= deadline {
+                break format!("{} does not listen on {addr} after {within:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        bail!(
+            "{failure}; the end of {}:\n{}",
+            self.log.display(),
+            log_tail(&self.log, 40)
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,6 +134,18 @@ impl Proc {
     }
 }
 
+/// The last `lines` lines of a log file (or why it can't be read).
+fn log_tail(log: &Path, lines: usize) -> String {
+    match std::fs::read(log) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(unreadable: {e})"),
+    }
+}
+
 /// User + system CPU time of a process (`"self"` for this one), read from /proc.
 pub fn cpu_time_of(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -136,8 +174,6 @@ pub fn pid_named(names: &[&str]) -> Option<String> {
         })
 }
 
-pub use testkit::wait_for_port;
-
 pub struct Ports {
     namesrv: u16,
     broker: u16,
@@ -159,6 +195,8 @@ pub struct Parts {
     fast_broker: bool,
     /// `RUST_LOG` of the services; `None` leaves it unset (their default filter).
     service_log: Option<&'static str>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` of the services; `None`: no tracing export.
+    otlp_endpoint: Option<String>,
 }
 
 impl Parts {
@@ -186,6 +224,7 @@ impl Parts {
             pay_timeout,
             fast_broker: true,
             service_log: Some("warn,order_srv=info,inventory_srv=info"),
+            otlp_endpoint: None,
         })
     }
 
@@ -200,6 +239,24 @@ impl Parts {
     pub fn default_service_logs(mut self) -> Self {
         self.service_log = None;
         self
+    }
+
+    /// Services that export their spans over OTLP/gRPC to `endpoint`.
+    pub fn exporting_traces_to(mut self, endpoint: String) -> Self {
+        self.otlp_endpoint = Some(endpoint);
+        self
+    }
+
+    /// What every service's environment has besides its own settings.
+    fn common_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("NAMESRV_ADDR".to_owned(), self.namesrv())];
+        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        env.extend(
+            self.otlp_endpoint
+                .clone()
+                .map(|endpoint| ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint)),
+        );
+        env
     }
 
     pub fn order_db_url(&self) -> String {
@@ -237,14 +294,14 @@ impl Parts {
         if self.fast_broker {
             args.push("--fast".into());
         }
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             "broker",
             &sibling_binary("devstack")?,
             &args,
             &[],
             &self.logs.join("broker.log"),
         )?;
-        wait_for_port(
+        proc.listening(
             &format!("127.0.0.1:{}", self.ports.broker),
             Duration::from_secs(120),
         )
@@ -261,23 +318,22 @@ impl Parts {
                 format!("127.0.0.1:{}", self.ports.inventory),
             ),
             ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
-            ("NAMESRV_ADDR".into(), self.namesrv()),
         ];
-        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        env.extend(self.common_env());
         if crash_in_consumer {
             env.push((
                 "FAILPOINTS".into(),
                 "inventory.before_reback=1*return(*:crash)".into(),
             ));
         }
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             "inventory_srv",
             &sibling_binary("inventory_srv")?,
             &[],
             &env,
             &self.logs.join("inventory_srv.log"),
         )?;
-        wait_for_port(
+        proc.listening(
             &format!("127.0.0.1:{}", self.ports.inventory),
             Duration::from_secs(120),
         )
@@ -304,24 +360,23 @@ impl Parts {
                 "INVENTORY_ENDPOINT".into(),
                 format!("http://127.0.0.1:{}", self.ports.inventory),
             ),
-            ("NAMESRV_ADDR".into(), self.namesrv()),
             (
                 "ORDER_PAY_TIMEOUT".into(),
                 format!("{}s", self.pay_timeout.as_secs().max(1)),
             ),
         ];
-        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        env.extend(self.common_env());
         if let Some(failpoints) = failpoints {
             env.push(("FAILPOINTS".into(), failpoints));
         }
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             "order_srv",
             &sibling_binary("order_srv")?,
             &[],
             &env,
             &self.logs.join("order_srv.log"),
         )?;
-        wait_for_port(
+        proc.listening(
             &format!("127.0.0.1:{}", self.ports.order),
             Duration::from_secs(120),
         )

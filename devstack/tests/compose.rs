@@ -167,6 +167,52 @@ fn the_services_environment_is_exactly_what_the_binaries_read() {
 }
 
 #[test]
+fn both_services_export_their_traces_to_jaeger() {
+    let compose = compose();
+    let jaeger = service(&compose, "jaeger");
+    let image = jaeger
+        .get("image")
+        .and_then(Value::as_str)
+        .expect("jaeger has an image");
+    assert!(image.starts_with("jaegertracing/"), "{image}");
+    let ports = strings(jaeger.get("ports"));
+    assert!(
+        ports.contains(&"16686:16686".to_owned()),
+        "the UI is published"
+    );
+    assert!(
+        ports.contains(&"4317:4317".to_owned()),
+        "OTLP/gRPC is published"
+    );
+
+    let inventory = service(&compose, "inventory_srv");
+    let order = service(&compose, "order_srv");
+    let inventory_config: inventory_srv::config::Config = parse_with(&environment(inventory));
+    let order_config: order_srv::config::Config = parse_with(&environment(order));
+    for (name, endpoint, definition) in [
+        (
+            "inventory_srv",
+            inventory_config.otel_exporter_otlp_endpoint,
+            inventory,
+        ),
+        ("order_srv", order_config.otel_exporter_otlp_endpoint, order),
+    ] {
+        assert_eq!(
+            endpoint.as_deref(),
+            Some("http://jaeger:4317"),
+            "{name} exports to Jaeger's OTLP/gRPC port"
+        );
+        assert!(
+            definition
+                .get("depends_on")
+                .and_then(|d| d.get("jaeger"))
+                .is_some(),
+            "{name} starts after jaeger"
+        );
+    }
+}
+
+#[test]
 fn every_service_waits_for_what_it_needs_to_be_healthy() {
     let compose = compose();
     for name in ["mysql", "namesrv", "broker", "inventory_srv", "order_srv"] {

@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
     pub namesrv_addr: String,
 
+    /// OTLP/gRPC endpoint spans are exported to (e.g. `http://jaeger:4317`); unset, no
+    /// spans are built or exported and no trace context is propagated.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
     /// Topic of the "give this order's stock back" messages.
     #[arg(long, env = "INVENTORY_REBACK_TOPIC", default_value = "order_reback")]
     pub reback_topic: String,
@@ -73,6 +78,10 @@ impl std::fmt::Debug for Config {
             .field("grpc_addr", &self.grpc_addr)
             .field("db_max_connections", &self.db_max_connections)
             .field("namesrv_addr", &self.namesrv_addr)
+            .field(
+                "otel_exporter_otlp_endpoint",
+                &self.otel_exporter_otlp_endpoint,
+            )
             .field("reback_topic", &self.reback_topic)
             .field("reback_consumer_group", &self.reback_consumer_group)
             .finish_non_exhaustive()

@@ -1,5 +1,6 @@
 //! The gRPC edge: validate, call the rules in [`crate::stock`], map the answer.
 
+use observe::{IntCounterVec, Registry};
 use proto::inventory::{self as pb, inventory_server::Inventory};
 use sqlx::MySqlPool;
 use tonic::{Request, Response, Status};
@@ -11,11 +12,19 @@ use crate::{
 
 pub struct InventoryService {
     pool: MySqlPool,
+    /// `inventory_sells_total{outcome}`: Sells answered OK by this replica.
+    sells: IntCounterVec,
 }
 
 impl InventoryService {
-    pub fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+    pub fn new(pool: MySqlPool, registry: &Registry) -> Self {
+        let sells = observe::counter_vec(
+            registry,
+            "inventory_sells_total",
+            "Sells answered OK by this replica, by outcome (deducted, already_deducted)",
+            &["outcome"],
+        );
+        Self { pool, sells }
     }
 }
 
@@ -67,6 +76,12 @@ impl Inventory for InventoryService {
         let order = SellOrder::try_from(request.into_inner())?;
         let outcome = stock::sell(&self.pool, &order).await?;
         tracing::info!(?outcome, "sell");
+        self.sells
+            .with_label_values(&[match outcome {
+                SellOutcome::Deducted => "deducted",
+                SellOutcome::AlreadyDeducted => "already_deducted",
+            }])
+            .inc();
         Ok(Response::new(pb::SellResponse {
             already_deducted: outcome == SellOutcome::AlreadyDeducted,
         }))

@@ -37,6 +37,7 @@ pub struct Application {
     registry: observe::Registry,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    service: InventoryService,
 }
 
 impl Application {
@@ -72,6 +73,7 @@ impl Application {
         let grpc_addr = listener.local_addr()?;
         let registry = observe::Registry::new();
         let counters = Arc::new(RebackCounters::register(&registry));
+        let service = InventoryService::new(pool.clone(), &registry);
         let metrics_listener = observe::bind(config.metrics_addr, "INVENTORY_METRICS_ADDR")
             .await
             .map_err(anyhow::Error::msg)?;
@@ -92,6 +94,7 @@ impl Application {
             registry,
             metrics_listener,
             metrics_addr,
+            service,
         })
     }
 
@@ -134,7 +137,7 @@ impl Application {
             self.purge_interval,
             stopped,
         );
-        let service = InventoryServer::new(InventoryService::new(self.pool.clone()));
+        let service = InventoryServer::new(self.service);
         let served =
             observe::grpc::serve(self.listener, service, proto::FILE_DESCRIPTOR_SET, shutdown)
                 .await;

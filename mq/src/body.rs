@@ -1,7 +1,9 @@
-//! The body of both topics: `{"order_sn": "..."}`, with the order_sn also as message key.
+//! The body of both topics: `{"order_sn": "..."}`, with the order_sn also as message key
+//! and the sender's trace context as user properties.
 
 use std::time::Duration;
 
+use observe::trace::Carrier;
 use rocketmq_model::common::message::{message_builder::MessageBuilder, message_single::Message};
 use serde::{Deserialize, Serialize};
 
@@ -40,11 +42,19 @@ impl OrderSnBody {
             .map_err(|e| MqError::Message(e.into()))
     }
 
+    /// The message, with the trace context of the current span as user properties
+    /// (`traceparent`, `tracestate`): its consumer continues the sender's trace.
     fn builder(&self, topic: &str) -> Result<MessageBuilder> {
         let body = serde_json::to_vec(self).map_err(|e| MqError::Message(e.into()))?;
-        Ok(Message::builder()
+        let mut builder = Message::builder()
             .topic(topic)
             .key(self.order_sn.as_str())
-            .body(body))
+            .body(body);
+        for (name, value) in Carrier::of(&tracing::Span::current()).0 {
+            builder = builder
+                .raw_property(name, value)
+                .map_err(|e| MqError::Message(e.into()))?;
+        }
+        Ok(builder)
     }
 }

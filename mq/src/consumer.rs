@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use observe::trace::Carrier;
 use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use crate::{Mq, Result};
 
@@ -22,6 +24,8 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// How many times it was delivered before (0 on the first delivery).
     pub reconsume_times: i32,
+    /// The trace context of the span that sent it (empty when the sender did not trace).
+    pub trace: Carrier,
 }
 
 impl Delivery {
@@ -31,6 +35,7 @@ impl Delivery {
             topic: msg.topic().to_string(),
             body: msg.body().map(|b| b.to_vec()).unwrap_or_default(),
             reconsume_times: msg.reconsume_times(),
+            trace: crate::trace_context(msg),
         }
     }
 }
@@ -78,9 +83,18 @@ pub async fn start<H: Handler>(
         move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
             for msg in msgs {
                 let (handler, delivery) = (handler.clone(), Delivery::of(msg));
-                let status = crate::run_on(&runtime, async move {
-                    settle(handler.as_ref(), &delivery).await
-                })
+                let span = tracing::info_span!(
+                    "consume",
+                    otel.name = format!("{} process", delivery.topic),
+                    otel.kind = "consumer",
+                    msg_id = %delivery.msg_id,
+                    trace_id = tracing::field::Empty,
+                );
+                delivery.trace.continue_in(&span);
+                let status = crate::run_on(
+                    &runtime,
+                    async move { settle(handler.as_ref(), &delivery).await }.instrument(span),
+                )
                 // The task panicked: nothing is known, so deliver it again.
                 .unwrap_or(ConsumeConcurrentlyStatus::ReconsumeLater);
                 if status == ConsumeConcurrentlyStatus::ReconsumeLater {
@@ -94,8 +108,8 @@ pub async fn start<H: Handler>(
     Ok(consumer)
 }
 
-/// Runs the handler and maps its outcome to the broker's status.
-#[tracing::instrument(skip_all, fields(topic = %delivery.topic, msg_id = %delivery.msg_id))]
+/// Runs the handler and maps its outcome to the broker's status, in the span of the
+/// delivery (a child of the sender's span: the message's trace continues here).
 async fn settle<H: Handler>(handler: &H, delivery: &Delivery) -> ConsumeConcurrentlyStatus {
     match handler.handle(delivery).await {
         Outcome::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,

@@ -8,11 +8,15 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use cheetah_string::CheetahString;
+use observe::trace::Carrier;
 use rocketmq_client_rust::{
     ClientConfig, ClientError, ClientRuntime, ClientRuntimeConfig, DefaultMQProducer,
     DefaultMQPushConsumer, TelemetryHandle, TransactionListener, TransactionMQProducer,
 };
-use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::{
+    consumer::consume_from_where::ConsumeFromWhere, message::MessageTrait,
+};
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
 pub mod body;
@@ -51,6 +55,14 @@ pub fn run_on<T: Send + 'static>(
         let _ = done.send(work.await);
     });
     outcome.recv().ok()
+}
+
+/// The trace context a message carries in its user properties (see [`body`]).
+pub fn trace_context(msg: &impl MessageTrait) -> Carrier {
+    Carrier::read(|field| {
+        msg.property(&CheetahString::from(field))
+            .map(|value| value.to_string())
+    })
 }
 
 /// The client's `Display` often shows only the outermost layer; walk the sources.

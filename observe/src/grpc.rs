@@ -1,20 +1,26 @@
 //! The one gRPC edge of both services: a service served with health and reflection, with
-//! TCP_NODELAY, until shutdown.
+//! TCP_NODELAY, a span per call that continues the caller's trace, until shutdown; and
+//! [`Traced`], the client side of that trace.
 //!
 //! Serving through `serve_with_incoming_shutdown` with a plain `TcpListenerStream` drops
 //! tonic's default TCP_NODELAY; `TcpIncoming` with nodelay keeps it (small replies are not
 //! held back by Nagle's algorithm waiting for a delayed ACK).
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
 
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
-    codegen::http::{Request, Response},
+    codegen::http::{HeaderMap, HeaderName, HeaderValue, Request, Response},
     server::NamedService,
     transport::server::TcpIncoming,
 };
 use tower_service::Service;
+
+use crate::trace::Carrier;
 
 /// Serves `service` on `listener` until `shutdown` resolves, with gRPC health (SERVING,
 /// then NOT_SERVING as soon as shutdown starts, while the server drains its calls) and
@@ -47,6 +53,7 @@ where
         );
     };
     tonic::transport::Server::builder()
+        .trace_fn(server_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -57,6 +64,55 @@ where
         )
         .await?;
     Ok(())
+}
+
+/// The span of one incoming call: a child of the caller's span when the request carries
+/// a W3C trace context (the gateway's, or order_srv's for a Sell), named after the method.
+fn server_span(request: &Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = request.uri().path(),
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    Carrier::read(|field| header(request.headers(), field)).continue_in(&span);
+    span
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_owned)
+}
+
+/// A gRPC client channel that sends the caller's trace context (W3C `traceparent`,
+/// `tracestate`) with every request, so the server's span joins the caller's trace.
+/// Wrap the channel once, where the client is built: every call through it is traced.
+#[derive(Clone, Debug)]
+pub struct Traced<S>(pub S);
+
+impl<S, B> Service<Request<B>> for Traced<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Called from the caller's task, inside its span.
+        for (name, value) in Carrier::of(&tracing::Span::current()).0 {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        self.0.call(request)
+    }
 }
 
 /// The reflection services of one gRPC service, in both protocol versions (`v1`, and

@@ -6,12 +6,13 @@
 
 pub mod grpc;
 pub mod telemetry;
+pub mod trace;
 
 use std::net::SocketAddr;
 
 use prometheus::{Encoder, TextEncoder};
 pub use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -52,6 +53,16 @@ pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str])
         .register(Box::new(counter.clone()))
         .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
     counter
+}
+
+/// Registers a gauge.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge =
+        IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(gauge.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    gauge
 }
 
 /// Serves `GET /metrics` (text format 0.0.4) until `shutdown` resolves. Anything else

@@ -1,6 +1,13 @@
-//! Tracing set-up and the production shutdown signal.
+//! Tracing set-up (log lines, and spans exported over OTLP when an endpoint is set) and
+//! the production shutdown signal.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use anyhow::Context;
+use opentelemetry::{KeyValue, trace::TracerProvider};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+};
 
 /// The services' log filter when `RUST_LOG` is unset: their own lines from info up, the
 /// RocketMQ client's only from warn up. A healthy service logs no WARN and no ERROR. The
@@ -13,19 +20,107 @@ pub const DEFAULT_FILTER: &str = "info,rocketmq_client_rust=warn,\
      rocketmq_transport=warn,rocketmq_remoting=warn,rocketmq_runtime=warn,rocketmq_model=warn,\
      rocketmq_observability=warn";
 
-/// Installs a `fmt` subscriber filtered by `RUST_LOG` (default `default_filter`). Lines
-/// name their module, so a line leads to its source. Safe to call more than once: later
-/// calls are no-ops.
-pub fn init(default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = fmt().with_env_filter(filter).try_init();
+/// Who is exporting spans: the OpenTelemetry resource of a service.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceName {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+/// The installed subscriber's exporter; [`Telemetry::shutdown`] sends what is buffered.
+#[must_use = "shut it down at exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "exporting the last spans failed");
+        }
+    }
+}
+
+/// Installs the process's subscriber: log lines (a `fmt` layer filtered by `RUST_LOG`,
+/// default `default_filter`; lines name their module, so a line leads to its source) and,
+/// when `otlp_endpoint` is set, spans exported over OTLP/gRPC in batches
+/// ([`crate::trace`] carries their context across the services). Without an endpoint
+/// there is no OpenTelemetry layer at all: nothing is built, sent or propagated. Must
+/// run inside the tokio runtime (the exporter's gRPC client lives there). Safe to call
+/// more than once: later calls install nothing.
+pub fn init(
+    service: ServiceName,
+    otlp_endpoint: Option<&str>,
+    default_filter: &str,
+) -> anyhow::Result<Telemetry> {
+    let provider = match otlp_endpoint.filter(|endpoint| !endpoint.is_empty()) {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .with_context(|| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {endpoint}"))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource(service))
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let installed = tracing_subscriber::registry()
+        .with(env_filter(default_filter))
+        .with(fmt::layer())
+        .with(provider.as_ref().map(|p| layer(p, service)))
+        .try_init()
+        .is_ok();
+    if installed && let Some(endpoint) = otlp_endpoint.filter(|_| provider.is_some()) {
+        tracing::info!(endpoint, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The layer that turns `tracing` spans into OpenTelemetry spans of `provider`'s tracer.
+pub fn layer<S>(provider: &SdkTracerProvider, service: ServiceName) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service.name))
+        // Log events stay log lines; spans carry the timings.
+        .with_level(true)
+        .with_threads(false)
+}
+
+/// The resource attributes of a service's spans: its name and version.
+pub fn resource(service: ServiceName) -> Resource {
+    Resource::builder()
+        .with_service_name(service.name)
+        .with_attribute(KeyValue::new("service.version", service.version))
+        .build()
+}
+
+/// `RUST_LOG`, or `default_filter` when it is unset or malformed.
+pub fn env_filter(default_filter: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter))
 }
 
 /// Tests are silent unless `TEST_LOG=1`.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
-        init("info");
+        let _ = tracing_subscriber::registry()
+            .with(env_filter("info"))
+            .with(fmt::layer())
+            .try_init();
     }
 }
 

@@ -32,13 +32,20 @@ pub struct Config {
     #[arg(long, env = "ORDER_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
 
-    /// gRPC endpoint of inventory_srv.
+    /// gRPC endpoint(s) of inventory_srv: comma-separated `http://host:port`; a name may
+    /// resolve to several replicas. Sells are balanced over the replicas whose health
+    /// check says SERVING (see `order_srv::inventory`).
     #[arg(
         long,
         env = "INVENTORY_ENDPOINT",
         default_value = "http://127.0.0.1:50052"
     )]
     pub inventory_endpoint: String,
+
+    /// How often the inventory replicas are resolved and health-checked; a replica that
+    /// stops serving receives no new Sell after at most this long.
+    #[arg(long, env = "ORDER_INVENTORY_PROBE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub inventory_probe_interval: Duration,
 
     /// Deadline of one inventory Sell call; past it the outcome counts as unknown.
     #[arg(long, env = "ORDER_SELL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -47,6 +54,11 @@ pub struct Config {
     /// RocketMQ name server address(es), `host:port[;host:port]`.
     #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
     pub namesrv_addr: String,
+
+    /// OTLP/gRPC endpoint spans are exported to (e.g. `http://jaeger:4317`); unset, no
+    /// spans are built or exported and no trace context is propagated.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// How long an order may wait for payment before it is closed and its stock returned.
     #[arg(long, env = "ORDER_PAY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -118,7 +130,12 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<redacted>")
             .field("grpc_addr", &self.grpc_addr)
             .field("inventory_endpoint", &self.inventory_endpoint)
+            .field("inventory_probe_interval", &self.inventory_probe_interval)
             .field("namesrv_addr", &self.namesrv_addr)
+            .field(
+                "otel_exporter_otlp_endpoint",
+                &self.otel_exporter_otlp_endpoint,
+            )
             .field("pay_timeout", &self.pay_timeout)
             .field("reback_topic", &self.reback_topic)
             .field("timeout_topic", &self.timeout_topic)

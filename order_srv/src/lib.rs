@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod grpc;
+pub mod inventory;
 pub mod metrics;
 pub mod orders;
 pub mod startup;

@@ -7,12 +7,21 @@ use order_srv::{config::Config, startup::Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init(telemetry::DEFAULT_FILTER);
+    let config = Config::parse();
+    let telemetry = telemetry::init(
+        telemetry::ServiceName {
+            name: "order_srv",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        config.otel_exporter_otlp_endpoint.as_deref(),
+        telemetry::DEFAULT_FILTER,
+    )?;
     // Failpoints from the FAILPOINTS environment variable (chaos runs only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let config = Config::parse();
     let app = Application::build(config).await?;
     tracing::info!(addr = %app.grpc_addr(), "order_srv listening");
-    app.run_until(telemetry::shutdown_signal()).await
+    let served = app.run_until(telemetry::shutdown_signal()).await;
+    telemetry.shutdown();
+    served
 }

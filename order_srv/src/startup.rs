@@ -9,13 +9,14 @@ use proto::{inventory::inventory_client::InventoryClient, order::order_server::O
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
+use tokio::task::JoinHandle;
 
 use crate::{
     MIGRATOR,
     config::Config,
     create_order::{LocalTransaction, OrderPlacer, RebackTxListener},
     grpc::OrderService,
+    inventory::Discovery,
     metrics::OrderMetrics,
     timeout::{OrderCloser, TimeoutCounters},
 };
@@ -37,6 +38,8 @@ pub struct Application {
     registry: observe::Registry,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    /// Keeps the inventory channel to the serving replicas.
+    inventory_discovery: JoinHandle<()>,
 }
 
 impl Application {
@@ -57,10 +60,18 @@ impl Application {
         service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the order database")?;
-        let inventory = Endpoint::from_shared(config.inventory_endpoint.clone())
-            .context("INVENTORY_ENDPOINT is not a valid URI")?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let registry = observe::Registry::new();
+        let (inventory, inventory_discovery) = Discovery::parse(
+            &config.inventory_endpoint,
+            Duration::from_secs(2),
+            config.inventory_probe_interval,
+        )?
+        .start(observe::gauge(
+            &registry,
+            "order_inventory_replicas",
+            "inventory_srv replicas that Sells are balanced over (those whose health check says SERVING)",
+        ))
+        .await;
 
         let mq = Mq::new(
             &MqConfig {
@@ -80,12 +91,11 @@ impl Application {
             )
         })?;
 
-        let registry = observe::Registry::new();
         let metrics = OrderMetrics::register(&registry);
         let local_transaction = Arc::new(LocalTransaction {
             metrics: metrics.clone(),
             pool: pool.clone(),
-            inventory: InventoryClient::new(inventory),
+            inventory: InventoryClient::new(observe::grpc::Traced(inventory)),
             sell_timeout: config.sell_timeout,
             timeout_producer: plain_producer.clone(),
             timeout_topic: config.timeout_topic.clone(),
@@ -153,6 +163,7 @@ impl Application {
             closer,
             barrier_retention: config.barrier_retention,
             purge_interval: config.purge_interval,
+            inventory_discovery,
         })
     }
 
@@ -201,6 +212,7 @@ impl Application {
             metrics,
             registry,
             metrics_listener,
+            inventory_discovery,
             ..
         } = self;
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -237,6 +249,7 @@ impl Application {
             Err(_) => tracing::warn!("transactional producer still in use; not shut down"),
         }
         plain_producer.shutdown().await;
+        inventory_discovery.abort();
         mq.shutdown().await;
         pool.close().await;
         served

@@ -12,6 +12,7 @@ use mq::OrderSnBody;
 use rocketmq_client_rust::{LocalTransactionState, TransactionListener};
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use super::{PlaceCall, check_back, local_transaction::LocalTransaction};
 use crate::error::Error;
@@ -43,9 +44,10 @@ impl TransactionListener for RebackTxListener {
             return LocalTransactionState::RollbackMessage;
         };
         let (local_transaction, task_call) = (self.local_transaction.clone(), call.clone());
-        let (state, result) = mq::run_on(&self.runtime, async move {
-            local_transaction.run(&task_call).await
-        })
+        let (state, result) = mq::run_on(
+            &self.runtime,
+            async move { local_transaction.run(&task_call).await }.instrument(call.span.clone()),
+        )
         .unwrap_or_else(|| {
             // The task died (a panic): nothing is known, the check-back decides.
             (
@@ -65,11 +67,20 @@ impl TransactionListener for RebackTxListener {
             tracing::error!(msg_id = %msg.msg_id(), "check-back of a malformed reback; rolling it back");
             return LocalTransactionState::RollbackMessage;
         };
+        // The check-back continues the trace of the CreateOrder that sent the half message.
+        let span = tracing::info_span!(
+            "check_back",
+            otel.kind = "server",
+            order_sn = %body.order_sn,
+            trace_id = tracing::field::Empty,
+        );
+        mq::trace_context(msg).continue_in(&span);
         let pool = self.local_transaction.pool.clone();
         let started = std::time::Instant::now();
-        let state = mq::run_on(&self.runtime, async move {
-            check_back::answer(&pool, &body.order_sn).await
-        })
+        let state = mq::run_on(
+            &self.runtime,
+            async move { check_back::answer(&pool, &body.order_sn).await }.instrument(span),
+        )
         .unwrap_or(LocalTransactionState::Unknown);
         let metrics = &self.local_transaction.metrics;
         metrics.checked_back(state);

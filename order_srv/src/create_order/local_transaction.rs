@@ -16,6 +16,7 @@ use std::{
 };
 
 use mq::OrderSnBody;
+use observe::grpc::Traced;
 use proto::inventory::{self as inv, inventory_client::InventoryClient};
 use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState};
 use service_db::ResultExt;
@@ -37,7 +38,8 @@ use LocalTransactionState::{CommitMessage as ReturnStock, RollbackMessage as Kee
 /// mutated by one.
 pub struct LocalTransaction {
     pub pool: MySqlPool,
-    pub inventory: InventoryClient<Channel>,
+    /// Every Sell carries the order's trace context (see `observe::grpc::Traced`).
+    pub inventory: InventoryClient<Traced<Channel>>,
     pub sell_timeout: Duration,
     pub timeout_producer: DefaultMQProducer,
     pub timeout_topic: String,
@@ -56,7 +58,7 @@ enum LocalTxError {
 
 impl LocalTransaction {
     /// Steps 4.1-4.5 for one call. Returns the broker answer and the caller's result.
-    #[tracing::instrument(skip_all, fields(order_sn = %call.order_sn))]
+    #[tracing::instrument(name = "local_transaction", skip_all, fields(order_sn = %call.order_sn))]
     pub async fn run(&self, call: &PlaceCall) -> (LocalTransactionState, Result<OrderRow>) {
         self.metrics
             .step_took(Step::HalfMessage, call.sent_at.elapsed());
@@ -159,6 +161,7 @@ impl LocalTransaction {
     }
 
     /// Step 4.3: `Sell(order_sn, items)` with a deadline.
+    #[tracing::instrument(skip_all, fields(otel.name = "Sell", otel.kind = "client"))]
     async fn sell(&self, order_sn: &str, lines: &[OrderGoodsRow]) -> Result<(), tonic::Status> {
         let mut request = tonic::Request::new(inv::SellRequest {
             order_sn: order_sn.to_owned(),
@@ -252,6 +255,7 @@ impl LocalTransaction {
     /// The delayed `order_timeout` message. Sent before COMMIT: if the commit then fails,
     /// the timeout finds no order and is acknowledged; the other order would be an order
     /// that never times out.
+    #[tracing::instrument(skip_all, fields(otel.kind = "producer"))]
     async fn send_pay_timeout(&self, order_sn: &str) -> Result<()> {
         let message =
             OrderSnBody::new(order_sn).delayed_message(&self.timeout_topic, self.pay_timeout)?;

@@ -50,6 +50,8 @@ pub struct PlaceCall {
     pub order: NewOrder,
     /// When the half message was sent (the listener times step 3 from here).
     pub sent_at: Instant,
+    /// The CreateOrder's span: the listener's work, on another task, continues it.
+    pub span: tracing::Span,
     result: Mutex<Option<(Result<OrderRow>, Instant)>>,
 }
 
@@ -59,6 +61,7 @@ impl PlaceCall {
             order_sn,
             order,
             sent_at: Instant::now(),
+            span: tracing::Span::current(),
             result: Mutex::new(None),
         }
     }

@@ -33,6 +33,10 @@ pub struct Stack {
     /// The first order_srv's metrics: what its transaction listener answered.
     pub order_metrics: order_srv::metrics::OrderMetrics,
     inventory_db: String,
+    /// The order database (replicas open their own pools on it).
+    order_db: MySqlConnectOptions,
+    /// The inventory service's settings (replicas reuse them).
+    inventory_config: inventory_srv::config::Config,
     admin: MySqlConnectOptions,
     /// inventory_srv, then order_srv; `None` once stopped.
     servers: Vec<Option<Server>>,
@@ -65,7 +69,8 @@ pub async fn spawn_stack_with(
     order_db: MySqlConnectOptions,
     config: order_srv::config::Config,
 ) -> Stack {
-    observe::telemetry::init_for_tests();
+    // Every test of this binary runs under the span capture (see `traces`).
+    testkit::spans::capture();
     let mq = Mq::new(&MqConfig::new(config.namesrv_addr.as_str()), "order-test")
         .expect("client runtime");
     mq.create_topics(&[&config.reback_topic, &config.timeout_topic], 2)
@@ -158,9 +163,19 @@ pub async fn spawn_stack_with(
         timeout_counters,
         order_metrics,
         inventory_db,
+        inventory_config: inv_config,
+        order_db,
         admin,
         servers,
     }
+}
+
+/// One more replica of a service in a [`Stack`]: where it serves, and its index for
+/// [`Stack::stop_replica`].
+pub struct Replica {
+    pub grpc_addr: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
+    pub index: usize,
 }
 
 impl Stack {
@@ -172,6 +187,76 @@ impl Stack {
     /// Stops inventory_srv only (its gRPC server and its reback consumer).
     pub async fn stop_inventory_service(&mut self) {
         self.stop_server(0).await;
+    }
+
+    /// Another inventory_srv on the same database (with its own pool: a service closes
+    /// its pool when it stops), serving gRPC only (its reback consumer would share the
+    /// first one's client id in this process).
+    pub async fn add_inventory_replica(&mut self) -> Replica {
+        let pool = service_db::connect(
+            self.admin.clone().database(&self.inventory_db),
+            self.inventory_config.db_max_connections,
+        )
+        .await
+        .expect("inventory replica pool");
+        let app = inventory_srv::startup::Application::build_without_consumer(
+            &self.inventory_config,
+            pool,
+        )
+        .await
+        .expect("inventory replica starts");
+        let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        self.servers.push(Some((
+            tx,
+            tokio::spawn(app.run_until(async {
+                let _ = rx.await;
+            })),
+        )));
+        Replica {
+            grpc_addr,
+            metrics_addr,
+            index: self.servers.len() - 1,
+        }
+    }
+
+    /// Another order_srv on the same database, topics and groups (its own client
+    /// instance name), calling inventory at `inventory_endpoint`.
+    pub async fn add_order_replica(
+        &mut self,
+        inventory_endpoint: String,
+    ) -> (Replica, OrderClient<Channel>) {
+        let mut config = self.config.clone();
+        config.inventory_endpoint = inventory_endpoint;
+        config.mq_instance_name = Some(unique("order-replica"));
+        let pool = service_db::connect(self.order_db.clone(), config.db_max_connections)
+            .await
+            .expect("order replica pool");
+        let app = order_srv::startup::Application::build_with_pool(&config, pool)
+            .await
+            .expect("order replica starts");
+        let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        self.servers.push(Some((
+            tx,
+            tokio::spawn(app.run_until(async {
+                let _ = rx.await;
+            })),
+        )));
+        let client = OrderClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .expect("connect the order replica");
+        let replica = Replica {
+            grpc_addr,
+            metrics_addr,
+            index: self.servers.len() - 1,
+        };
+        (replica, client)
+    }
+
+    /// Stops one service of the stack, as SIGTERM would (graceful: it drains).
+    pub async fn stop_replica(&mut self, index: usize) {
+        self.stop_server(index).await;
     }
 
     async fn stop_server(&mut self, index: usize) {
@@ -431,4 +516,21 @@ pub async fn closed_orders_come_back_then_audit(
     );
     let acknowledged: Vec<String> = orders.iter().map(|o| o.order_sn.clone()).collect();
     stack.audit(&[(1, 1_000)], &acknowledged).await;
+}
+
+/// The Prometheus text a service serves at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }

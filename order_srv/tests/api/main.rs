@@ -13,3 +13,5 @@ mod orders;
 mod purge;
 mod reback_probe;
 mod reflection;
+mod replicas;
+mod traces;

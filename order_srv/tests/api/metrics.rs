@@ -2,24 +2,8 @@
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::{PATIENCE, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{order_config, spawn_stack, spawn_stack_with};
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
+use crate::helpers::{order_config, scrape, spawn_stack, spawn_stack_with};
 
 #[sqlx::test(migrations = false)]
 async fn both_services_count_orders_check_backs_and_rebacks_on_their_metrics_endpoint(
