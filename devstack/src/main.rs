@@ -75,6 +75,17 @@ struct BrokerArgs {
     /// Check-back after about a second and short delay levels (as the tests use).
     #[arg(long)]
     fast: bool,
+    /// Master brokers in the cluster (`broker-a`, `broker-b`, ...); the first listens on
+    /// --broker-port, the others on free ports (printed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=26))]
+    brokers: u8,
+    /// Register with this running name server (`host:port`) instead of starting one: a
+    /// further broker of a cluster, in a process of its own.
+    #[arg(long)]
+    join: Option<String>,
+    /// The broker's name (with --brokers 1), e.g. `broker-b` for a second master.
+    #[arg(long, default_value = "broker-a", conflicts_with = "brokers")]
+    broker_name: String,
 }
 
 /// The services at info; the RocketMQ libraries only when something is wrong.
@@ -186,9 +197,19 @@ impl BrokerArgs {
         } else {
             BrokerSettings::default()
         };
+        let broker_names = if self.brokers == 1 {
+            vec![self.broker_name]
+        } else {
+            (b'a'..)
+                .take(usize::from(self.brokers))
+                .map(|letter| format!("broker-{}", char::from(letter)))
+                .collect()
+        };
         BrokerSettings {
             host: self.host,
             namesrv_port: self.namesrv_port,
+            join_namesrv: self.join,
+            broker_names,
             broker_port: self.broker_port,
             store_dir: self.store_dir,
             ..base
@@ -198,11 +219,17 @@ impl BrokerArgs {
 
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let settings = args.settings();
+    let names = settings.broker_names.clone();
     let broker = EmbeddedBroker::start(settings).await?;
+    let brokers: Vec<String> = names
+        .iter()
+        .zip(broker.broker_addrs())
+        .map(|(name, addr)| format!("{name} on {addr}"))
+        .collect();
     println!(
-        "name server on {}, broker on {}, store in {}; Ctrl-C stops both",
+        "name server on {}, {}, store in {}; Ctrl-C stops them",
         broker.namesrv_addr(),
-        broker.broker_addr(),
+        brokers.join(", "),
         broker.store_dir().display()
     );
     tokio::signal::ctrl_c().await?;

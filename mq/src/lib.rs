@@ -65,6 +65,15 @@ pub fn trace_context(msg: &impl MessageTrait) -> Carrier {
     })
 }
 
+/// Whether a request failed in the transport (connecting, writing, waiting for the
+/// reply) rather than being answered by the broker. rocketmq-client-rust 1.0 does not
+/// retry such a send on another broker (it stops its retry loop when the error has no
+/// request stage) but isolates the broker it failed on, so one more send by the caller
+/// goes to another master.
+pub fn is_transport_failure(error: &ClientError) -> bool {
+    error.descriptor().code().as_str().starts_with("transport.")
+}
+
 /// The client's `Display` often shows only the outermost layer; walk the sources.
 pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -163,11 +172,8 @@ impl Mq {
         listener: impl TransactionListener,
         instance: Option<&str>,
     ) -> TransactionMQProducer {
-        let mut builder = TransactionMQProducer::builder(self.runtime.clone());
-        if let Some(instance) = instance {
-            builder = builder.client_config(self.client_config(instance));
-        }
-        builder
+        TransactionMQProducer::builder(self.runtime.clone())
+            .client_config(self.producer_config(instance))
             .producer_group(group)
             .name_server_addr(self.namesrv_addr.as_str())
             .topics(topics.to_vec())
@@ -183,6 +189,7 @@ impl Mq {
     /// A plain producer (not started).
     pub fn producer(&self, group: &str) -> DefaultMQProducer {
         DefaultMQProducer::builder(self.runtime.clone())
+            .client_config(self.producer_config(None))
             .producer_group(group)
             .name_server_addr(self.namesrv_addr.as_str())
             .send_msg_timeout(3_000)
@@ -233,6 +240,30 @@ impl Mq {
         outcome
     }
 
+    /// On how many brokers every one of `topics` has queues (the fewest over the topics):
+    /// what a producer of them can send to.
+    pub async fn brokers_serving(&self, topics: &[&str]) -> Result<usize> {
+        let mut probe = self.producer("devstack_topic_admin");
+        probe.start().await?;
+        let mut fewest = usize::MAX;
+        let mut outcome = Ok(());
+        for topic in topics {
+            match probe.fetch_publish_message_queues(topic).await {
+                Ok(queues) => {
+                    let brokers: std::collections::BTreeSet<String> =
+                        queues.iter().map(|q| q.broker_name().to_string()).collect();
+                    fewest = fewest.min(brokers.len());
+                }
+                Err(e) => {
+                    outcome = Err(MqError::from(e));
+                    break;
+                }
+            }
+        }
+        probe.shutdown().await;
+        outcome.map(|()| if topics.is_empty() { 0 } else { fewest })
+    }
+
     /// Stops the runtime. Shut the producers and consumers down first.
     ///
     /// The owner's report of tasks it had to cancel is routine at shutdown (the client's
@@ -247,6 +278,23 @@ impl Mq {
             }
             drop(owner);
         }
+    }
+
+    /// A producer's client settings. Latency fault tolerance is on: a broker a send
+    /// failed on is avoided for a while, so with several masters the next send (the
+    /// caller's retry after a transport failure, see [`is_transport_failure`]) goes to
+    /// another one; with one broker it is still used, as the only one there is.
+    fn producer_config(&self, instance: Option<&str>) -> ClientConfig {
+        let mut config = match instance {
+            Some(instance) => self.client_config(instance),
+            None => {
+                let mut config = ClientConfig::default();
+                config.set_namesrv_addr(self.namesrv_addr.as_str().into());
+                config
+            }
+        };
+        config.set_send_latency_enable(true);
+        config
     }
 
     fn client_config(&self, instance: &str) -> ClientConfig {

@@ -31,9 +31,16 @@ pub const SYSTEM_CONSUMER_GROUPS: [&str; 2] = ["order_timeout", "inventory_rebac
 #[derive(Clone, Debug)]
 pub struct BrokerSettings {
     pub host: String,
-    /// Name server port; 0 picks a free one.
+    /// Name server port; 0 picks a free one. Unused with `join_namesrv`.
     pub namesrv_port: u16,
-    /// Broker port; 0 picks a free one (the broker also listens on port - 2).
+    /// `host:port` of a running name server to register with, instead of starting one
+    /// (a broker of a cluster in a process of its own).
+    pub join_namesrv: Option<String>,
+    /// The master brokers to start, by name, all in cluster `DefaultCluster`: topics get
+    /// queues on every one, and a producer or consumer uses them all.
+    pub broker_names: Vec<String>,
+    /// Port of the first broker; 0 picks a free one (a broker also listens on its port
+    /// - 2). Further brokers take free ports.
     pub broker_port: u16,
     /// Where the broker keeps its store; `None` makes a throwaway directory.
     pub store_dir: Option<PathBuf>,
@@ -66,6 +73,8 @@ impl Default for BrokerSettings {
         Self {
             host: "127.0.0.1".into(),
             namesrv_port: 9876,
+            join_namesrv: None,
+            broker_names: vec!["broker-a".into()],
             broker_port: 10911,
             store_dir: None,
             transaction_timeout: Duration::from_secs(6),
@@ -104,14 +113,15 @@ impl BrokerSettings {
     }
 }
 
-/// A running name server + broker. Call [`EmbeddedBroker::shutdown`] to stop both.
+/// A running name server (unless it joined one) and its brokers. Call
+/// [`EmbeddedBroker::shutdown`] to stop them.
 pub struct EmbeddedBroker {
     namesrv_addr: String,
-    broker_addr: SocketAddr,
+    broker_addrs: Vec<SocketAddr>,
     store_dir: PathBuf,
     // Held only so a throwaway store outlives the broker.
     _temp_store: Option<tempfile::TempDir>,
-    broker: Option<BrokerBootstrap<Running>>,
+    brokers: Vec<BrokerBootstrap<Running>>,
     namesrv_stop: Option<oneshot::Sender<()>>,
     namesrv_task: Option<JoinHandle<()>>,
 }
@@ -135,41 +145,57 @@ impl EmbeddedBroker {
             }
         };
 
-        let namesrv_port = match settings.namesrv_port {
-            0 => free_port(&settings.host)?,
-            port => port,
-        };
-        let namesrv_addr = format!("{}:{namesrv_port}", settings.host);
-        let (namesrv_stop, namesrv_task) =
-            start_namesrv(namesrv_port, &store_dir.join("namesrv")).await?;
         let mut stack = Self {
-            namesrv_addr,
-            broker_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            namesrv_addr: String::new(),
+            broker_addrs: Vec::new(),
             store_dir,
             _temp_store: temp_store,
-            broker: None,
-            namesrv_stop: Some(namesrv_stop),
-            namesrv_task: Some(namesrv_task),
+            brokers: Vec::new(),
+            namesrv_stop: None,
+            namesrv_task: None,
         };
-        wait_for_port(&stack.namesrv_addr, Duration::from_secs(30))
-            .await
-            .context("the name server did not start listening")?;
-
-        let broker_port = match settings.broker_port {
-            0 => free_broker_port(&settings.host)?,
-            port => port,
-        };
-        let ha_port = free_port(&settings.host)?;
-        match start_broker(&settings, &stack, broker_port, ha_port).await {
-            Ok(running) => stack.broker = Some(running),
-            Err(e) => {
-                stack.shutdown().await;
-                return Err(e);
+        match &settings.join_namesrv {
+            Some(addr) => stack.namesrv_addr = addr.clone(),
+            None => {
+                let namesrv_port = match settings.namesrv_port {
+                    0 => free_port(&settings.host)?,
+                    port => port,
+                };
+                stack.namesrv_addr = format!("{}:{namesrv_port}", settings.host);
+                let (stop, task) =
+                    start_namesrv(namesrv_port, &stack.store_dir.join("namesrv")).await?;
+                stack.namesrv_stop = Some(stop);
+                stack.namesrv_task = Some(task);
+                wait_for_port(&stack.namesrv_addr, Duration::from_secs(30))
+                    .await
+                    .context("the name server did not start listening")?;
             }
         }
-        stack.broker_addr = format!("{}:{broker_port}", settings.host)
-            .parse()
-            .context("broker address")?;
+
+        for (i, name) in settings.broker_names.iter().enumerate() {
+            let port = match settings.broker_port {
+                port if port != 0 && i == 0 => port,
+                _ => free_broker_port(&settings.host)?,
+            };
+            let ha_port = free_port(&settings.host)?;
+            // The first broker keeps the store layout of a single-broker stack.
+            let store = match i {
+                0 => stack.store_dir.join("broker"),
+                _ => stack.store_dir.join(name),
+            };
+            match start_broker(&settings, &stack.namesrv_addr, name, &store, port, ha_port).await {
+                Ok(running) => stack.brokers.push(running),
+                Err(e) => {
+                    stack.shutdown().await;
+                    return Err(e.context(format!("broker {name}")));
+                }
+            }
+            stack.broker_addrs.push(
+                format!("{}:{port}", settings.host)
+                    .parse()
+                    .context("broker address")?,
+            );
+        }
 
         let retry_topics: Vec<String> = settings
             .consumer_groups
@@ -184,7 +210,8 @@ impl EmbeddedBroker {
                 continue;
             }
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            if let Err(e) = create_topics(&stack.namesrv_addr, &topics, queues).await {
+            let brokers = settings.broker_names.len();
+            if let Err(e) = create_topics_on(&stack.namesrv_addr, &topics, queues, brokers).await {
                 stack.shutdown().await;
                 return Err(e);
             }
@@ -197,17 +224,26 @@ impl EmbeddedBroker {
         &self.namesrv_addr
     }
 
+    /// The first broker's address.
     pub fn broker_addr(&self) -> SocketAddr {
-        self.broker_addr
+        self.broker_addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Every broker's address, in the order of `broker_names`.
+    pub fn broker_addrs(&self) -> &[SocketAddr] {
+        &self.broker_addrs
     }
 
     pub fn store_dir(&self) -> &Path {
         &self.store_dir
     }
 
-    /// Stops the broker (flushing its store), then the name server.
+    /// Stops the brokers (flushing their stores), then the name server.
     pub async fn shutdown(mut self) {
-        if let Some(broker) = self.broker.take() {
+        for broker in self.brokers.drain(..) {
             broker.shutdown().await;
         }
         if let Some(stop) = self.namesrv_stop.take() {
@@ -262,22 +298,25 @@ async fn start_namesrv(
 
 async fn start_broker(
     settings: &BrokerSettings,
-    stack: &EmbeddedBroker,
+    namesrv_addr: &str,
+    name: &str,
+    store: &Path,
     port: u16,
     ha_port: u16,
 ) -> anyhow::Result<BrokerBootstrap<Running>> {
-    let root = stack.store_dir.join("broker").display().to_string();
+    let root = store.display().to_string();
     let mut broker = BrokerConfig {
         broker_ip1: settings.host.as_str().into(),
         listen_port: u32::from(port),
         store_path_root_dir: root.as_str().into(),
-        namesrv_addr: Some(stack.namesrv_addr.as_str().into()),
+        namesrv_addr: Some(namesrv_addr.into()),
         transaction_timeout: millis(settings.transaction_timeout),
         transaction_check_interval: millis(settings.transaction_check_interval),
         transaction_check_max: settings.transaction_check_max,
         transaction_op_batch_interval: millis(settings.transaction_op_batch_interval),
         ..BrokerConfig::default()
     };
+    broker.broker_identity.broker_name = name.into();
     broker.broker_server_config.bind_address = settings.host.clone();
     broker.broker_server_config.listen_port = u32::from(port);
     let store = MessageStoreConfig {
@@ -311,13 +350,40 @@ async fn start_broker(
         .map_err(|e| anyhow::anyhow!("starting the broker: {e}"))
 }
 
+/// Creates `topics` with `queues` queues on every broker registered with the name
+/// server (retried while the first broker has not registered yet).
 pub async fn create_topics(namesrv_addr: &str, topics: &[&str], queues: i32) -> anyhow::Result<()> {
+    create_topics_on(namesrv_addr, topics, queues, 1).await
+}
+
+/// Like [`create_topics`], retried until every topic has queues on `brokers` brokers (a
+/// broker that registers late would miss the topic).
+pub async fn create_topics_on(
+    namesrv_addr: &str,
+    topics: &[&str],
+    queues: i32,
+    brokers: usize,
+) -> anyhow::Result<()> {
     let mq = mq::Mq::new(&mq::MqConfig::new(namesrv_addr), "devstack-admin")?;
-    // The broker's first registration can trail its start by a moment: retry briefly.
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
-        match mq.create_topics(topics, queues).await {
-            Ok(()) => break Ok(()),
+        let created = match mq.create_topics(topics, queues).await {
+            Ok(()) => mq.brokers_serving(topics).await.map(|n| {
+                if n >= brokers {
+                    Ok(())
+                } else {
+                    Err(format!("topics on {n} of {brokers} brokers"))
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(Ok(())) => break Ok(()),
+            Ok(Err(short)) if Instant::now() < deadline => {
+                tracing::debug!(short, "creating topics; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(short)) => break Err(anyhow::anyhow!("creating topics {topics:?}: {short}")),
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!(error = %e, "creating topics; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -257,9 +257,22 @@ impl LocalTransaction {
     /// that never times out.
     #[tracing::instrument(skip_all, fields(otel.kind = "producer"))]
     async fn send_pay_timeout(&self, order_sn: &str) -> Result<()> {
-        let message =
-            OrderSnBody::new(order_sn).delayed_message(&self.timeout_topic, self.pay_timeout)?;
-        self.timeout_producer.send(message).await.map_err(|e| {
+        let send = || async {
+            let message = OrderSnBody::new(order_sn)
+                .delayed_message(&self.timeout_topic, self.pay_timeout)?;
+            Ok::<_, mq::MqError>(self.timeout_producer.send(message).await)
+        };
+        let mut sent = send().await?;
+        // Once more after a transport failure (a broker just stopped; see
+        // `OrderPlacer::place`): a second pay-timeout of the same order is harmless, the
+        // consumer closes an order only while it waits for payment.
+        if let Err(e) = &sent
+            && mq::is_transport_failure(e)
+        {
+            tracing::info!(error = %mq::describe(e), "pay-timeout not sent; sending it once more");
+            sent = send().await?;
+        }
+        sent.map_err(|e| {
             Error::Unavailable(format!(
                 "pay-timeout message not sent: {}",
                 mq::describe(&e)

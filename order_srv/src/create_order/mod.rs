@@ -73,6 +73,11 @@ impl PlaceCall {
         }
     }
 
+    /// Whether the listener has left its outcome (it ran for this call).
+    fn answered(&self) -> bool {
+        self.result.lock().map_or(true, |slot| slot.is_some())
+    }
+
     fn take(&self) -> Option<(Result<OrderRow>, Instant)> {
         self.result.lock().ok().and_then(|mut slot| slot.take())
     }
@@ -121,17 +126,33 @@ impl OrderPlacer {
         // 2: the order_sn.
         let order_sn = new_order_sn(order.user_id);
         tracing::Span::current().record("order_sn", order_sn.as_str());
-        let message = OrderSnBody::new(order_sn.as_str()).message(&self.reback_topic)?;
         let call = Arc::new(PlaceCall::new(order_sn, order));
 
         // 3: store the half message. The client runs the transaction listener (step 4:
         // claim the cart, Sell, the local transaction) before this send returns, and
         // sends END_TRANSACTION with the listener's answer afterwards (one-way: when it
         // is lost, the broker's check-back asks again).
-        let sent = self
-            .producer
-            .send_message_in_transaction(message, Some(call.clone()))
-            .await;
+        //
+        // A send that failed in the transport (a broker just stopped: the client does not
+        // try another broker then, but avoids that one from now on) is sent once more,
+        // if the listener has not run. That is safe even if the failed attempt was stored
+        // after all (its reply lost): the broker checks that half message back, and the
+        // check-back answers from this order_sn's barrier like for any other.
+        let mut retried = false;
+        let sent = loop {
+            let message = OrderSnBody::new(call.order_sn.as_str()).message(&self.reback_topic)?;
+            match self
+                .producer
+                .send_message_in_transaction(message, Some(call.clone()))
+                .await
+            {
+                Err(e) if !retried && mq::is_transport_failure(&e) && !call.answered() => {
+                    tracing::info!(error = %mq::describe(&e), "half message not sent; sending it once more");
+                    retried = true;
+                }
+                sent => break sent,
+            }
+        };
         if let Err(e) = sent {
             // The half message was not stored: nothing was touched.
             let reason = mq::describe(&e);

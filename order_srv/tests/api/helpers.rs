@@ -190,20 +190,24 @@ impl Stack {
     }
 
     /// Another inventory_srv on the same database (with its own pool: a service closes
-    /// its pool when it stops), serving gRPC only (its reback consumer would share the
-    /// first one's client id in this process).
-    pub async fn add_inventory_replica(&mut self) -> Replica {
+    /// its pool when it stops); with `consume`, a second member of the reback consumer
+    /// group too (the client names every consumer instance apart, pid and start time).
+    pub async fn add_inventory_replica(&mut self, consume: bool) -> Replica {
         let pool = service_db::connect(
             self.admin.clone().database(&self.inventory_db),
             self.inventory_config.db_max_connections,
         )
         .await
         .expect("inventory replica pool");
-        let app = inventory_srv::startup::Application::build_without_consumer(
-            &self.inventory_config,
-            pool,
-        )
-        .await
+        let app = if consume {
+            inventory_srv::startup::Application::build_with_pool(&self.inventory_config, pool).await
+        } else {
+            inventory_srv::startup::Application::build_without_consumer(
+                &self.inventory_config,
+                pool,
+            )
+            .await
+        }
         .expect("inventory replica starts");
         let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
         let (tx, rx) = oneshot::channel::<()>();
@@ -516,6 +520,16 @@ pub async fn closed_orders_come_back_then_audit(
     );
     let acknowledged: Vec<String> = orders.iter().map(|o| o.order_sn.clone()).collect();
     stack.audit(&[(1, 1_000)], &acknowledged).await;
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) a service serves at
+/// `addr`; 0 when it is absent.
+pub async fn sample(addr: std::net::SocketAddr, series: &str) -> u64 {
+    scrape(addr)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |n| n.trim().parse().expect("a counter"))
 }
 
 /// The Prometheus text a service serves at `addr`.

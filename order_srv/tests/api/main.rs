@@ -15,3 +15,4 @@ mod reback_probe;
 mod reflection;
 mod replicas;
 mod traces;
+mod two_brokers;

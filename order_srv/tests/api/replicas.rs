@@ -7,15 +7,11 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::{PATIENCE, eventually};
 
-use crate::helpers::{create_order_request, order_config, scrape, spawn_stack_with};
+use crate::helpers::{create_order_request, order_config, sample, scrape, spawn_stack_with};
 
 /// `inventory_sells_total{outcome="deducted"}` of one inventory replica.
 async fn deducted(metrics: std::net::SocketAddr) -> u64 {
-    scrape(metrics)
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix("inventory_sells_total{outcome=\"deducted\"} "))
-        .map_or(0, |n| n.trim().parse().expect("a counter"))
+    sample(metrics, "inventory_sells_total{outcome=\"deducted\"}").await
 }
 
 #[sqlx::test(migrations = false)]
@@ -28,7 +24,7 @@ async fn sells_spread_over_both_inventory_replicas_and_a_stopped_one_is_routed_a
     let mut config = order_config();
     config.inventory_probe_interval = Duration::from_millis(200);
     let mut stack = spawn_stack_with(db, config).await;
-    let second = stack.add_inventory_replica().await;
+    let second = stack.add_inventory_replica(false).await;
     let (replica, mut order) = stack
         .add_order_replica(format!(
             "http://{}, http://{}",
@@ -82,5 +78,82 @@ async fn sells_spread_over_both_inventory_replicas_and_a_stopped_one_is_routed_a
             .await
             .expect("no Sell is sent to the stopped replica");
     }
+    stack.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn with_two_replicas_of_each_consumer_every_pay_timeout_and_reback_has_one_effect(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    const ORDERS: i64 = 30;
+    let mut config = order_config();
+    config.pay_timeout = Duration::from_secs(1);
+    let mut stack = spawn_stack_with(db, config).await;
+    // A second member of the reback group and of the pay-timeout group.
+    let inventory = stack.add_inventory_replica(true).await;
+    let (order_replica, replica_client) = stack
+        .add_order_replica(format!(
+            "http://{},http://{}",
+            stack.inventory_addr, inventory.grpc_addr
+        ))
+        .await;
+    stack.goods(1, 100, 1_000).await;
+
+    // Unpaid orders through both order_srv replicas, as a gateway spreads them.
+    let mut placed = Vec::new();
+    for user in 1..=ORDERS {
+        stack.add_to_cart(user, 1, 2).await;
+        let mut client = if user % 2 == 0 {
+            stack.order.clone()
+        } else {
+            replica_client.clone()
+        };
+        let order = client
+            .create_order(create_order_request(user))
+            .await
+            .expect("an order")
+            .into_inner();
+        placed.push(order.order_sn);
+    }
+
+    // Every order closes and returns its stock exactly once, whichever replica's
+    // consumer got its messages (redeliveries and rebalances included).
+    eventually(
+        PATIENCE,
+        "every order closed and its stock back",
+        || async {
+            let closed: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'TRADE_CLOSED'")
+                    .fetch_one(&stack.order_pool)
+                    .await
+                    .expect("count");
+            (closed == ORDERS && stack.stock(1).await == 1_000).then_some(())
+        },
+    )
+    .await;
+    let closed = sample(
+        stack.order_metrics_addr,
+        "order_pay_timeouts_total{outcome=\"closed\"}",
+    )
+    .await
+        + sample(
+            order_replica.metrics_addr,
+            "order_pay_timeouts_total{outcome=\"closed\"}",
+        )
+        .await;
+    let returned = sample(
+        stack.inventory_metrics_addr,
+        "inventory_rebacks_total{outcome=\"returned\"}",
+    )
+    .await
+        + sample(
+            inventory.metrics_addr,
+            "inventory_rebacks_total{outcome=\"returned\"}",
+        )
+        .await;
+    assert_eq!(closed, ORDERS as u64, "each order closed once");
+    assert_eq!(returned, ORDERS as u64, "each order's stock returned once");
+    stack.audit(&[(1, 1_000)], &placed).await;
     stack.stop().await;
 }
