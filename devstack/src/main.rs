@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The whole system: broker, inventory_srv and order_srv, demo goods seeded (default).
-    Up(BrokerArgs),
+    Up(UpArgs),
     /// Run the RocketMQ name server and broker in the foreground until Ctrl-C.
     Broker(BrokerArgs),
     /// CreateOrder over gRPC against the raw-SQL baseline (run a release build).
@@ -60,6 +60,17 @@ struct AuditArgs {
 }
 
 #[derive(clap::Parser)]
+struct UpArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Replicas of each service, on the same databases: order_srv on 50051, 50053, ...,
+    /// inventory_srv on 50052, 50054, ... (metrics 9101, 9103, ... and 9102, 9104, ...);
+    /// every order_srv balances its Sells over every inventory_srv.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    replicas: u8,
+}
+
+#[derive(clap::Args)]
 struct BrokerArgs {
     #[arg(long, env = "DEVSTACK_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -103,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        None => run_up(BrokerArgs::parse_from(["up"])).await,
+        None => run_up(UpArgs::parse_from(["up"])).await,
         Some(Command::Up(args)) => run_up(args).await,
         Some(Command::Broker(args)) => run_broker(args).await,
         Some(Command::Audit(args)) => run_audit(args).await,
@@ -161,8 +172,8 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn run_up(args: BrokerArgs) -> anyhow::Result<()> {
-    let mut settings = args.settings();
+async fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    let mut settings = args.broker.settings();
     // Keep messages across restarts: a pay timeout may be due after the next start.
     if settings.store_dir.is_none() {
         let home = std::env::var_os("HOME")
@@ -170,14 +181,22 @@ async fn run_up(args: BrokerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(std::env::temp_dir);
         settings.store_dir = Some(home.join(".cache/shop-devstack/store"));
     }
-    devstack::stack::run(settings, wait_for_ctrl_c(), |addrs| {
+    let replicas = usize::from(args.replicas);
+    devstack::stack::run(settings, replicas, wait_for_ctrl_c(), |addrs| {
         println!("shop is up:");
-        println!("  order_srv      grpc://{}   (order.v1.Order)", addrs.order);
-        println!(
-            "  inventory_srv  grpc://{}   (inventory.v1.Inventory)",
-            addrs.inventory
-        );
-        println!("  name server    {}", addrs.namesrv);
+        for (i, (grpc, metrics)) in addrs.order_replicas.iter().enumerate() {
+            println!(
+                "  order_srv {}      grpc://{grpc}   (order.v1.Order), metrics http://{metrics}/metrics",
+                i + 1
+            );
+        }
+        for (i, (grpc, metrics)) in addrs.inventory_replicas.iter().enumerate() {
+            println!(
+                "  inventory_srv {}  grpc://{grpc}   (inventory.v1.Inventory), metrics http://{metrics}/metrics",
+                i + 1
+            );
+        }
+        println!("  name server      {}", addrs.namesrv);
         println!("demo goods 1-5 are seeded; try:");
         println!("  grpcurl -plaintext {} list", addrs.order);
         println!("Ctrl-C stops everything");

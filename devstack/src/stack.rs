@@ -1,7 +1,7 @@
 //! The whole system in one process, without Docker: the embedded broker, inventory_srv and
 //! order_srv against the local MySQL, with demo goods seeded.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
@@ -26,8 +26,28 @@ pub const DEMO_GOODS: [(i32, &str, i64, i32); 5] = [
 #[derive(Debug, Clone)]
 pub struct StackAddrs {
     pub namesrv: String,
+    /// The first inventory_srv's gRPC address.
     pub inventory: String,
+    /// The first order_srv's gRPC address.
     pub order: String,
+    /// Every replica: (gRPC, metrics) of each inventory_srv, then of each order_srv.
+    pub inventory_replicas: Vec<(SocketAddr, SocketAddr)>,
+    pub order_replicas: Vec<(SocketAddr, SocketAddr)>,
+}
+
+/// The address of replica `i` when the first one is at `first`: ports two apart (the
+/// first order_srv on 50051, inventory_srv on 50052, the second ones on 50053 and
+/// 50054, ...); port 0 stays 0.
+fn replica_addr(first: SocketAddr, i: usize) -> anyhow::Result<SocketAddr> {
+    if first.port() == 0 {
+        return Ok(first);
+    }
+    let port = u16::try_from(i)
+        .ok()
+        .and_then(|i| i.checked_mul(2))
+        .and_then(|offset| first.port().checked_add(offset))
+        .with_context(|| format!("no port for replica {} after {first}", i + 1))?;
+    Ok(SocketAddr::new(first.ip(), port))
 }
 
 /// Starts broker and services, seeds the demo goods, runs until `shutdown` resolves.
@@ -35,6 +55,7 @@ pub struct StackAddrs {
 /// is set to the embedded broker.
 pub async fn run(
     broker_settings: BrokerSettings,
+    replicas: usize,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&StackAddrs),
 ) -> anyhow::Result<()> {
@@ -48,42 +69,89 @@ pub async fn run(
         .await
         .context("starting the embedded RocketMQ broker")?;
     let namesrv = broker.namesrv_addr().to_owned();
-    let outcome = serve(&namesrv, inventory_config, order_config, shutdown, on_ready).await;
+    let outcome = serve(
+        &namesrv,
+        replicas.max(1),
+        inventory_config,
+        order_config,
+        shutdown,
+        on_ready,
+    )
+    .await;
     broker.shutdown().await;
     outcome
 }
 
 async fn serve(
     namesrv: &str,
+    replicas: usize,
     mut inventory_config: inventory_srv::config::Config,
     mut order_config: order_srv::config::Config,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&StackAddrs),
 ) -> anyhow::Result<()> {
     inventory_config.namesrv_addr = namesrv.to_owned();
-    let inventory = inventory_srv::startup::Application::build(inventory_config)
-        .await
-        .context("starting inventory_srv")?;
-    let inventory_addr = inventory.grpc_addr();
+    let mut inventories = Vec::new();
+    for i in 0..replicas {
+        let mut config = inventory_config.clone();
+        config.grpc_addr = replica_addr(inventory_config.grpc_addr, i)?;
+        config.metrics_addr = replica_addr(inventory_config.metrics_addr, i)?;
+        inventories.push(
+            inventory_srv::startup::Application::build(config)
+                .await
+                .with_context(|| format!("starting inventory_srv {}", i + 1))?,
+        );
+    }
+    let inventory_replicas: Vec<(SocketAddr, SocketAddr)> = inventories
+        .iter()
+        .map(|app| (app.grpc_addr(), app.metrics_addr()))
+        .collect();
     order_config.namesrv_addr = namesrv.to_owned();
-    order_config.inventory_endpoint = format!("http://{inventory_addr}");
-    let order = order_srv::startup::Application::build(order_config)
-        .await
-        .context("starting order_srv")?;
-    let order_addr = order.grpc_addr();
+    order_config.inventory_endpoint = inventory_replicas
+        .iter()
+        .map(|(grpc, _)| format!("http://{grpc}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut orders = Vec::new();
+    for i in 0..replicas {
+        let mut config = order_config.clone();
+        config.grpc_addr = replica_addr(order_config.grpc_addr, i)?;
+        config.metrics_addr = replica_addr(order_config.metrics_addr, i)?;
+        orders.push(
+            order_srv::startup::Application::build(config)
+                .await
+                .with_context(|| format!("starting order_srv {}", i + 1))?,
+        );
+    }
+    let order_replicas: Vec<(SocketAddr, SocketAddr)> = orders
+        .iter()
+        .map(|app| (app.grpc_addr(), app.metrics_addr()))
+        .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut services = JoinSet::new();
-    services.spawn(inventory.run_until(stopped(stop_rx.clone())));
-    services.spawn(order.run_until(stopped(stop_rx)));
+    for app in inventories {
+        services.spawn(app.run_until(stopped(stop_rx.clone())));
+    }
+    for app in orders {
+        services.spawn(app.run_until(stopped(stop_rx.clone())));
+    }
 
+    let first = |replicas: &[(SocketAddr, SocketAddr)]| {
+        replicas
+            .first()
+            .map(|(grpc, _)| grpc.to_string())
+            .unwrap_or_default()
+    };
     let addrs = StackAddrs {
         namesrv: namesrv.to_owned(),
-        inventory: inventory_addr.to_string(),
-        order: order_addr.to_string(),
+        inventory: first(&inventory_replicas),
+        order: first(&order_replicas),
+        inventory_replicas,
+        order_replicas,
     };
     seed_demo_goods(&addrs)
         .await

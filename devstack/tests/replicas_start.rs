@@ -163,3 +163,140 @@ async fn four_replicas_of_each_service_start_at_once_on_a_fresh_database_and_all
     }
     drop_databases(&[&order_db, &inventory_db]).await;
 }
+
+/// The value of one sample (`name{labels}` as exposed) at a metrics URL; 0 when absent.
+async fn sample(metrics_addr: &str, series: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(metrics_addr).await else {
+        return 0;
+    };
+    let _ = stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `host:port` after `marker` in a line of `devstack up`'s banner.
+fn addr_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    Some(
+        rest.split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or(rest),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devstack_up_runs_replicas_and_every_order_srv_spreads_its_sells_over_them() {
+    use proto::order::{self as pb, order_client::OrderClient};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let (order_db, inventory_db) = (unique("up_order"), unique("up_inventory"));
+    let store = tempfile::tempdir().expect("store dir");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .args(["up", "--replicas", "2"])
+        .env("ORDER_DATABASE_URL", format!("{MYSQL}/{order_db}"))
+        .env("INVENTORY_DATABASE_URL", format!("{MYSQL}/{inventory_db}"))
+        .env("ORDER_GRPC_ADDR", "127.0.0.1:0")
+        .env("INVENTORY_GRPC_ADDR", "127.0.0.1:0")
+        .env("ORDER_METRICS_ADDR", "127.0.0.1:0")
+        .env("INVENTORY_METRICS_ADDR", "127.0.0.1:0")
+        .env(
+            "DEVSTACK_NAMESRV_PORT",
+            free_port("127.0.0.1").expect("port").to_string(),
+        )
+        .env(
+            "DEVSTACK_BROKER_PORT",
+            testkit::broker::free_broker_port("127.0.0.1")
+                .expect("port")
+                .to_string(),
+        )
+        .env("DEVSTACK_STORE_DIR", store.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("devstack up starts");
+    let mut lines = BufReader::new(up.stdout.take().expect("piped")).lines();
+    let (mut orders, mut inventories) = (Vec::new(), Vec::new());
+    let banner = tokio::time::timeout(PATIENCE * 2, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let replica = addr_after(&line, "grpc://")
+                .zip(addr_after(&line, "metrics http://"))
+                .map(|(grpc, metrics)| (grpc.to_owned(), metrics.to_owned()));
+            match replica {
+                Some(replica) if line.contains("order_srv") => orders.push(replica),
+                Some(replica) if line.contains("inventory_srv") => inventories.push(replica),
+                _ => {}
+            }
+            if line.contains("Ctrl-C stops everything") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(banner.ok(), Some(true), "devstack up did not come up");
+    assert_eq!(
+        (orders.len(), inventories.len()),
+        (2, 2),
+        "{orders:?} {inventories:?}"
+    );
+
+    // Orders through both order_srv replicas, as a gateway spreads them; goods 1 is
+    // seeded with stock 100.
+    for user in 1..=20_i64 {
+        let (grpc, _) = &orders[usize::try_from(user).expect("small") % 2];
+        let mut client = OrderClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("connect order_srv");
+        client
+            .create_cart_item(pb::CreateCartItemRequest {
+                user_id: user,
+                goods_id: 1,
+                nums: 1,
+                checked: Some(true),
+            })
+            .await
+            .expect("cart");
+        client
+            .create_order(pb::CreateOrderRequest {
+                user_id: user,
+                address: "1 Main St".into(),
+                name: "Ada".into(),
+                mobile: "13800000000".into(),
+                post: String::new(),
+                request_id: String::new(),
+            })
+            .await
+            .expect("an order");
+    }
+    for (_, metrics) in &orders {
+        assert_eq!(sample(metrics, "order_orders_created_total").await, 10);
+        assert_eq!(sample(metrics, "order_inventory_replicas").await, 2);
+    }
+    let mut sells = Vec::new();
+    for (_, metrics) in &inventories {
+        sells.push(sample(metrics, "inventory_sells_total{outcome=\"deducted\"}").await);
+    }
+    assert_eq!(sells.iter().sum::<u64>(), 20, "{sells:?}");
+    assert!(
+        sells.iter().all(|n| *n > 0),
+        "Sells reach both replicas: {sells:?}"
+    );
+
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &up.id().expect("running").to_string()])
+        .status();
+    let stopped = tokio::time::timeout(PATIENCE, up.wait()).await;
+    assert!(
+        stopped.is_ok_and(|status| status.is_ok_and(|s| s.success())),
+        "devstack up stops cleanly on Ctrl-C"
+    );
+    drop_databases(&[&order_db, &inventory_db]).await;
+}
