@@ -63,26 +63,48 @@ pub struct ChaosArgs {
         default_value = "mysql://root@127.0.0.1:3306"
     )]
     pub mysql_url: String,
+    /// order_srv replicas; the load goes to them round-robin, as a gateway spreads it.
+    /// With two or more, the schedule adds a rolling restart of all of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub order_replicas: u8,
+    /// inventory_srv replicas (every order_srv balances its Sells over them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub inventory_replicas: u8,
+    /// Master brokers, each a process (the first with the name server). With two or
+    /// more, the schedule adds stopping one for --broker-stop and restarting it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub brokers: u8,
+    /// How long a stopped broker stays down.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub broker_stop: Duration,
 }
 
+/// One fault; the number is the replica it hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kill {
-    OrderAt(&'static str),
-    OrderSigkill,
-    Inventory,
+    OrderAt(usize, &'static str),
+    OrderSigkill(usize),
+    Inventory(usize),
     /// inventory_srv aborts in its reback consumer, before the reback transaction.
-    InventoryInConsumer,
+    InventoryInConsumer(usize),
+    /// The name server and the first broker, restarted at once.
     Broker,
+    /// Another master stopped for a while, then restarted on its store.
+    BrokerStop(usize),
+    /// Every order_srv in turn: SIGTERM, wait until it exits, start it, next.
+    RollingRestart,
 }
 
 impl Kill {
     fn label(self) -> String {
         match self {
-            Kill::OrderAt(point) => format!("order_srv crash at {point}"),
-            Kill::OrderSigkill => "order_srv SIGKILL".into(),
-            Kill::Inventory => "inventory_srv SIGKILL".into(),
-            Kill::InventoryInConsumer => "inventory_srv crash at inventory.before_reback".into(),
-            Kill::Broker => "broker restart".into(),
+            Kill::OrderAt(_, point) => format!("order_srv crash at {point}"),
+            Kill::OrderSigkill(_) => "order_srv SIGKILL".into(),
+            Kill::Inventory(_) => "inventory_srv SIGKILL".into(),
+            Kill::InventoryInConsumer(_) => "inventory_srv crash at inventory.before_reback".into(),
+            Kill::Broker => "broker restart (with the name server)".into(),
+            Kill::BrokerStop(_) => "broker stop, then restart".into(),
+            Kill::RollingRestart => "rolling restart of every order_srv".into(),
         }
     }
 }
@@ -104,6 +126,8 @@ struct Tally {
     failed: BTreeMap<String, usize>,
     paid: usize,
     payment_refused: usize,
+    /// Every CreateOrder answer: when, and its gRPC code ("Ok" for success).
+    answers: Vec<(Instant, String)>,
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
@@ -124,37 +148,49 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         args.seed,
         work.display()
     );
-    let parts = Arc::new(Parts::new(
-        &work,
-        url("shop_chaos_order"),
-        url("shop_chaos_inventory"),
-        args.pay_timeout,
-    )?);
-
-    // The schedule: at least one broker restart and one inventory kill, the rest
-    // order_srv crashes at protocol steps or SIGKILLs.
-    let mut kills = vec![Kill::Broker, Kill::Inventory];
-    while kills.len() < args.kills.max(2) {
-        kills.push(match rng.random_range(0..10) {
-            0..=6 => Kill::OrderAt(CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())]),
-            7 => Kill::InventoryInConsumer,
-            _ => Kill::OrderSigkill,
-        });
-    }
-    kills.shuffle(&mut rng);
+    let parts = Arc::new(
+        Parts::new(
+            &work,
+            url("shop_chaos_order"),
+            url("shop_chaos_inventory"),
+            args.pay_timeout,
+        )?
+        .replicas(
+            usize::from(args.order_replicas),
+            usize::from(args.inventory_replicas),
+            usize::from(args.brokers),
+        )?,
+    );
+    let kills = schedule(&args, &mut rng);
     let every = (args.orders / (kills.len() + 1)).max(1);
 
-    let broker = parts.broker().await?;
-    // Retried until the broker has registered with the name server.
-    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
-    let inventory = parts.inventory(false).await?;
-    let order = parts.order_with(None).await?;
+    let mut brokers = Vec::new();
+    for i in 0..parts.brokers() {
+        brokers.push(parts.broker_at(i).await?);
+    }
+    // Retried until every broker has registered with the name server.
+    testkit::broker::create_topics_on(
+        &parts.namesrv(),
+        &testkit::SYSTEM_TOPICS,
+        4,
+        parts.brokers(),
+    )
+    .await?;
+    let mut inventories = Vec::new();
+    for i in 0..parts.inventory_replicas() {
+        inventories.push(parts.inventory_at(i, false).await?);
+    }
+    let mut orders = Vec::new();
+    for i in 0..parts.order_replicas() {
+        orders.push(parts.order_at(i, None).await?);
+    }
     let procs = Arc::new(RwLock::new(Procs {
-        broker,
-        inventory,
-        order,
+        brokers,
+        inventories,
+        orders,
     }));
 
+    let order_addrs = Arc::new(parts.order_addrs());
     let order_addr = parts.order_addr();
     let inventory_addr = parts.inventory_addr();
     let stock = stock_per_goods(args.orders);
@@ -165,7 +201,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let pay_seed = rng.random::<u64>();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|w| {
-            let (next, tally, order_addr) = (next.clone(), tally.clone(), order_addr.clone());
+            let (next, tally, order_addrs) = (next.clone(), tally.clone(), order_addrs.clone());
             let orders = args.orders;
             let pay_timeout = args.pay_timeout;
             tokio::spawn(async move {
@@ -175,7 +211,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     if i >= orders {
                         return;
                     }
-                    place_one(&order_addr, i, &mut rng, pay_timeout, &tally).await;
+                    place_one(&order_addrs, i, &mut rng, pay_timeout, &tally).await;
                 }
             })
         })
@@ -183,6 +219,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     // The killer follows the orders' progress.
     let mut kills_by_point: BTreeMap<String, usize> = BTreeMap::new();
+    let mut windows: Vec<(String, Instant, Instant)> = Vec::new();
     for (k, kill) in kills.iter().enumerate() {
         let due = every * (k + 1);
         while next.load(Ordering::SeqCst) < due && !workers.iter().all(|w| w.is_finished()) {
@@ -194,7 +231,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             k + 1,
             kill.label()
         );
-        execute(*kill, &parts, &procs).await?;
+        let from = Instant::now();
+        execute(*kill, &parts, &procs, args.broker_stop).await?;
+        windows.push((kill.label(), from, Instant::now()));
         *kills_by_point.entry(kill.label()).or_default() += 1;
     }
     for worker in workers {
@@ -256,14 +295,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut procs = Arc::try_unwrap(procs)
         .map_err(|_| anyhow::anyhow!("processes still shared"))?
         .into_inner();
-    procs.order.stop(Duration::from_secs(20)).await;
-    procs.inventory.stop(Duration::from_secs(20)).await;
-    procs.broker.stop(Duration::from_secs(20)).await;
+    for proc in procs
+        .orders
+        .iter_mut()
+        .chain(procs.inventories.iter_mut())
+        .chain(procs.brokers.iter_mut().rev())
+    {
+        proc.stop(Duration::from_secs(20)).await;
+    }
 
     let t = tally
         .lock()
         .map_err(|_| anyhow::anyhow!("tally poisoned"))?;
-    println!("\nchaos summary (seed {}):", args.seed);
+    println!(
+        "\nchaos summary (seed {}; {} order_srv, {} inventory_srv, {} brokers):",
+        args.seed, args.order_replicas, args.inventory_replicas, args.brokers
+    );
     println!("  orders attempted       {}", args.orders);
     println!("  acknowledged (OK)      {}", t.acknowledged.len());
     for (code, n) in &t.failed {
@@ -277,6 +324,21 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     println!("  kills                  {}", kills.len());
     for (label, n) in &kills_by_point {
         println!("    {label:<40} {n}");
+    }
+    println!("  per fault window (CreateOrder answers from its start to 5 s after its end):");
+    for (label, from, to) in &windows {
+        let to = &(*to + Duration::from_secs(5));
+        let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
+        let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, code) in t.answers.iter().filter(|(at, _)| at >= from && at <= to) {
+            *codes.entry(code.as_str()).or_default() += 1;
+        }
+        let ok = codes.remove("Ok").unwrap_or(0);
+        println!(
+            "    {label:<40} {seconds:>5.1}s  {:>6.1} ack/s  failed {:?}",
+            ok as f64 / seconds,
+            codes
+        );
     }
     println!("  check-backs that found no commit ('aborted' barrier rows)  {aborted}");
     println!("  stock returns applied  {returned} (of which tombstones {tombstones})");
@@ -297,50 +359,114 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 }
 
 struct Procs {
-    broker: Proc,
-    inventory: Proc,
-    order: Proc,
+    brokers: Vec<Proc>,
+    inventories: Vec<Proc>,
+    orders: Vec<Proc>,
 }
 
-async fn execute(kill: Kill, parts: &Parts, procs: &RwLock<Procs>) -> anyhow::Result<()> {
+/// The faults, in a seeded order: at least one broker restart and one inventory kill;
+/// with replicas, a rolling restart of every order_srv; with several brokers, a broker
+/// stop; the rest order_srv crashes at protocol steps or SIGKILLs, on random replicas.
+fn schedule(args: &ChaosArgs, rng: &mut StdRng) -> Vec<Kill> {
+    let (orders, inventories) = (
+        usize::from(args.order_replicas),
+        usize::from(args.inventory_replicas),
+    );
+    let mut kills = vec![
+        Kill::Broker,
+        Kill::Inventory(rng.random_range(0..inventories)),
+    ];
+    if orders > 1 {
+        kills.push(Kill::RollingRestart);
+    }
+    if args.brokers > 1 {
+        kills.push(Kill::BrokerStop(
+            rng.random_range(1..usize::from(args.brokers)),
+        ));
+    }
+    while kills.len() < args.kills.max(2) {
+        let order = rng.random_range(0..orders);
+        kills.push(match rng.random_range(0..10) {
+            0..=6 => Kill::OrderAt(order, CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())]),
+            7 => Kill::InventoryInConsumer(rng.random_range(0..inventories)),
+            _ => Kill::OrderSigkill(order),
+        });
+    }
+    kills.shuffle(rng);
+    kills
+}
+
+async fn execute(
+    kill: Kill,
+    parts: &Parts,
+    procs: &RwLock<Procs>,
+    broker_stop: Duration,
+) -> anyhow::Result<()> {
     let mut procs = procs.write().await;
+    let procs = &mut *procs;
     match kill {
-        Kill::OrderAt(point) => {
-            procs.order.kill().await;
-            procs.order = parts.order_crashing_at(point).await?;
+        Kill::OrderAt(i, point) => {
+            let order = slot(&mut procs.orders, i)?;
+            order.kill().await;
+            *order = parts
+                .order_at(i, Some(format!("{point}=1*return(*:crash)")))
+                .await?;
             // Wait (bounded) for the armed step to be hit and the process to die, then
             // bring it back unarmed.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while procs.order.is_running() && Instant::now() < deadline {
+            while order.is_running() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            procs.order.kill().await;
-            procs.order = parts.order_with(None).await?;
+            order.kill().await;
+            *order = parts.order_at(i, None).await?;
         }
-        Kill::OrderSigkill => {
-            procs.order.kill().await;
-            procs.order = parts.order_with(None).await?;
+        Kill::OrderSigkill(i) => {
+            let order = slot(&mut procs.orders, i)?;
+            order.kill().await;
+            *order = parts.order_at(i, None).await?;
         }
-        Kill::Inventory => {
-            procs.inventory.kill().await;
-            procs.inventory = parts.inventory(false).await?;
+        Kill::Inventory(i) => {
+            let inventory = slot(&mut procs.inventories, i)?;
+            inventory.kill().await;
+            *inventory = parts.inventory_at(i, false).await?;
         }
-        Kill::InventoryInConsumer => {
-            procs.inventory.kill().await;
-            procs.inventory = parts.inventory(true).await?;
+        Kill::InventoryInConsumer(i) => {
+            let inventory = slot(&mut procs.inventories, i)?;
+            inventory.kill().await;
+            *inventory = parts.inventory_at(i, true).await?;
             let deadline = Instant::now() + Duration::from_secs(30);
-            while procs.inventory.is_running() && Instant::now() < deadline {
+            while inventory.is_running() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            procs.inventory.kill().await;
-            procs.inventory = parts.inventory(false).await?;
+            inventory.kill().await;
+            *inventory = parts.inventory_at(i, false).await?;
         }
         Kill::Broker => {
-            procs.broker.stop(Duration::from_secs(30)).await;
-            procs.broker = parts.broker().await?;
+            let broker = slot(&mut procs.brokers, 0)?;
+            broker.stop(Duration::from_secs(30)).await;
+            *broker = parts.broker_at(0).await?;
+        }
+        Kill::BrokerStop(i) => {
+            let broker = slot(&mut procs.brokers, i)?;
+            broker.stop(Duration::from_secs(30)).await;
+            tokio::time::sleep(broker_stop).await;
+            *broker = parts.broker_at(i).await?;
+        }
+        Kill::RollingRestart => {
+            for i in 0..procs.orders.len() {
+                let order = slot(&mut procs.orders, i)?;
+                order.stop(Duration::from_secs(30)).await;
+                *order = parts.order_at(i, None).await?;
+            }
         }
     }
     Ok(())
+}
+
+fn slot(procs: &mut [Proc], i: usize) -> anyhow::Result<&mut Proc> {
+    procs
+        .get_mut(i)
+        .with_context(|| format!("no replica {i} to fault"))
 }
 
 pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> anyhow::Result<()> {
@@ -366,13 +492,23 @@ pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> 
 
 /// One user: fill the cart, CreateOrder (retrying while order_srv is down), maybe pay.
 async fn place_one(
-    order_addr: &str,
+    order_addrs: &[String],
     i: usize,
     rng: &mut StdRng,
     pay_timeout: Duration,
     tally: &Mutex<Tally>,
 ) {
     let user_id = 1_000 + i as i64;
+    // Round-robin over the replicas, as a gateway spreads calls; a replica that refuses
+    // the connection (it is restarting) passes the call to the next one.
+    let mut turn = i;
+    let mut order_addr = || {
+        turn = turn.wrapping_add(1);
+        order_addrs
+            .get(turn % order_addrs.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    };
     let goods: Vec<i32> = {
         let first = rng.random_range(1..=GOODS);
         let second = rng.random_range(1..=GOODS);
@@ -395,7 +531,7 @@ async fn place_one(
     // The cart: retried until order_srv answers (it may be restarting).
     for goods_id in &goods {
         loop {
-            let added = match OrderClient::connect(order_addr.to_owned()).await {
+            let added = match OrderClient::connect(order_addr()).await {
                 Ok(mut c) => c
                     .create_cart_item(pb::CreateCartItemRequest {
                         user_id,
@@ -420,7 +556,7 @@ async fn place_one(
     // CreateOrder once: a call cut by a crash is exactly what chaos is about, and a retry
     // would be a new order. Connection refused (nothing sent) is retried.
     let order = loop {
-        let mut client = match OrderClient::connect(order_addr.to_owned()).await {
+        let mut client = match OrderClient::connect(order_addr()).await {
             Ok(c) => c,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -439,7 +575,14 @@ async fn place_one(
             post: String::new(),
             request_id: String::new(),
         };
-        match client.create_order(request).await {
+        let answer = client.create_order(request).await;
+        if let Ok(mut t) = tally.lock() {
+            let code = answer
+                .as_ref()
+                .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+            t.answers.push((Instant::now(), format!("{code:?}")));
+        }
+        match answer {
             Ok(order) => break order.into_inner(),
             Err(status) => {
                 record_failure(format!("{:?}", status.code()));
@@ -455,7 +598,7 @@ async fn place_one(
     }
     tokio::time::sleep(pay_after).await;
     loop {
-        let paid = match OrderClient::connect(order_addr.to_owned()).await {
+        let paid = match OrderClient::connect(order_addr()).await {
             Ok(mut c) => c
                 .update_order_status(pb::UpdateOrderStatusRequest {
                     order_sn: order.order_sn.clone(),

@@ -174,12 +174,14 @@ pub fn pid_named(names: &[&str]) -> Option<String> {
         })
 }
 
+/// The ports of every part; one entry per replica (broker `i` is `broker-a`, `broker-b`,
+/// ...; the first one runs in the process with the name server).
 pub struct Ports {
     namesrv: u16,
-    broker: u16,
-    inventory: u16,
-    order: u16,
-    order_metrics: u16,
+    brokers: Vec<u16>,
+    inventory: Vec<u16>,
+    order: Vec<u16>,
+    order_metrics: Vec<u16>,
 }
 
 /// Where each part of the system runs as a process, and how to (re)start it: the one
@@ -214,10 +216,10 @@ impl Parts {
             store: work.join("store"),
             ports: Ports {
                 namesrv: free_port("127.0.0.1")?,
-                broker: free_broker_port("127.0.0.1")?,
-                inventory: free_port("127.0.0.1")?,
-                order: free_port("127.0.0.1")?,
-                order_metrics: free_port("127.0.0.1")?,
+                brokers: vec![free_broker_port("127.0.0.1")?],
+                inventory: vec![free_port("127.0.0.1")?],
+                order: vec![free_port("127.0.0.1")?],
+                order_metrics: vec![free_port("127.0.0.1")?],
             },
             order_db,
             inventory_db,
@@ -226,6 +228,40 @@ impl Parts {
             service_log: Some("warn,order_srv=info,inventory_srv=info"),
             otlp_endpoint: None,
         })
+    }
+
+    /// Ports for `order` order_srv and `inventory` inventory_srv replicas and `brokers`
+    /// master brokers (each at least one).
+    pub fn replicas(
+        mut self,
+        order: usize,
+        inventory: usize,
+        brokers: usize,
+    ) -> anyhow::Result<Self> {
+        let ports = &mut self.ports;
+        while ports.order.len() < order {
+            ports.order.push(free_port("127.0.0.1")?);
+            ports.order_metrics.push(free_port("127.0.0.1")?);
+        }
+        while ports.inventory.len() < inventory {
+            ports.inventory.push(free_port("127.0.0.1")?);
+        }
+        while ports.brokers.len() < brokers {
+            ports.brokers.push(free_broker_port("127.0.0.1")?);
+        }
+        Ok(self)
+    }
+
+    pub fn order_replicas(&self) -> usize {
+        self.ports.order.len()
+    }
+
+    pub fn inventory_replicas(&self) -> usize {
+        self.ports.inventory.len()
+    }
+
+    pub fn brokers(&self) -> usize {
+        self.ports.brokers.len()
     }
 
     /// The broker with production timings, services logging warnings only (bench).
@@ -267,56 +303,82 @@ impl Parts {
         self.inventory_db.clone()
     }
 
+    /// The first order_srv's URL.
     pub fn order_addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.order)
+        self.order_addr_of(0)
     }
 
-    /// `host:port` of order_srv's `/metrics`.
+    /// order_srv replica `i`'s URL.
+    pub fn order_addr_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", port(&self.ports.order, i))
+    }
+
+    /// Every order_srv replica's URL.
+    pub fn order_addrs(&self) -> Vec<String> {
+        (0..self.order_replicas())
+            .map(|i| self.order_addr_of(i))
+            .collect()
+    }
+
+    /// `host:port` of the first order_srv's `/metrics`.
     pub fn order_metrics_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.order_metrics)
+        format!("127.0.0.1:{}", port(&self.ports.order_metrics, 0))
     }
 
+    /// The first inventory_srv's URL.
     pub fn inventory_addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.inventory)
+        format!("http://127.0.0.1:{}", port(&self.ports.inventory, 0))
     }
 
     pub fn namesrv(&self) -> String {
         format!("127.0.0.1:{}", self.ports.namesrv)
     }
 
+    /// The name server and the first broker (`broker-a`), in one process.
     pub async fn broker(&self) -> anyhow::Result<Proc> {
-        let mut args = vec![
-            "broker".into(),
-            format!("--namesrv-port={}", self.ports.namesrv),
-            format!("--broker-port={}", self.ports.broker),
-            format!("--store-dir={}", self.store.display()),
-        ];
+        self.broker_at(0).await
+    }
+
+    /// Broker `i`: the first runs with the name server, the others (`broker-b`, ...)
+    /// each in a process of its own that joins it, with its own store.
+    pub async fn broker_at(&self, i: usize) -> anyhow::Result<Proc> {
+        let broker_port = port(&self.ports.brokers, i);
+        let name = broker_name(i);
+        let mut args = vec!["broker".into(), format!("--broker-port={broker_port}")];
+        let log = if i == 0 {
+            args.push(format!("--namesrv-port={}", self.ports.namesrv));
+            args.push(format!("--store-dir={}", self.store.display()));
+            self.logs.join("broker.log")
+        } else {
+            args.push(format!("--join={}", self.namesrv()));
+            args.push(format!("--broker-name={name}"));
+            args.push(format!("--store-dir={}", self.store.join(&name).display()));
+            self.logs.join(format!("{name}.log"))
+        };
         if self.fast_broker {
             args.push("--fast".into());
         }
-        let mut proc = Proc::spawn(
-            "broker",
-            &sibling_binary("devstack")?,
-            &args,
-            &[],
-            &self.logs.join("broker.log"),
-        )?;
+        let mut proc = Proc::spawn(&name, &sibling_binary("devstack")?, &args, &[], &log)?;
         proc.listening(
-            &format!("127.0.0.1:{}", self.ports.broker),
+            &format!("127.0.0.1:{broker_port}"),
             Duration::from_secs(120),
         )
         .await?;
         Ok(proc)
     }
 
-    /// inventory_srv, with its reback consumer armed to abort on the next reback.
+    /// The first inventory_srv, with its reback consumer armed to abort on the next
+    /// reback when `crash_in_consumer`.
     pub async fn inventory(&self, crash_in_consumer: bool) -> anyhow::Result<Proc> {
+        self.inventory_at(0, crash_in_consumer).await
+    }
+
+    /// inventory_srv replica `i`.
+    pub async fn inventory_at(&self, i: usize, crash_in_consumer: bool) -> anyhow::Result<Proc> {
+        let grpc = format!("127.0.0.1:{}", port(&self.ports.inventory, i));
         let mut env: Vec<(String, String)> = vec![
             ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
-            (
-                "INVENTORY_GRPC_ADDR".into(),
-                format!("127.0.0.1:{}", self.ports.inventory),
-            ),
+            ("INVENTORY_GRPC_ADDR".into(), grpc.clone()),
             ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ];
         env.extend(self.common_env());
@@ -326,40 +388,48 @@ impl Parts {
                 "inventory.before_reback=1*return(*:crash)".into(),
             ));
         }
+        let name = replica_name("inventory_srv", i);
         let mut proc = Proc::spawn(
-            "inventory_srv",
+            &name,
             &sibling_binary("inventory_srv")?,
             &[],
             &env,
-            &self.logs.join("inventory_srv.log"),
+            &self.logs.join(format!("{name}.log")),
         )?;
-        proc.listening(
-            &format!("127.0.0.1:{}", self.ports.inventory),
-            Duration::from_secs(120),
-        )
-        .await?;
+        proc.listening(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)
     }
 
-    /// order_srv, with `point` armed to abort the process the first time it is hit.
+    /// The first order_srv, with `point` armed to abort the process the first time it
+    /// is hit.
     pub async fn order_crashing_at(&self, point: &str) -> anyhow::Result<Proc> {
-        self.order_with(Some(format!("{point}=1*return(*:crash)")))
+        self.order_at(0, Some(format!("{point}=1*return(*:crash)")))
             .await
     }
 
-    /// order_srv with `failpoints` (the `FAILPOINTS` syntax of the `fail` crate).
+    /// The first order_srv with `failpoints` (the `FAILPOINTS` syntax of the `fail` crate).
     pub async fn order_with(&self, failpoints: Option<String>) -> anyhow::Result<Proc> {
+        self.order_at(0, failpoints).await
+    }
+
+    /// order_srv replica `i` with `failpoints`; it balances its Sells over every
+    /// inventory_srv replica.
+    pub async fn order_at(&self, i: usize, failpoints: Option<String>) -> anyhow::Result<Proc> {
+        let grpc = format!("127.0.0.1:{}", port(&self.ports.order, i));
+        let inventories: Vec<String> = self
+            .ports
+            .inventory
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
         let mut env = vec![
             ("ORDER_DATABASE_URL".into(), self.order_db.clone()),
+            ("ORDER_GRPC_ADDR".into(), grpc.clone()),
             (
-                "ORDER_GRPC_ADDR".into(),
-                format!("127.0.0.1:{}", self.ports.order),
+                "ORDER_METRICS_ADDR".into(),
+                format!("127.0.0.1:{}", port(&self.ports.order_metrics, i)),
             ),
-            ("ORDER_METRICS_ADDR".into(), self.order_metrics_addr()),
-            (
-                "INVENTORY_ENDPOINT".into(),
-                format!("http://127.0.0.1:{}", self.ports.inventory),
-            ),
+            ("INVENTORY_ENDPOINT".into(), inventories.join(",")),
             (
                 "ORDER_PAY_TIMEOUT".into(),
                 format!("{}s", self.pay_timeout.as_secs().max(1)),
@@ -369,18 +439,35 @@ impl Parts {
         if let Some(failpoints) = failpoints {
             env.push(("FAILPOINTS".into(), failpoints));
         }
+        let name = replica_name("order_srv", i);
         let mut proc = Proc::spawn(
-            "order_srv",
+            &name,
             &sibling_binary("order_srv")?,
             &[],
             &env,
-            &self.logs.join("order_srv.log"),
+            &self.logs.join(format!("{name}.log")),
         )?;
-        proc.listening(
-            &format!("127.0.0.1:{}", self.ports.order),
-            Duration::from_secs(120),
-        )
-        .await?;
+        proc.listening(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)
+    }
+}
+
+/// Replica `i`'s port; an index past the replicas gets port 1 (nothing listens there),
+/// so a wrong index fails loudly at start instead of panicking.
+fn port(ports: &[u16], i: usize) -> u16 {
+    ports.get(i).copied().unwrap_or(1)
+}
+
+/// `broker-a`, `broker-b`, ...
+pub fn broker_name(i: usize) -> String {
+    let letter = u8::try_from(i % 26).unwrap_or(0);
+    format!("broker-{}", char::from(b'a' + letter))
+}
+
+/// The first replica keeps the plain name (and log file); others get `-2`, `-3`, ...
+fn replica_name(service: &str, i: usize) -> String {
+    match i {
+        0 => service.to_owned(),
+        _ => format!("{service}-{}", i + 1),
     }
 }

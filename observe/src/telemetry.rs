@@ -14,9 +14,12 @@ use tracing_subscriber::{
 /// client's route lookup warns while a retry topic (`%RETRY%<group>`) does not exist yet,
 /// which is normal on a cluster where the broker creates it at the group's first
 /// heartbeat; a route that stays missing fails the send or the subscription, and that is
-/// logged by the service.
+/// logged by the service. Its route refresh also warns when two refreshes of one topic
+/// race and the older result is dropped (an optimistic-concurrency conflict, resolved by
+/// the newer one: `factory/route_update.rs`), which happens under load at start.
 pub const DEFAULT_FILTER: &str = "info,rocketmq_client_rust=warn,\
      rocketmq_client_rust::implementation::mq_client_api_impl::route=error,\
+     rocketmq_client_rust::factory::route_update=error,\
      rocketmq_transport=warn,rocketmq_remoting=warn,rocketmq_runtime=warn,rocketmq_model=warn,\
      rocketmq_observability=warn";
 
