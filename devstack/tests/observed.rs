@@ -106,30 +106,11 @@ fn log_of(dir: &Path, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (order_db, inventory_db) = (unique("quiet_order"), unique("quiet_inventory"));
-    let parts = Parts::new(
-        dir.path(),
-        format!("{MYSQL}/{order_db}"),
-        format!("{MYSQL}/{inventory_db}"),
-        Duration::from_secs(3600),
-    )
-    .expect("ports")
-    .default_service_logs();
-
-    let mut broker = parts.broker().await.expect("broker");
-    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4)
-        .await
-        .expect("topics");
-    let mut inventory = parts.inventory(false).await.expect("inventory_srv");
-    let mut order = parts.order_with(None).await.expect("order_srv");
-    place_one_order(&parts, None).await;
+    let system = System::start("quiet", |parts| parts).await;
+    place_one_order(&system.parts, None).await;
     // Long enough for the consumers' first rebalance and the clients' periodic tasks.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for proc in [&mut order, &mut inventory] {
-        proc.stop(Duration::from_secs(30)).await;
-    }
-    stop_broker(&mut broker).await;
+    let dir = system.stop().await;
 
     let mut loud = Vec::new();
     for name in ["broker", "inventory_srv", "order_srv"] {
@@ -142,11 +123,66 @@ async fn a_healthy_system_logs_no_warn_and_no_error_from_start_to_stop() {
         "a healthy system logged:\n{}",
         loud.join("\n")
     );
+}
 
-    let server = MYSQL.parse().expect("literal URL");
-    testkit::mysql::drop_databases(&server, &[&order_db, &inventory_db], "127.0.0.1:3306")
-        .await
-        .expect("drop the test databases");
+/// The broker and both services as processes, with the container image's log filters,
+/// on databases of their own.
+struct System {
+    parts: Parts,
+    broker: Proc,
+    inventory: Proc,
+    order: Proc,
+    dir: tempfile::TempDir,
+    databases: [String; 2],
+}
+
+impl System {
+    async fn start(name: &str, configure: impl FnOnce(Parts) -> Parts) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let databases = [
+            unique(&format!("{name}_order")),
+            unique(&format!("{name}_inventory")),
+        ];
+        let parts = configure(
+            Parts::new(
+                dir.path(),
+                format!("{MYSQL}/{}", databases[0]),
+                format!("{MYSQL}/{}", databases[1]),
+                Duration::from_secs(3600),
+            )
+            .expect("ports")
+            .default_service_logs(),
+        );
+        let broker = parts.broker().await.expect("broker");
+        testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4)
+            .await
+            .expect("topics");
+        let inventory = parts.inventory(false).await.expect("inventory_srv");
+        let order = parts.order_with(None).await.expect("order_srv");
+        Self {
+            parts,
+            broker,
+            inventory,
+            order,
+            dir,
+            databases,
+        }
+    }
+
+    /// Stops the services (SIGTERM) and the broker, drops the databases; the logs stay
+    /// in the returned directory.
+    async fn stop(mut self) -> tempfile::TempDir {
+        for proc in [&mut self.order, &mut self.inventory] {
+            proc.stop(Duration::from_secs(30)).await;
+        }
+        stop_broker(&mut self.broker).await;
+        let server = MYSQL.parse().expect("literal URL");
+        let [order_db, inventory_db] = &self.databases;
+        testkit::mysql::drop_databases(&server, &[order_db, inventory_db], "127.0.0.1:3306")
+            .await
+            .expect("drop the test databases");
+        self.dir
+    }
 }
 
 /// `devstack broker` stops on Ctrl-C (SIGINT).
@@ -211,25 +247,16 @@ async fn both_services_export_one_orders_trace_over_otlp() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (order_db, inventory_db) = (unique("otlp_order"), unique("otlp_inventory"));
-    let parts = Parts::new(
-        dir.path(),
-        format!("{MYSQL}/{order_db}"),
-        format!("{MYSQL}/{inventory_db}"),
-        Duration::from_secs(3600),
-    )
-    .expect("ports")
-    .default_service_logs()
-    .exporting_traces_to(format!("http://{collector_addr}"));
-    let mut broker = parts.broker().await.expect("broker");
-    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4)
-        .await
-        .expect("topics");
-    let mut inventory = parts.inventory(false).await.expect("inventory_srv");
-    let mut order = parts.order_with(None).await.expect("order_srv");
+    let system = System::start("otlp", |parts| {
+        parts.exporting_traces_to(format!("http://{collector_addr}"))
+    })
+    .await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    place_one_order(&parts, Some(&format!("00-{trace}-00f067aa0ba902b7-01"))).await;
+    place_one_order(
+        &system.parts,
+        Some(&format!("00-{trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
 
     // The batch exporter sends every few seconds; a stop sends what is left.
     let expected = [
@@ -252,16 +279,9 @@ async fn both_services_export_one_orders_trace_over_otlp() {
         }
     })
     .await;
-    for proc in [&mut order, &mut inventory] {
-        proc.stop(Duration::from_secs(30)).await;
-    }
-    stop_broker(&mut broker).await;
+    let dir = system.stop().await;
     for name in ["inventory_srv", "order_srv"] {
         let loud = loud_lines(&log_of(dir.path(), name));
         assert!(loud.is_empty(), "{name} logged:\n{}", loud.join("\n"));
     }
-    let server = MYSQL.parse().expect("literal URL");
-    testkit::mysql::drop_databases(&server, &[&order_db, &inventory_db], "127.0.0.1:3306")
-        .await
-        .expect("drop the test databases");
 }

@@ -113,6 +113,19 @@ impl BrokerSettings {
     }
 }
 
+impl BrokerSettings {
+    /// One more master, `name`, with the tests' timings, registering with the name
+    /// server at `namesrv` (as `devstack broker --join` runs it); it creates no topics.
+    pub fn another_master(namesrv: &str, name: &str) -> Self {
+        Self {
+            join_namesrv: Some(namesrv.to_owned()),
+            broker_names: vec![name.to_owned()],
+            topics: Vec::new(),
+            ..Self::for_tests()
+        }
+    }
+}
+
 /// A running name server (unless it joined one) and its brokers. Call
 /// [`EmbeddedBroker::shutdown`] to stop them.
 pub struct EmbeddedBroker {

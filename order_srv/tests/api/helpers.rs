@@ -210,17 +210,11 @@ impl Stack {
         }
         .expect("inventory replica starts");
         let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        self.servers.push(Some((
-            tx,
-            tokio::spawn(app.run_until(async {
-                let _ = rx.await;
-            })),
-        )));
+        let index = self.serve(|stopped| app.run_until(stopped));
         Replica {
             grpc_addr,
             metrics_addr,
-            index: self.servers.len() - 1,
+            index,
         }
     }
 
@@ -240,22 +234,34 @@ impl Stack {
             .await
             .expect("order replica starts");
         let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        self.servers.push(Some((
-            tx,
-            tokio::spawn(app.run_until(async {
-                let _ = rx.await;
-            })),
-        )));
+        let index = self.serve(|stopped| app.run_until(stopped));
         let client = OrderClient::connect(format!("http://{grpc_addr}"))
             .await
             .expect("connect the order replica");
         let replica = Replica {
             grpc_addr,
             metrics_addr,
-            index: self.servers.len() - 1,
+            index,
         };
         (replica, client)
+    }
+
+    /// Runs a service task until [`Stack::stop_replica`] (or `stop`) signals it; its index.
+    fn serve<F>(
+        &mut self,
+        run: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    ) -> usize
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.servers.push(Some((
+            tx,
+            tokio::spawn(run(Box::pin(async {
+                let _ = rx.await;
+            }))),
+        )));
+        self.servers.len() - 1
     }
 
     /// Stops one service of the stack, as SIGTERM would (graceful: it drains).

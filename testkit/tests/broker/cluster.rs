@@ -46,12 +46,10 @@ async fn two_masters_share_the_topics_and_one_carries_on_while_the_other_is_stop
     .await
     .expect("name server and broker-a");
     // ...and broker-b in a "process" of its own, as `devstack broker --join`.
-    let second = EmbeddedBroker::start(BrokerSettings {
-        join_namesrv: Some(first.namesrv_addr().to_owned()),
-        broker_names: vec!["broker-b".into()],
-        topics: Vec::new(),
-        ..BrokerSettings::for_tests()
-    })
+    let second = EmbeddedBroker::start(BrokerSettings::another_master(
+        first.namesrv_addr(),
+        "broker-b",
+    ))
     .await
     .expect("broker-b");
     testkit::broker::create_topics_on(first.namesrv_addr(), &[&topic], 4, 2)
