@@ -5,7 +5,25 @@
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::{BrokerSettings, EmbeddedBroker, PATIENCE, eventually};
 
-use crate::helpers::{arm, order_config, spawn_stack_with};
+use crate::helpers::{Stack, arm, order_config, spawn_stack_with};
+
+/// Both services on the cluster `first` runs the name server of, their topics on both
+/// masters, goods 1 with a stock of 1,000.
+async fn stack_on_both(first: &EmbeddedBroker, db: MySqlConnectOptions) -> Stack {
+    let mut config = order_config();
+    config.namesrv_addr = first.namesrv_addr().to_owned();
+    testkit::broker::create_topics_on(
+        &config.namesrv_addr,
+        &[&config.reback_topic, &config.timeout_topic],
+        2,
+        2,
+    )
+    .await
+    .expect("topics on both brokers");
+    let stack = spawn_stack_with(db, config).await;
+    stack.goods(1, 100, 1_000).await;
+    stack
+}
 
 #[sqlx::test(migrations = false)]
 async fn stopping_one_of_two_brokers_fails_no_create_order(
@@ -21,26 +39,13 @@ async fn stopping_one_of_two_brokers_fails_no_create_order(
     })
     .await
     .expect("name server and broker-a");
-    let second = EmbeddedBroker::start(BrokerSettings {
-        join_namesrv: Some(first.namesrv_addr().to_owned()),
-        broker_names: vec!["broker-b".into()],
-        topics: Vec::new(),
-        ..BrokerSettings::for_tests()
-    })
+    let second = EmbeddedBroker::start(BrokerSettings::another_master(
+        first.namesrv_addr(),
+        "broker-b",
+    ))
     .await
     .expect("broker-b");
-    let mut config = order_config();
-    config.namesrv_addr = first.namesrv_addr().to_owned();
-    testkit::broker::create_topics_on(
-        &config.namesrv_addr,
-        &[&config.reback_topic, &config.timeout_topic],
-        2,
-        2,
-    )
-    .await
-    .expect("topics on both brokers");
-    let stack = spawn_stack_with(db, config).await;
-    stack.goods(1, 100, 1_000).await;
+    let stack = stack_on_both(&first, db).await;
 
     let mut placed = Vec::new();
     for user in 1..=BEFORE {
@@ -75,28 +80,18 @@ async fn a_stopped_brokers_unresolved_half_messages_are_checked_back_once_it_ret
     })
     .await
     .expect("name server and broker-a");
+    // The restarted broker's first check-backs go unanswered for about 27 s (measured,
+    // not yet explained; see the README): let it ask for as long as that takes instead
+    // of giving up after its usual 30 tries, so a slow machine measures, not fails.
     let second_settings = BrokerSettings {
-        join_namesrv: Some(first.namesrv_addr().to_owned()),
-        broker_names: vec!["broker-b".into()],
         store_dir: Some(store.path().to_path_buf()),
-        topics: Vec::new(),
-        ..BrokerSettings::for_tests()
+        transaction_check_max: 1_000,
+        ..BrokerSettings::another_master(first.namesrv_addr(), "broker-b")
     };
     let second = EmbeddedBroker::start(second_settings.clone())
         .await
         .expect("broker-b");
-    let mut config = order_config();
-    config.namesrv_addr = first.namesrv_addr().to_owned();
-    testkit::broker::create_topics_on(
-        &config.namesrv_addr,
-        &[&config.reback_topic, &config.timeout_topic],
-        2,
-        2,
-    )
-    .await
-    .expect("topics on both brokers");
-    let stack = spawn_stack_with(db, config).await;
-    stack.goods(1, 100, 1_000).await;
+    let stack = stack_on_both(&first, db).await;
 
     // Orders whose END_TRANSACTION is lost: each half message waits for a check-back on
     // whichever master stored it. Then broker-b stops at once, before it asks.
@@ -117,7 +112,7 @@ async fn a_stopped_brokers_unresolved_half_messages_are_checked_back_once_it_ret
         .await
         .expect("broker-b restarts on its store");
     eventually(
-        PATIENCE,
+        PATIENCE * 3,
         "every lost END_TRANSACTION checked back",
         || async { (stack.order_metrics.check_back_answers(keep) >= LOST as u64).then_some(()) },
     )
