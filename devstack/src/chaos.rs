@@ -77,6 +77,11 @@ pub struct ChaosArgs {
     /// How long a stopped broker stays down.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub broker_stop: Duration,
+    /// With two or more replicas of a service, how long a SIGKILLed replica stays down:
+    /// the others serve its callers and take over its consumer queues meanwhile (the
+    /// summary shows how soon). With one replica it restarts at once.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub down_for: Duration,
 }
 
 /// One fault; the number is the replica it hits.
@@ -110,6 +115,8 @@ impl Kill {
 }
 
 const GOODS: i32 = 20;
+const ORDER_DB: &str = "shop_chaos_order";
+const INVENTORY_DB: &str = "shop_chaos_inventory";
 
 /// Stock per goods: about three quarters of the orders can be served, so stock runs
 /// short only near the end and both outcomes stay in the mix.
@@ -134,12 +141,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
     let base: MySqlConnectOptions = args.mysql_url.parse().context("CHAOS_MYSQL_URL")?;
-    testkit::mysql::recreate_databases(
-        &base,
-        &["shop_chaos_order", "shop_chaos_inventory"],
-        "CHAOS_MYSQL_URL",
-    )
-    .await?;
+    testkit::mysql::recreate_databases(&base, &[ORDER_DB, INVENTORY_DB], "CHAOS_MYSQL_URL").await?;
     let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
     let work = std::env::temp_dir().join(format!("shop-chaos-{}", std::process::id()));
     std::fs::create_dir_all(work.join("store"))?;
@@ -149,13 +151,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         work.display()
     );
     let parts = Arc::new(
-        Parts::new(
-            &work,
-            url("shop_chaos_order"),
-            url("shop_chaos_inventory"),
-            args.pay_timeout,
-        )?
-        .replicas(
+        Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?.replicas(
             usize::from(args.order_replicas),
             usize::from(args.inventory_replicas),
             usize::from(args.brokers),
@@ -232,7 +228,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             kill.label()
         );
         let from = Instant::now();
-        execute(*kill, &parts, &procs, args.broker_stop).await?;
+        execute(*kill, &parts, &procs, &args).await?;
         windows.push((kill.label(), from, Instant::now()));
         *kills_by_point.entry(kill.label()).or_default() += 1;
     }
@@ -292,6 +288,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT COUNT(*) FROM tx_barrier WHERE outcome = 'aborted'")
             .fetch_one(&order_pool)
             .await?;
+    let lags = consumer_lags(&order_pool, started, args.pay_timeout).await?;
     let mut procs = Arc::try_unwrap(procs)
         .map_err(|_| anyhow::anyhow!("processes still shared"))?
         .into_inner();
@@ -325,7 +322,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     for (label, n) in &kills_by_point {
         println!("    {label:<40} {n}");
     }
-    println!("  per fault window (CreateOrder answers from its start to 5 s after its end):");
+    println!(
+        "  per fault window (from its start to 5 s after its end): CreateOrder answers; how late \
+         the consumers handled what fell due in it (pay timeouts closing orders, stock returns \
+         after a close)"
+    );
     for (label, from, to) in &windows {
         let to = &(*to + Duration::from_secs(5));
         let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
@@ -334,12 +335,26 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             *codes.entry(code.as_str()).or_default() += 1;
         }
         let ok = codes.remove("Ok").unwrap_or(0);
+        let span = (
+            from.duration_since(started).as_secs_f64(),
+            to.duration_since(started).as_secs_f64(),
+        );
         println!(
-            "    {label:<40} {seconds:>5.1}s  {:>6.1} ack/s  failed {:?}",
+            "    {label:<40} {seconds:>5.1}s  {:>6.1} ack/s  failed {codes:?}",
             ok as f64 / seconds,
-            codes
+        );
+        println!(
+            "    {:<40} timeouts {}, stock returns {}",
+            "",
+            Lags::of(&lags.timeouts, span),
+            Lags::of(&lags.rebacks, span),
         );
     }
+    println!(
+        "  consumer lag over the whole run: timeouts {}, stock returns {}",
+        Lags::of(&lags.timeouts, (f64::MIN, f64::MAX)),
+        Lags::of(&lags.rebacks, (f64::MIN, f64::MAX)),
+    );
     println!("  check-backs that found no commit ('aborted' barrier rows)  {aborted}");
     println!("  stock returns applied  {returned} (of which tombstones {tombstones})");
     println!("  orders placed in       {:.1}s", placed_at.as_secs_f64());
@@ -355,6 +370,95 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("chaos: invariants violated (see above)")
+    }
+}
+
+/// When the consumers did their work, read from the rows they wrote (both databases live
+/// on one MariaDB, so one clock): every order closed by its pay timeout as (when it fell
+/// due, how late it closed), and every stock return of a closed order as (when the order
+/// closed, how much later the stock came back). Times are seconds since `started`.
+struct ConsumerWork {
+    timeouts: Vec<(f64, f64)>,
+    rebacks: Vec<(f64, f64)>,
+}
+
+async fn consumer_lags(
+    pool: &sqlx::MySqlPool,
+    started: Instant,
+    pay_timeout: Duration,
+) -> anyhow::Result<ConsumerWork> {
+    let now: String = sqlx::query_scalar("SELECT CAST(NOW(6) AS CHAR)")
+        .fetch_one(pool)
+        .await?;
+    let now_since_start = started.elapsed().as_secs_f64();
+    let seconds = |micros: i64| micros as f64 / 1e6;
+    let timeouts: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, ?, created_at), \
+                TIMESTAMPDIFF(MICROSECOND, created_at, updated_at) \
+         FROM order_info WHERE status = 'TRADE_CLOSED'",
+    )
+    .bind(&now)
+    .fetch_all(pool)
+    .await?;
+    let rebacks: Vec<(i64, i64)> = sqlx::query_as(&format!(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, ?, o.updated_at), \
+                TIMESTAMPDIFF(MICROSECOND, o.updated_at, d.updated_at) \
+         FROM {ORDER_DB}.order_info o JOIN {INVENTORY_DB}.stock_sell_detail d \
+           ON d.order_sn = o.order_sn \
+         WHERE o.status = 'TRADE_CLOSED' AND d.status = 'RETURNED'"
+    ))
+    .bind(&now)
+    .fetch_all(pool)
+    .await?;
+    let pay_timeout = pay_timeout.as_secs_f64();
+    Ok(ConsumerWork {
+        timeouts: timeouts
+            .into_iter()
+            .map(|(created, open)| {
+                let due = now_since_start + seconds(created) + pay_timeout;
+                (due, (seconds(open) - pay_timeout).max(0.0))
+            })
+            .collect(),
+        rebacks: rebacks
+            .into_iter()
+            .map(|(closed, late)| (now_since_start + seconds(closed), seconds(late).max(0.0)))
+            .collect(),
+    })
+}
+
+/// How late the work that fell due in a span of time was done.
+struct Lags {
+    count: usize,
+    p50: f64,
+    max: f64,
+}
+
+impl Lags {
+    fn of(work: &[(f64, f64)], (from, to): (f64, f64)) -> Self {
+        let mut lags: Vec<f64> = work
+            .iter()
+            .filter(|(due, _)| (from..=to).contains(due))
+            .map(|(_, lag)| *lag)
+            .collect();
+        lags.sort_by(f64::total_cmp);
+        Self {
+            count: lags.len(),
+            p50: lags.get(lags.len() / 2).copied().unwrap_or(0.0),
+            max: lags.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Lags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return write!(f, "none due");
+        }
+        write!(
+            f,
+            "{} due, late p50 {:.1}s max {:.1}s",
+            self.count, self.p50, self.max
+        )
     }
 }
 
@@ -400,10 +504,19 @@ async fn execute(
     kill: Kill,
     parts: &Parts,
     procs: &RwLock<Procs>,
-    broker_stop: Duration,
+    args: &ChaosArgs,
 ) -> anyhow::Result<()> {
     let mut procs = procs.write().await;
     let procs = &mut *procs;
+    // A replica that others stand in for stays dead a while, so they must take over.
+    let down_for = |replicas: &[Proc]| {
+        let others = replicas.len() > 1;
+        tokio::time::sleep(if others {
+            args.down_for
+        } else {
+            Duration::ZERO
+        })
+    };
     match kill {
         Kill::OrderAt(i, point) => {
             let order = slot(&mut procs.orders, i)?;
@@ -421,14 +534,14 @@ async fn execute(
             *order = parts.order_at(i, None).await?;
         }
         Kill::OrderSigkill(i) => {
-            let order = slot(&mut procs.orders, i)?;
-            order.kill().await;
-            *order = parts.order_at(i, None).await?;
+            slot(&mut procs.orders, i)?.kill().await;
+            down_for(&procs.orders).await;
+            *slot(&mut procs.orders, i)? = parts.order_at(i, None).await?;
         }
         Kill::Inventory(i) => {
-            let inventory = slot(&mut procs.inventories, i)?;
-            inventory.kill().await;
-            *inventory = parts.inventory_at(i, false).await?;
+            slot(&mut procs.inventories, i)?.kill().await;
+            down_for(&procs.inventories).await;
+            *slot(&mut procs.inventories, i)? = parts.inventory_at(i, false).await?;
         }
         Kill::InventoryInConsumer(i) => {
             let inventory = slot(&mut procs.inventories, i)?;
@@ -449,7 +562,7 @@ async fn execute(
         Kill::BrokerStop(i) => {
             let broker = slot(&mut procs.brokers, i)?;
             broker.stop(Duration::from_secs(30)).await;
-            tokio::time::sleep(broker_stop).await;
+            tokio::time::sleep(args.broker_stop).await;
             *broker = parts.broker_at(i).await?;
         }
         Kill::RollingRestart => {

@@ -41,18 +41,21 @@ pub struct Bugs {
     pub unconditional_timeout_close: bool,
 }
 
-/// Where one CreateOrder call is (order_srv's side).
+/// Where one CreateOrder call is (order_srv's side). The half message travels beside
+/// the cart claim (see `half_in_flight`): Sell waits for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Call {
     /// Not started.
     Idle,
-    /// The half message is stored; the listener runs.
-    Listening,
+    /// The half message is sent; the cart claim runs beside it.
+    Started,
+    /// The claim failed (cart held or empty): Rollback as soon as the listener runs.
+    Refused,
     /// The cart is claimed (the order's transaction holds its row locks).
     Claimed,
     /// Sell is sent; its answer is awaited.
     Selling,
-    /// Sell answered OK.
+    /// Sell answered OK; the pay-timeout message is sent beside the writes.
     Sold,
     /// The barrier row 'committed' is inserted, not yet committed.
     BarrierInserted,
@@ -116,6 +119,9 @@ pub enum SellAnswer {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct State {
     pub call: [Call; CALLS],
+    /// The half message is sent and not stored yet: the broker may still store it, even
+    /// after its sender crashed.
+    pub half_in_flight: [bool; CALLS],
     pub half: [Half; CALLS],
     pub barrier: [Barrier; CALLS],
     pub order: [Order; CALLS],
@@ -130,6 +136,8 @@ pub struct State {
     pub stock: i8,
     /// Reback deliveries still to come, per order.
     pub rebacks: [u8; CALLS],
+    /// The pay-timeout message is stored (before COMMIT, possibly before the barrier).
+    pub timeout_stored: [bool; CALLS],
     /// Pay-timeout deliveries still to come, per order.
     pub timeouts: [u8; CALLS],
     /// The pay timeout closed the order and its reback is still to be sent.
@@ -152,9 +160,12 @@ pub struct State {
 /// One step some part of the system may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// `OrderPlacer::place`: store the half message (steps 2-3).
-    SendHalf(usize),
-    /// `claim_priced_cart` (4.1-4.2): claim the cart lines, or fail and roll back.
+    /// `OrderPlacer::place`: look up an earlier attempt, or send the half message (2-3).
+    Start(usize),
+    /// The broker stores the half message; the listener runs (`send_half_message`).
+    StoreHalf(usize),
+    /// `claim_priced_cart` (4.1-4.2), beside the half message: claim the cart lines, or
+    /// fail (answered Rollback once the listener runs).
     ClaimCart(usize),
     /// `LocalTransaction::sell` (4.3): send Sell.
     SendSell(usize),
@@ -166,7 +177,10 @@ pub enum Action {
     SellTimesOut(usize),
     /// `write_order` (4.4): insert the barrier row 'committed' first.
     InsertBarrier(usize),
-    /// `write_order`: order, cart lines, pay-timeout message, COMMIT (4.4-4.5).
+    /// `send_pay_timeout`, beside the barrier and the order's writes: the delayed
+    /// pay-timeout message is stored.
+    SendPayTimeout(usize),
+    /// `write_order`: order, cart lines, COMMIT once the pay-timeout is stored (4.4-4.5).
     Commit(usize),
     /// The listener's answer Rollback reaches the broker (END_TRANSACTION).
     EndTransaction(usize),
@@ -204,6 +218,7 @@ impl Protocol {
     fn quiet(state: &State) -> bool {
         (0..CALLS).all(|i| {
             matches!(state.call[i], Call::Idle | Call::Ended)
+                && !state.half_in_flight[i]
                 && state.half[i] != Half::Pending
                 && !state.sell_in_flight[i]
                 && state.rebacks[i] == 0
@@ -263,6 +278,7 @@ impl Model for Protocol {
     fn init_states(&self) -> Vec<State> {
         vec![State {
             call: [Call::Idle; CALLS],
+            half_in_flight: [false; CALLS],
             half: [Half::None; CALLS],
             barrier: [Barrier::None; CALLS],
             order: [Order::None; CALLS],
@@ -273,6 +289,7 @@ impl Model for Protocol {
             detail: [Detail::None; CALLS],
             stock: INITIAL_STOCK,
             rebacks: [0; CALLS],
+            timeout_stored: [false; CALLS],
             timeouts: [0; CALLS],
             reback_to_send: [false; CALLS],
             reback_deliveries: [0; CALLS],
@@ -288,18 +305,32 @@ impl Model for Protocol {
     fn actions(&self, s: &State, actions: &mut Vec<Action>) {
         for i in 0..CALLS {
             let live = !matches!(s.call[i], Call::Idle | Call::Ended);
+            if s.half_in_flight[i] {
+                actions.push(Action::StoreHalf(i));
+            }
             match s.call[i] {
-                Call::Idle => actions.push(Action::SendHalf(i)),
-                Call::Listening => actions.push(Action::ClaimCart(i)),
-                Call::Claimed => actions.push(Action::SendSell(i)),
+                Call::Idle => actions.push(Action::Start(i)),
+                Call::Started => actions.push(Action::ClaimCart(i)),
+                Call::Refused => {}
+                // Sell only once the half message is stored.
+                Call::Claimed if s.half[i] != Half::None => actions.push(Action::SendSell(i)),
+                Call::Claimed => {}
                 Call::Selling => {
                     if s.sell_answer[i] != SellAnswer::None {
                         actions.push(Action::SellAnswered(i));
                     }
                     actions.push(Action::SellTimesOut(i));
                 }
-                Call::Sold => actions.push(Action::InsertBarrier(i)),
-                Call::BarrierInserted => actions.push(Action::Commit(i)),
+                Call::Sold | Call::BarrierInserted => {
+                    if !s.timeout_stored[i] {
+                        actions.push(Action::SendPayTimeout(i));
+                    }
+                    if s.call[i] == Call::Sold {
+                        actions.push(Action::InsertBarrier(i));
+                    } else if s.timeout_stored[i] {
+                        actions.push(Action::Commit(i));
+                    }
+                }
                 Call::Committed => {
                     actions.push(Action::EndTransaction(i));
                     actions.push(Action::EndTransactionLost(i));
@@ -350,22 +381,36 @@ impl Model for Protocol {
         let mut s = last.clone();
         let bugs = self.bugs;
         match action {
-            Action::SendHalf(i) => {
+            Action::Start(i) => {
                 if let Some(j) = self.placed_before(&s) {
                     // A retry of a placed order: its order, no half message.
                     s.told[i] = Some(j);
                     s.call[i] = Call::Ended;
                 } else {
-                    s.half[i] = Half::Pending;
-                    s.call[i] = Call::Listening;
+                    s.half_in_flight[i] = true;
+                    s.call[i] = Call::Started;
+                }
+            }
+            Action::StoreHalf(i) => {
+                s.half_in_flight[i] = false;
+                s.half[i] = Half::Pending;
+                if s.call[i] == Call::Refused {
+                    // The listener runs and gets the claim's answer.
+                    Self::answer(&mut s, i, Half::RolledBack);
                 }
             }
             Action::ClaimCart(i) => {
                 if s.cart_claim.is_some() || !s.cart_lines {
                     // Unless an earlier attempt with the same request_id placed the order.
                     s.told[i] = self.placed_before(&s);
-                    // ABORTED (another call holds the cart) or FAILED_PRECONDITION (empty).
-                    Self::answer(&mut s, i, Half::RolledBack);
+                    // ABORTED (another call holds the cart) or FAILED_PRECONDITION (empty):
+                    // Rollback, as soon as the listener runs.
+                    if s.half[i] == Half::None {
+                        Self::abandon_transaction(&mut s, i);
+                        s.call[i] = Call::Refused;
+                    } else {
+                        Self::answer(&mut s, i, Half::RolledBack);
+                    }
                 } else {
                     s.cart_claim = Some(i);
                     s.call[i] = Call::Claimed;
@@ -418,10 +463,14 @@ impl Model for Protocol {
                 s.order[i] = Order::WaitBuyerPay;
                 s.cart_lines = false;
                 s.cart_claim = None;
-                s.timeouts[i] = 1;
                 s.call[i] = Call::Committed;
                 // The caller is answered OK as the listener returns; END_TRANSACTION follows.
                 s.told[i] = Some(i);
+            }
+            Action::SendPayTimeout(i) => {
+                // A pay timeout delivered before COMMIT finds no order and is acknowledged.
+                s.timeout_stored[i] = true;
+                s.timeouts[i] = 1;
             }
             Action::EndTransaction(i) => {
                 Self::resolve(&mut s, i, Half::RolledBack);
@@ -584,13 +633,15 @@ impl Model for Protocol {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (what, i) = match *self {
-            Action::SendHalf(i) => ("stores its half message", i),
-            Action::ClaimCart(i) => ("claims the cart (or fails and rolls back)", i),
+            Action::Start(i) => ("sends its half message", i),
+            Action::StoreHalf(i) => ("half message stored, listener runs", i),
+            Action::ClaimCart(i) => ("claims the cart (or fails: Rollback)", i),
             Action::SendSell(i) => ("sends Sell", i),
             Action::SellArrives(i) => ("Sell arrives at inventory", i),
             Action::SellAnswered(i) => ("reads Sell's answer", i),
             Action::SellTimesOut(i) => ("Sell times out: Commit the reback", i),
             Action::InsertBarrier(i) => ("local tx inserts barrier 'committed'", i),
+            Action::SendPayTimeout(i) => ("pay-timeout message stored", i),
             Action::Commit(i) => ("local tx COMMITs; caller told OK", i),
             Action::EndTransaction(i) => ("END_TRANSACTION Rollback reaches the broker", i),
             Action::EndTransactionLost(i) => ("END_TRANSACTION is lost", i),

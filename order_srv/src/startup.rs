@@ -101,7 +101,8 @@ impl Application {
             timeout_topic: config.timeout_topic.clone(),
             pay_timeout: config.pay_timeout,
         });
-        let listener = RebackTxListener::new(local_transaction, tokio::runtime::Handle::current());
+        let listener =
+            RebackTxListener::new(local_transaction.clone(), tokio::runtime::Handle::current());
         let mut tx_producer = mq.transactional_producer(
             &config.tx_producer_group,
             &[config.reback_topic.as_str()],
@@ -117,7 +118,7 @@ impl Application {
         let placer = OrderPlacer::new(
             tx_producer,
             config.reback_topic.clone(),
-            pool.clone(),
+            local_transaction,
             metrics.clone(),
         );
 
@@ -242,12 +243,7 @@ impl Application {
         let _ = purger.await;
         let _ = metrics_server.await;
         timeout_consumer.shutdown().await;
-        match Arc::try_unwrap(placer) {
-            Ok(placer) => placer.shutdown().await,
-            // A call the server let go of still holds it: its half message is answered by
-            // the check-back of a live instance (or of this one after a restart).
-            Err(_) => tracing::warn!("transactional producer still in use; not shut down"),
-        }
+        placer.shutdown(Duration::from_secs(10)).await;
         plain_producer.shutdown().await;
         inventory_discovery.abort();
         mq.shutdown().await;

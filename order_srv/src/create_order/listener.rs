@@ -1,10 +1,11 @@
 //! Step 4: the transaction listener of the `order_reback` producer group.
 //!
 //! The client calls it on one of its blocking threads, twice over: for the half message
-//! a CreateOrder just stored (`execute_local_transaction`, steps 4.1-4.5) and for the
-//! broker's check-backs (`check_local_transaction`, DESIGN.md §5). Both hand their async
-//! work to the service's runtime and park the client's thread until it is done
-//! ([`mq::run_on`]).
+//! a CreateOrder just stored (`execute_local_transaction`) and for the broker's
+//! check-backs (`check_local_transaction`, DESIGN.md §5). The first tells the CreateOrder's
+//! task that the half message is stored and parks the client's thread until that task's
+//! local transaction (steps 4.1-4.5) sends the answer; the second hands the check-back to
+//! the service's runtime and parks until it is done ([`mq::run_on`]).
 
 use std::{any::Any, sync::Arc};
 
@@ -15,7 +16,7 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use super::{PlaceCall, check_back, local_transaction::LocalTransaction};
-use crate::error::Error;
+use crate::metrics::Step;
 
 pub struct RebackTxListener {
     local_transaction: Arc<LocalTransaction>,
@@ -43,21 +44,19 @@ impl TransactionListener for RebackTxListener {
             tracing::error!("transaction listener called without a CreateOrder call");
             return LocalTransactionState::RollbackMessage;
         };
-        let (local_transaction, task_call) = (self.local_transaction.clone(), call.clone());
-        let (state, result) = mq::run_on(
-            &self.runtime,
-            async move { local_transaction.run(&task_call).await }.instrument(call.span.clone()),
-        )
-        .unwrap_or_else(|| {
-            // The task died (a panic): nothing is known, the check-back decides.
-            (
-                LocalTransactionState::Unknown,
-                Err(Error::Internal("local transaction task failed".into())),
-            )
-        });
-        tracing::debug!(order_sn = %call.order_sn, ?state, ok = result.is_ok(), "local transaction done");
-        self.local_transaction.metrics.answered(state);
-        call.finish(result);
+        let metrics = &self.local_transaction.metrics;
+        metrics.step_took(Step::HalfMessage, call.sent_at.elapsed());
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let state = if call.half_message_stored(answer) {
+            // Nothing is known when the task died before answering (a panic): the
+            // check-back decides from the barrier.
+            answered.recv().unwrap_or(LocalTransactionState::Unknown)
+        } else {
+            tracing::error!(order_sn = %call.order_sn, "no CreateOrder waits for this half message");
+            LocalTransactionState::Unknown
+        };
+        tracing::debug!(order_sn = %call.order_sn, ?state, "local transaction answered");
+        metrics.answered(state);
         state
     }
 

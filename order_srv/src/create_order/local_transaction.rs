@@ -23,7 +23,7 @@ use service_db::ResultExt;
 use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
 use tonic::transport::Channel;
 
-use super::PlaceCall;
+use super::{HalfMessage, PlaceCall};
 use crate::{
     db::{self, OrderGoodsRow, OrderRow, PriceRow},
     domain::{MAX_CART_LINES, order_total},
@@ -56,51 +56,101 @@ enum LocalTxError {
     CommitUnknown(Error),
 }
 
+/// A claimed, priced cart in the order's open transaction.
+struct Claim {
+    tx: Transaction<'static, MySql>,
+    lines: Vec<OrderGoodsRow>,
+    total_cents: i64,
+}
+
 impl LocalTransaction {
-    /// Steps 4.1-4.5 for one call. Returns the broker answer and the caller's result.
+    /// Steps 4.1-4.5 for one call: claims the cart while the half message is on its way,
+    /// then (once it is stored) Sell and the local transaction; sends the listener its
+    /// answer for the broker and returns the caller's result.
     #[tracing::instrument(name = "local_transaction", skip_all, fields(order_sn = %call.order_sn))]
-    pub async fn run(&self, call: &PlaceCall) -> (LocalTransactionState, Result<OrderRow>) {
-        self.metrics
-            .step_took(Step::HalfMessage, call.sent_at.elapsed());
+    pub async fn run(&self, call: &PlaceCall, mut half_message: HalfMessage) -> Result<OrderRow> {
+        // 4.1-4.2, beside step 3.
+        let claim = self.claim(call).await;
+        let answer = match half_message.stored().await {
+            Ok(answer) => answer,
+            // Not stored: nothing was deducted. A refused claim says more than the send.
+            Err(not_stored) => {
+                return match claim {
+                    Err(refused) => refused,
+                    Ok(claim) => {
+                        abandon(claim.tx).await;
+                        Err(not_stored)
+                    }
+                };
+            }
+        };
+        let (state, result) = match claim {
+            // Refused before Sell: nothing deducted, the half message is rolled back.
+            Err(refused) => (KeepStock, refused),
+            Ok(claim) => self.sell_and_write(call, claim).await,
+        };
+        call.answered();
+        // The listener parks its thread until this arrives; it is gone only if the client
+        // gave up on it, and then the check-back answers instead.
+        let _ = answer.send(state);
+        result
+    }
+
+    /// 4.1-4.2 in a new transaction: the claimed, priced cart, or the caller's answer
+    /// when there is nothing to order.
+    async fn claim(&self, call: &PlaceCall) -> std::result::Result<Claim, Result<OrderRow>> {
+        // One transaction for the whole call: it claims the cart now and writes the order
+        // later, so the cart's row locks last from the read to the COMMIT.
+        let mut tx = self.pool.begin().await.map_err(|e| Err(e.into()))?;
+        // Nothing is deducted yet, so a concurrent CreateOrder of the same cart fails
+        // here, before its Sell.
+        let claiming = Instant::now();
+        let claimed = claim_priced_cart(&mut tx, call.order.user_id).await;
+        self.metrics.step_took(Step::ClaimCart, claiming.elapsed());
+        let lines = match claimed {
+            Ok(lines) => lines,
+            Err(e) => {
+                let answer = self.earlier_attempt(&mut tx, call, e).await;
+                abandon(tx).await;
+                return Err(answer);
+            }
+        };
+        let Some(total_cents) = order_total(lines.iter().map(|l| (l.price_cents, l.nums))) else {
+            abandon(tx).await;
+            return Err(Err(Error::FailedPrecondition(
+                Reason::OrderTotalTooLarge,
+                "the order total does not fit in 64-bit cents".into(),
+            )));
+        };
+        Ok(Claim {
+            tx,
+            lines,
+            total_cents,
+        })
+    }
+
+    /// 4.3-4.5, once the half message is stored. Returns the broker answer and the
+    /// caller's result.
+    async fn sell_and_write(
+        &self,
+        call: &PlaceCall,
+        claim: Claim,
+    ) -> (LocalTransactionState, Result<OrderRow>) {
         let user_id = call.order.user_id;
         if faults::triggered("order.after_half_message", user_id) {
+            abandon(claim.tx).await;
             return (
                 LocalTransactionState::Unknown,
                 Err(injected("after_half_message")),
             );
         }
 
-        // One transaction for the whole call: it claims the cart now and writes the order
-        // later, so the cart's row locks last from the read to the COMMIT.
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return (KeepStock, Err(e.into())),
-        };
-
-        // 4.1-4.2: claim the checked cart and price it on the server. Nothing is deducted
-        // yet, so a concurrent CreateOrder of the same cart fails here, before its Sell.
-        let claiming = Instant::now();
-        let claimed = claim_priced_cart(&mut tx, user_id).await;
-        self.metrics.step_took(Step::ClaimCart, claiming.elapsed());
-        let lines = match claimed {
-            Ok(lines) => lines,
-            Err(e) => return (KeepStock, self.earlier_attempt(&mut tx, call, e).await),
-        };
-        let Some(total_cents) = order_total(lines.iter().map(|l| (l.price_cents, l.nums))) else {
-            return (
-                KeepStock,
-                Err(Error::FailedPrecondition(
-                    Reason::OrderTotalTooLarge,
-                    "the order total does not fit in 64-bit cents".into(),
-                )),
-            );
-        };
-
         // 4.3: Sell. A definitive refusal deducted nothing; anything else may have.
         let selling = Instant::now();
-        let sold = self.sell(&call.order_sn, &lines).await;
+        let sold = self.sell(&call.order_sn, &claim.lines).await;
         self.metrics.step_took(Step::Sell, selling.elapsed());
         if let Err(status) = sold {
+            abandon(claim.tx).await;
             return if is_definitive_refusal(&status) {
                 (KeepStock, Err(Error::InventoryRefused(status)))
             } else {
@@ -115,12 +165,13 @@ impl LocalTransaction {
             };
         }
         if faults::triggered("order.after_sell", user_id) {
+            abandon(claim.tx).await;
             return (LocalTransactionState::Unknown, Err(injected("after_sell")));
         }
 
         // 4.4: the local transaction's writes, barrier row first, then COMMIT.
         let writing = Instant::now();
-        let written = self.write_order(tx, call, &lines, total_cents).await;
+        let written = self.write_order(call, claim).await;
         self.metrics
             .step_took(Step::LocalTransaction, writing.elapsed());
         match written {
@@ -183,66 +234,79 @@ impl LocalTransaction {
     }
 
     /// Step 4.4, in the transaction that claimed the cart: the barrier row first (its
-    /// first write), then the order, its goods, the cart lines, the pay-timeout message,
-    /// COMMIT.
-    async fn write_order(
-        &self,
-        mut tx: Transaction<'static, MySql>,
-        call: &PlaceCall,
-        lines: &[OrderGoodsRow],
-        total_cents: i64,
-    ) -> Result<OrderRow, LocalTxError> {
+    /// first write), then the order, its goods and the cart lines, while the pay-timeout
+    /// message is sent beside them; COMMIT once both are done.
+    async fn write_order(&self, call: &PlaceCall, claim: Claim) -> Result<OrderRow, LocalTxError> {
         let not_committed = |e: Error| LocalTxError::NotCommitted(e);
         let user_id = call.order.user_id;
-        if let Some(pause) = faults::pause("order.pause_before_barrier", user_id) {
-            tokio::time::sleep(pause).await;
-        }
-        let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
-            .await
-            .map_err(|e| not_committed(e.into()))?;
-        if !claimed {
-            // A check-back already answered "aborted": the reback is committed and the
-            // stock goes back, so this order must not exist.
-            return Err(not_committed(Error::Unavailable(
-                "order took too long and was rolled back; please retry".into(),
-            )));
-        }
-        // The only unique key a new order_sn can hit is (user_id, request_id): an earlier
-        // attempt with the same key committed meanwhile. This one must not exist too.
-        let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
-            .await
-            .on_duplicate_key()
-            .map_err(|e| not_committed(e.into()))?
-            .ok_or_else(|| {
-                not_committed(Error::Aborted(
-                    Reason::RequestInProgress,
-                    "an order with this request_id was placed by another attempt; retry to get it"
-                        .into(),
-                ))
-            })?;
-        db::insert_order_goods(&mut tx, order.id, lines)
-            .await
-            .map_err(|e| not_committed(e.into()))?;
-        let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
-        let deleted = db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
-            .await
-            .map_err(|e| not_committed(e.into()))?;
-        if u64::try_from(lines.len()).ok() != Some(deleted) {
-            // The claim's locks make this unreachable; if the cart changed anyway, this
-            // order must not take lines another order took.
-            return Err(not_committed(Error::Aborted(
-                Reason::ConcurrentChange,
-                "the cart changed while it was being ordered; retry".into(),
-            )));
-        }
-        if faults::triggered("order.fail_local_tx", user_id) {
-            return Err(not_committed(injected("fail_local_tx")));
-        }
-        let sending = Instant::now();
-        let sent = self.send_pay_timeout(&call.order_sn).await;
-        self.metrics
-            .step_took(Step::PayTimeoutSend, sending.elapsed());
-        sent.map_err(not_committed)?;
+        let Claim {
+            mut tx,
+            lines,
+            total_cents,
+        } = claim;
+        let writes = async {
+            if let Some(pause) = faults::pause("order.pause_before_barrier", user_id) {
+                tokio::time::sleep(pause).await;
+            }
+            let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
+                .await
+                .map_err(|e| not_committed(e.into()))?;
+            if !claimed {
+                // A check-back already answered "aborted": the reback is committed and the
+                // stock goes back, so this order must not exist.
+                return Err(not_committed(Error::Unavailable(
+                    "order took too long and was rolled back; please retry".into(),
+                )));
+            }
+            // The only unique key a new order_sn can hit is (user_id, request_id): an
+            // earlier attempt with the same key committed meanwhile. This one must not
+            // exist too.
+            let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
+                .await
+                .on_duplicate_key()
+                .map_err(|e| not_committed(e.into()))?
+                .ok_or_else(|| {
+                    not_committed(Error::Aborted(
+                        Reason::RequestInProgress,
+                        "an order with this request_id was placed by another attempt; retry to get it"
+                            .into(),
+                    ))
+                })?;
+            db::insert_order_goods(&mut tx, order.id, &lines)
+                .await
+                .map_err(|e| not_committed(e.into()))?;
+            let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
+            let deleted = db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
+                .await
+                .map_err(|e| not_committed(e.into()))?;
+            if u64::try_from(lines.len()).ok() != Some(deleted) {
+                // The claim's locks make this unreachable; if the cart changed anyway, this
+                // order must not take lines another order took.
+                return Err(not_committed(Error::Aborted(
+                    Reason::ConcurrentChange,
+                    "the cart changed while it was being ordered; retry".into(),
+                )));
+            }
+            if faults::triggered("order.fail_local_tx", user_id) {
+                return Err(not_committed(injected("fail_local_tx")));
+            }
+            Ok(order)
+        };
+        let pay_timeout = async {
+            let sending = Instant::now();
+            let sent = self.send_pay_timeout(&call.order_sn).await;
+            self.metrics
+                .step_took(Step::PayTimeoutSend, sending.elapsed());
+            sent
+        };
+        let (written, sent) = tokio::join!(writes, pay_timeout);
+        let order = match written.and_then(|order| sent.map(|()| order).map_err(not_committed)) {
+            Ok(order) => order,
+            Err(e) => {
+                abandon(tx).await;
+                return Err(e);
+            }
+        };
         if let Some(pause) = faults::pause("order.pause_before_commit", user_id) {
             tokio::time::sleep(pause).await;
         }
@@ -336,6 +400,16 @@ pub async fn claim_priced_cart(
             })
         })
         .collect()
+}
+
+/// Ends a transaction that will not commit, before the caller hears of it: its row locks
+/// (the claimed cart) are free when the caller retries. Dropping it would roll back too,
+/// but only once its connection is back in the pool, after the caller may have retried.
+async fn abandon(tx: Transaction<'static, MySql>) {
+    if let Err(e) = tx.rollback().await {
+        // The connection is dropped then, and the server rolls back when it notices.
+        tracing::warn!(error = %e, "rolling back the order's transaction failed");
+    }
 }
 
 fn injected(point: &str) -> Error {

@@ -5,7 +5,7 @@
 //! | 1 | validate the request | `domain::NewOrder` (at the gRPC edge) |
 //! | 2 | generate the order_sn | [`OrderPlacer::place`] (here) |
 //! | 3 | store the half message "give this order's stock back" | [`OrderPlacer::place`] (here) |
-//! | 4 | the transaction listener, called *inside* step 3's send | [`listener`] |
+//! | 4 | the transaction listener, called *inside* step 3's send, answers what step 4.1-4.5 decided | [`listener`] |
 //! | 4.1-4.2 | claim the checked cart, price it on the server | [`local_transaction::claim_priced_cart`] |
 //! | 4.3 | `Sell` on inventory | [`local_transaction`] |
 //! | 4.4 | the local transaction: barrier row first, order, cart, pay-timeout, COMMIT | [`local_transaction`] |
@@ -18,19 +18,37 @@
 //! Commit when it failed after stock may have been deducted (inventory returns it, or
 //! tombstones the order_sn so a late Sell is refused). When this process dies in between,
 //! the broker asks the check-back, which answers from the `tx_barrier` table.
+//!
+//! What does not depend on the step before it runs beside it, so one order waits for as
+//! few round trips as the protocol allows:
+//!
+//! ```text
+//! half message stored ─┐
+//! cart claimed ────────┴─ Sell ─┬─ barrier, order, cart lines ─┬─ COMMIT ─ reply
+//!                               └─ pay-timeout stored ─────────┘    └─ END_TRANSACTION
+//! ```
+//!
+//! The cart claim is a locking read in the order's own transaction: it writes nothing, so
+//! it may start before the half message is stored (a claim that fails still waits for the
+//! listener, which answers Rollback). The pay-timeout message needs only to be stored
+//! before COMMIT. END_TRANSACTION is one-way and comes after COMMIT: the caller gets the
+//! order as soon as it is committed, while the send finishes.
 
 pub mod check_back;
 pub mod listener;
 pub mod local_transaction;
 
 use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
+    sync::{Arc, Mutex, mpsc::SyncSender},
+    time::{Duration, Instant},
 };
 
 use mq::OrderSnBody;
-use rocketmq_client_rust::TransactionMQProducer;
+use rocketmq_client_rust::{LocalTransactionState, TransactionMQProducer};
 use sqlx::MySqlPool;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use listener::RebackTxListener;
 pub use local_transaction::{LocalTransaction, claim_priced_cart};
@@ -42,44 +60,85 @@ use crate::{
     metrics::{OrderMetrics, Step},
 };
 
-/// One CreateOrder call, travelling to the listener through the send's `arg`. The
-/// listener leaves the call's result here: nothing about one call is stored in fields
-/// that another call could see.
+/// One CreateOrder call, travelling to the listener through the send's `arg`: the
+/// hand-off between the listener (on a client thread, once the half message is stored)
+/// and the local transaction (the call's task). Nothing about one call is stored in
+/// fields that another call could see.
 pub struct PlaceCall {
     pub order_sn: String,
     pub order: NewOrder,
     /// When the half message was sent (the listener times step 3 from here).
     pub sent_at: Instant,
-    /// The CreateOrder's span: the listener's work, on another task, continues it.
-    pub span: tracing::Span,
-    result: Mutex<Option<(Result<OrderRow>, Instant)>>,
+    /// Where the listener hands over the channel for its answer; empty once it has.
+    stored: Mutex<Option<oneshot::Sender<SyncSender<LocalTransactionState>>>>,
+    /// When the local transaction answered the listener.
+    answered_at: Mutex<Option<Instant>>,
 }
 
 impl PlaceCall {
-    fn new(order_sn: String, order: NewOrder) -> Self {
-        Self {
+    fn new(order_sn: String, order: NewOrder) -> (Self, oneshot::Receiver<Answer>) {
+        let (stored, on_stored) = oneshot::channel();
+        let call = Self {
             order_sn,
             order,
             sent_at: Instant::now(),
-            span: tracing::Span::current(),
-            result: Mutex::new(None),
+            stored: Mutex::new(Some(stored)),
+            answered_at: Mutex::new(None),
+        };
+        (call, on_stored)
+    }
+
+    /// The listener's side: the half message is stored; `answer` is where the local
+    /// transaction will send the broker's answer. `false` when nobody waits for it (the
+    /// call's task is gone, or the listener already ran for this call).
+    pub fn half_message_stored(&self, answer: Answer) -> bool {
+        let waiting = self.stored.lock().ok().and_then(|mut slot| slot.take());
+        waiting.is_some_and(|stored| stored.send(answer).is_ok())
+    }
+
+    /// Whether the listener has run for this call.
+    fn listener_ran(&self) -> bool {
+        self.stored.lock().map_or(true, |slot| slot.is_none())
+    }
+
+    fn answered(&self) {
+        if let Ok(mut at) = self.answered_at.lock() {
+            *at = Some(Instant::now());
         }
     }
 
-    /// Where the listener leaves the outcome of steps 4.1-4.5 (and when it answered).
-    pub fn finish(&self, result: Result<OrderRow>) {
-        if let Ok(mut slot) = self.result.lock() {
-            *slot = Some((result, Instant::now()));
+    fn answered_at(&self) -> Option<Instant> {
+        self.answered_at.lock().ok().and_then(|at| *at)
+    }
+}
+
+/// Where the local transaction sends the listener its answer for the broker.
+pub type Answer = SyncSender<LocalTransactionState>;
+
+/// The local transaction's view of step 3: the listener's answer channel once the half
+/// message is stored, or the send's failure if it never is.
+pub struct HalfMessage {
+    on_stored: oneshot::Receiver<Answer>,
+    /// The send returned: `Some(reason)` when it failed.
+    on_sent: oneshot::Receiver<Option<String>>,
+}
+
+impl HalfMessage {
+    /// Waits until the half message is stored (the listener runs). An error when the send
+    /// returned without that: nothing may be deducted then.
+    async fn stored(&mut self) -> Result<Answer> {
+        tokio::select! {
+            biased;
+            Ok(answer) = &mut self.on_stored => Ok(answer),
+            sent = &mut self.on_sent => Err(match sent {
+                Ok(Some(reason)) => Error::Unavailable(format!(
+                    "message broker unavailable: {reason}"
+                )),
+                // The client did not run the listener (e.g. no worker slot): the broker's
+                // check-back will find no barrier row and return whatever may be deducted.
+                _ => Error::Unavailable("order outcome unknown; it will be rolled back".into()),
+            }),
         }
-    }
-
-    /// Whether the listener has left its outcome (it ran for this call).
-    fn answered(&self) -> bool {
-        self.result.lock().map_or(true, |slot| slot.is_some())
-    }
-
-    fn take(&self) -> Option<(Result<OrderRow>, Instant)> {
-        self.result.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 
@@ -87,100 +146,155 @@ impl PlaceCall {
 pub struct OrderPlacer {
     producer: TransactionMQProducer,
     reback_topic: String,
-    pool: MySqlPool,
+    local_transaction: Arc<LocalTransaction>,
     metrics: OrderMetrics,
+    /// Every call runs as a task of its own (see [`OrderPlacer::place`]).
+    calls: TaskTracker,
 }
 
 impl OrderPlacer {
     pub fn new(
         producer: TransactionMQProducer,
         reback_topic: String,
-        pool: MySqlPool,
+        local_transaction: Arc<LocalTransaction>,
         metrics: OrderMetrics,
     ) -> Self {
         Self {
             producer,
             reback_topic,
-            pool,
+            local_transaction,
             metrics,
+            calls: TaskTracker::new(),
         }
     }
 
+    fn pool(&self) -> &MySqlPool {
+        &self.local_transaction.pool
+    }
+
     /// A retry (AIP-155) whose first attempt placed its order gets that order, without a
-    /// new half message. The listener checks again once it holds (or fails to claim) the
+    /// new half message. The local transaction checks again when it fails to claim the
     /// cart, for a first attempt that commits in between.
     async fn placed_before(&self, order: &NewOrder) -> Result<Option<OrderRow>> {
         let Some(request_id) = order.request_id.as_deref() else {
             return Ok(None);
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         Ok(db::order_by_request(&mut conn, order.user_id, request_id).await?)
     }
 
-    /// Steps 2, 3 and 5; step 4 runs inside step 3's send.
+    /// Steps 2-5. The call runs as a task of its own: a caller that hangs up does not cut
+    /// a local transaction in the middle, and the send finishes (END_TRANSACTION) after
+    /// the caller has its answer.
     #[tracing::instrument(skip_all, fields(user_id = order.user_id, order_sn))]
-    pub async fn place(&self, order: NewOrder) -> Result<OrderRow> {
-        if let Some(placed) = self.placed_before(&order).await? {
-            return Ok(placed);
+    pub async fn place(self: &Arc<Self>, order: NewOrder) -> Result<OrderRow> {
+        let (reply, replied) = oneshot::channel();
+        let placer = self.clone();
+        // Boxed: the send's and the local transaction's futures are large, and a future
+        // is moved on the stack until it is spawned.
+        self.calls.spawn(
+            Box::pin(async move { placer.place_in_task(order, reply).await }).in_current_span(),
+        );
+        replied
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("the CreateOrder task failed".into())))
+    }
+
+    async fn place_in_task(&self, order: NewOrder, reply: oneshot::Sender<Result<OrderRow>>) {
+        let earlier = match self.placed_before(&order).await {
+            Ok(None) => None,
+            Ok(Some(placed)) => Some(Ok(placed)),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(earlier) = earlier {
+            let _ = reply.send(earlier);
+            return;
         }
         // 2: the order_sn.
         let order_sn = new_order_sn(order.user_id);
         tracing::Span::current().record("order_sn", order_sn.as_str());
-        let call = Arc::new(PlaceCall::new(order_sn, order));
+        let (call, on_stored) = PlaceCall::new(order_sn, order);
+        let call = Arc::new(call);
+        let (sent, on_sent) = oneshot::channel();
+        let half_message = HalfMessage { on_stored, on_sent };
 
-        // 3: store the half message. The client runs the transaction listener (step 4:
-        // claim the cart, Sell, the local transaction) before this send returns, and
-        // sends END_TRANSACTION with the listener's answer afterwards (one-way: when it
-        // is lost, the broker's check-back asks again).
-        //
-        // A send that failed in the transport (a broker just stopped: the client does not
-        // try another broker then, but avoids that one from now on) is sent once more,
-        // if the listener has not run. That is safe even if the failed attempt was stored
-        // after all (its reply lost): the broker checks that half message back, and the
-        // check-back answers from this order_sn's barrier like for any other.
+        // 3 and 4 side by side: the send stores the half message and runs the listener,
+        // which waits for the local transaction's answer; the local transaction starts
+        // with what does not need the half message (the cart claim).
+        let local_transaction = Box::pin(async {
+            let result = self.local_transaction.run(&call, half_message).await;
+            // 5: the caller's answer, before END_TRANSACTION is on its way.
+            let _ = reply.send(result);
+        });
+        tokio::join!(
+            Box::pin(self.send_half_message(&call, sent)),
+            local_transaction
+        );
+    }
+
+    /// Step 3: stores the half message; the client runs the transaction listener before
+    /// this send returns, and sends END_TRANSACTION with the listener's answer afterwards
+    /// (one-way: when it is lost, the broker's check-back asks again). `sent` learns how
+    /// the send ended.
+    ///
+    /// A send that failed in the transport (a broker just stopped: the client does not
+    /// try another broker then, but avoids that one from now on) is sent once more, if the
+    /// listener has not run. That is safe even if the failed attempt was stored after all
+    /// (its reply lost): the broker checks that half message back, and the check-back
+    /// answers from this order_sn's barrier like for any other.
+    async fn send_half_message(
+        &self,
+        call: &Arc<PlaceCall>,
+        sent: oneshot::Sender<Option<String>>,
+    ) {
         let mut retried = false;
-        let sent = loop {
-            let message = OrderSnBody::new(call.order_sn.as_str()).message(&self.reback_topic)?;
+        let outcome = loop {
+            let message = match OrderSnBody::new(call.order_sn.as_str()).message(&self.reback_topic)
+            {
+                Ok(message) => message,
+                Err(e) => break Err(mq::describe(&e)),
+            };
             match self
                 .producer
                 .send_message_in_transaction(message, Some(call.clone()))
                 .await
             {
-                Err(e) if !retried && mq::is_transport_failure(&e) && !call.answered() => {
+                Err(e) if !retried && mq::is_transport_failure(&e) && !call.listener_ran() => {
                     tracing::info!(error = %mq::describe(&e), "half message not sent; sending it once more");
                     retried = true;
                 }
-                sent => break sent,
+                Err(e) => break Err(mq::describe(&e)),
+                Ok(_) => break Ok(()),
             }
         };
-        if let Err(e) = sent {
+        if let Some(answered_at) = call.answered_at() {
+            self.metrics
+                .step_took(Step::EndTransaction, answered_at.elapsed());
+        } else if let Err(reason) = &outcome {
             // The half message was not stored: nothing was touched.
-            let reason = mq::describe(&e);
             tracing::warn!(error = %reason, "half message not stored");
-            return Err(Error::Unavailable(format!(
-                "message broker unavailable: {reason}"
-            )));
         }
-
-        // 5: what step 4 left for the caller.
-        match call.take() {
-            Some((result, answered_at)) => {
-                self.metrics
-                    .step_took(Step::EndTransaction, answered_at.elapsed());
-                result
-            }
-            // The client did not run the listener (e.g. no worker slot): the broker's
-            // check-back will find no barrier row and return whatever may be deducted.
-            None => Err(Error::Unavailable(
-                "order outcome unknown; it will be rolled back".into(),
-            )),
-        }
+        let _ = sent.send(outcome.err());
     }
 
-    /// Takes the producer offline. Call it after the gRPC server drained, so every
-    /// transaction in flight got its answer.
-    pub async fn shutdown(mut self) {
-        self.producer.shutdown().await;
+    /// Takes the producer offline. Call it after the gRPC server drained: the calls still
+    /// finishing their send (END_TRANSACTION) get `within` to do so.
+    pub async fn shutdown(self: Arc<Self>, within: Duration) {
+        self.calls.close();
+        if tokio::time::timeout(within, self.calls.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "CreateOrder calls still sending; their half messages are left to the check-back"
+            );
+        }
+        match Arc::try_unwrap(self) {
+            Ok(mut placer) => placer.producer.shutdown().await,
+            // A call the server let go of still holds it: its half message is answered by
+            // the check-back of a live instance (or of this one after a restart).
+            Err(_) => tracing::warn!("transactional producer still in use; not shut down"),
+        }
     }
 }
 
