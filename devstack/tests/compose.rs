@@ -65,6 +65,12 @@ fn parse_with<C: clap::Parser>(env: &BTreeMap<String, String>) -> C {
         if key == "RUST_LOG" {
             continue;
         }
+        if key == mq::REBALANCE_INTERVAL_ENV {
+            // Read by the RocketMQ client itself; the service only checks it.
+            mq::parse_rebalance_interval(value)
+                .unwrap_or_else(|e| panic!("{}: {e}", command.get_name()));
+            continue;
+        }
         let arg = command
             .get_arguments()
             .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(key.as_str()))
@@ -124,6 +130,14 @@ fn the_services_environment_is_exactly_what_the_binaries_read() {
 
     let inventory_config: inventory_srv::config::Config = parse_with(&environment(inventory));
     let order_config: order_srv::config::Config = parse_with(&environment(order));
+    for (name, service) in [("inventory_srv", inventory), ("order_srv", order)] {
+        // Consumers take over a dead replica's queues within this, not the client's 20 s.
+        assert!(
+            environment(service).contains_key(mq::REBALANCE_INTERVAL_ENV),
+            "{name} sets {}",
+            mq::REBALANCE_INTERVAL_ENV
+        );
+    }
 
     assert!(
         inventory_config

@@ -91,6 +91,41 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 
 pub type Result<T, E = MqError> = std::result::Result<T, E>;
 
+/// The process environment variable the RocketMQ client reads its consumers' rebalance
+/// interval from, in milliseconds (20,000 when unset). It bounds how long the queues of a
+/// replica that died wait for the other replicas of its group: the broker's "consumer ids
+/// changed" notice did not trigger an earlier rebalance in the measurements (README,
+/// "Running more than one"). The name has dots, so it is set through the process
+/// environment (`env 'rocketmq.client.rebalance.waitInterval=5000' ...`, or a compose
+/// `environment:` entry), not a shell `export`.
+pub const REBALANCE_INTERVAL_ENV: &str = "rocketmq.client.rebalance.waitInterval";
+
+/// The rebalance interval the client will use. A value the client would ignore (it falls
+/// back to its default silently) is refused here, so a typo stops the service instead.
+pub fn rebalance_interval() -> Result<std::time::Duration> {
+    match std::env::var_os(REBALANCE_INTERVAL_ENV) {
+        None => Ok(std::time::Duration::from_millis(20_000)),
+        Some(value) => parse_rebalance_interval(&value.to_string_lossy()),
+    }
+}
+
+/// A value of [`REBALANCE_INTERVAL_ENV`]: milliseconds, at least the client's minimum
+/// interval (1 s), or the client would fall back to its default.
+pub fn parse_rebalance_interval(value: &str) -> Result<std::time::Duration> {
+    const FLOOR_MS: u64 = 1_000;
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms >= FLOOR_MS)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| {
+            MqError::Config(format!(
+                "{REBALANCE_INTERVAL_ENV}={value:?}: must be milliseconds, at least {FLOOR_MS}"
+            ))
+        })
+}
+
 /// How to reach the name server and how much blocking work the client may run at once.
 #[derive(Clone, Debug)]
 pub struct MqConfig {
@@ -127,6 +162,11 @@ pub struct Mq {
 impl Mq {
     /// Builds the client runtime. `name` prefixes its threads and scopes its tasks.
     pub fn new(config: &MqConfig, name: &'static str) -> Result<Self> {
+        let rebalance = rebalance_interval()?;
+        tracing::info!(
+            every = ?rebalance,
+            "consumers rebalance their queues (a dead replica's queues wait at most this long)"
+        );
         let mut runtime_config = RuntimeConfig {
             thread_name: format!("{name}-mq"),
             // The client's own async work is socket I/O; one worker is plenty and every

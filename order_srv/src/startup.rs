@@ -46,6 +46,8 @@ impl Application {
     /// Creates the database when missing, migrates it, starts the producers and binds
     /// the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // The client reads it itself and ignores a bad value: refuse one before anything opens.
+        mq::rebalance_interval()?;
         let pool = service_db::open(
             &config.database_url,
             config.db_max_connections,

@@ -12,6 +12,7 @@ mod metrics;
 mod orders;
 mod purge;
 mod reback_probe;
+mod rebalance_setting;
 mod reflection;
 mod replicas;
 mod traces;
