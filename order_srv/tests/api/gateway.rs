@@ -246,7 +246,9 @@ async fn cancel_payment_and_timeout_racing_have_exactly_one_winner(
     let shared = &stack;
     let outcomes = join_all(orders.iter().enumerate().map(|(i, order)| async move {
         let at = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
-        let step = 200 * i as u64;
+        // Up to 6 s after the orders: the later ones are well past their 2 s timeout even
+        // when a loaded machine (the whole test suite at once) delays the consumer.
+        let step = 350 * i as u64;
         let pay = async {
             at(1_000 + step).await;
             shared.pay(&order.order_sn).await.is_ok()
