@@ -55,7 +55,7 @@ pub enum Call {
     Claimed,
     /// Sell is sent; its answer is awaited.
     Selling,
-    /// Sell answered OK; the pay-timeout message is sent beside the writes.
+    /// Sell answered OK.
     Sold,
     /// The barrier row 'committed' is inserted, not yet committed.
     BarrierInserted,
@@ -136,7 +136,7 @@ pub struct State {
     pub stock: i8,
     /// Reback deliveries still to come, per order.
     pub rebacks: [u8; CALLS],
-    /// The pay-timeout message is stored (before COMMIT, possibly before the barrier).
+    /// The pay-timeout message is stored (before COMMIT, possibly before Sell).
     pub timeout_stored: [bool; CALLS],
     /// Pay-timeout deliveries still to come, per order.
     pub timeouts: [u8; CALLS],
@@ -177,8 +177,8 @@ pub enum Action {
     SellTimesOut(usize),
     /// `write_order` (4.4): insert the barrier row 'committed' first.
     InsertBarrier(usize),
-    /// `send_pay_timeout`, beside the barrier and the order's writes: the delayed
-    /// pay-timeout message is stored.
+    /// `send_pay_timeout`, from the claim on, beside the half message, Sell and the
+    /// order's writes: the delayed pay-timeout message is stored.
     SendPayTimeout(usize),
     /// `write_order`: order, cart lines, COMMIT once the pay-timeout is stored (4.4-4.5).
     Commit(usize),
@@ -308,6 +308,16 @@ impl Model for Protocol {
             if s.half_in_flight[i] {
                 actions.push(Action::StoreHalf(i));
             }
+            // The pay-timeout message is sent from the claim on, beside everything up to
+            // COMMIT (which waits for it).
+            if !s.timeout_stored[i]
+                && matches!(
+                    s.call[i],
+                    Call::Claimed | Call::Selling | Call::Sold | Call::BarrierInserted
+                )
+            {
+                actions.push(Action::SendPayTimeout(i));
+            }
             match s.call[i] {
                 Call::Idle => actions.push(Action::Start(i)),
                 Call::Started => actions.push(Action::ClaimCart(i)),
@@ -321,16 +331,9 @@ impl Model for Protocol {
                     }
                     actions.push(Action::SellTimesOut(i));
                 }
-                Call::Sold | Call::BarrierInserted => {
-                    if !s.timeout_stored[i] {
-                        actions.push(Action::SendPayTimeout(i));
-                    }
-                    if s.call[i] == Call::Sold {
-                        actions.push(Action::InsertBarrier(i));
-                    } else if s.timeout_stored[i] {
-                        actions.push(Action::Commit(i));
-                    }
-                }
+                Call::Sold => actions.push(Action::InsertBarrier(i)),
+                Call::BarrierInserted if s.timeout_stored[i] => actions.push(Action::Commit(i)),
+                Call::BarrierInserted => {}
                 Call::Committed => {
                     actions.push(Action::EndTransaction(i));
                     actions.push(Action::EndTransactionLost(i));

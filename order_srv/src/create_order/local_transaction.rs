@@ -21,6 +21,7 @@ use proto::inventory::{self as inv, inventory_client::InventoryClient};
 use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState};
 use service_db::ResultExt;
 use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 use super::{HalfMessage, PlaceCall};
@@ -56,6 +57,9 @@ enum LocalTxError {
     CommitUnknown(Error),
 }
 
+/// How the pay-timeout send (started once the cart is claimed) ended.
+type PayTimeout = oneshot::Receiver<Result<()>>;
+
 /// A claimed, priced cart in the order's open transaction.
 struct Claim {
     tx: Transaction<'static, MySql>,
@@ -65,19 +69,53 @@ struct Claim {
 
 impl LocalTransaction {
     /// Steps 4.1-4.5 for one call: claims the cart while the half message is on its way,
-    /// then (once it is stored) Sell and the local transaction; sends the listener its
-    /// answer for the broker and returns the caller's result.
+    /// then (once it is stored) Sell and the local transaction, with the pay-timeout
+    /// message sent beside them from the claim on; sends the listener its answer for the
+    /// broker and returns the caller's result.
     #[tracing::instrument(name = "local_transaction", skip_all, fields(order_sn = %call.order_sn))]
-    pub async fn run(&self, call: &PlaceCall, mut half_message: HalfMessage) -> Result<OrderRow> {
+    pub async fn run(&self, call: &PlaceCall, half_message: HalfMessage) -> Result<OrderRow> {
         // 4.1-4.2, beside step 3.
-        let claim = self.claim(call).await;
+        let claim = match self.claim(call).await {
+            Ok(claim) => claim,
+            Err(refused) => {
+                return self
+                    .answer_once_stored(call, half_message, Err(refused))
+                    .await;
+            }
+        };
+        // The pay-timeout message needs only to be stored before COMMIT: it is sent now,
+        // beside the half message, Sell and the order's writes. An order that is not
+        // written after all leaves a pay-timeout that finds no order (acknowledged).
+        let (sent, on_sent) = oneshot::channel();
+        let pay_timeout = async {
+            let sending = Instant::now();
+            let outcome = self.send_pay_timeout(&call.order_sn).await;
+            self.metrics
+                .step_took(Step::PayTimeoutSend, sending.elapsed());
+            let _ = sent.send(outcome);
+        };
+        let (_, result) = tokio::join!(
+            pay_timeout,
+            self.answer_once_stored(call, half_message, Ok((claim, on_sent)))
+        );
+        result
+    }
+
+    /// Waits for the half message to be stored, then decides (a refused claim: Rollback;
+    /// a claimed cart: Sell and the local transaction) and sends the listener its answer.
+    async fn answer_once_stored(
+        &self,
+        call: &PlaceCall,
+        mut half_message: HalfMessage,
+        claim: std::result::Result<(Claim, PayTimeout), Result<OrderRow>>,
+    ) -> Result<OrderRow> {
         let answer = match half_message.stored().await {
             Ok(answer) => answer,
             // Not stored: nothing was deducted. A refused claim says more than the send.
             Err(not_stored) => {
                 return match claim {
                     Err(refused) => refused,
-                    Ok(claim) => {
+                    Ok((claim, _)) => {
                         abandon(claim.tx).await;
                         Err(not_stored)
                     }
@@ -87,7 +125,7 @@ impl LocalTransaction {
         let (state, result) = match claim {
             // Refused before Sell: nothing deducted, the half message is rolled back.
             Err(refused) => (KeepStock, refused),
-            Ok(claim) => self.sell_and_write(call, claim).await,
+            Ok((claim, pay_timeout)) => self.sell_and_write(call, claim, pay_timeout).await,
         };
         call.answered();
         // The listener parks its thread until this arrives; it is gone only if the client
@@ -135,6 +173,7 @@ impl LocalTransaction {
         &self,
         call: &PlaceCall,
         claim: Claim,
+        pay_timeout: PayTimeout,
     ) -> (LocalTransactionState, Result<OrderRow>) {
         let user_id = call.order.user_id;
         if faults::triggered("order.after_half_message", user_id) {
@@ -171,7 +210,7 @@ impl LocalTransaction {
 
         // 4.4: the local transaction's writes, barrier row first, then COMMIT.
         let writing = Instant::now();
-        let written = self.write_order(call, claim).await;
+        let written = self.write_order(call, claim, pay_timeout).await;
         self.metrics
             .step_took(Step::LocalTransaction, writing.elapsed());
         match written {
@@ -234,9 +273,14 @@ impl LocalTransaction {
     }
 
     /// Step 4.4, in the transaction that claimed the cart: the barrier row first (its
-    /// first write), then the order, its goods and the cart lines, while the pay-timeout
-    /// message is sent beside them; COMMIT once both are done.
-    async fn write_order(&self, call: &PlaceCall, claim: Claim) -> Result<OrderRow, LocalTxError> {
+    /// first write), then the order, its goods and the cart lines; COMMIT once they are
+    /// written and the pay-timeout message (sent since the claim) is stored.
+    async fn write_order(
+        &self,
+        call: &PlaceCall,
+        claim: Claim,
+        pay_timeout: PayTimeout,
+    ) -> Result<OrderRow, LocalTxError> {
         let not_committed = |e: Error| LocalTxError::NotCommitted(e);
         let user_id = call.order.user_id;
         let Claim {
@@ -293,11 +337,9 @@ impl LocalTransaction {
             Ok(order)
         };
         let pay_timeout = async {
-            let sending = Instant::now();
-            let sent = self.send_pay_timeout(&call.order_sn).await;
-            self.metrics
-                .step_took(Step::PayTimeoutSend, sending.elapsed());
-            sent
+            pay_timeout
+                .await
+                .unwrap_or_else(|_| Err(Error::Internal("the pay-timeout send was dropped".into())))
         };
         let (written, sent) = tokio::join!(writes, pay_timeout);
         let order = match written.and_then(|order| sent.map(|()| order).map_err(not_committed)) {

@@ -24,14 +24,14 @@
 //!
 //! ```text
 //! half message stored ─┐
-//! cart claimed ────────┴─ Sell ─┬─ barrier, order, cart lines ─┬─ COMMIT ─ reply
-//!                               └─ pay-timeout stored ─────────┘    └─ END_TRANSACTION
+//! cart claimed ────────┴─ Sell ─── barrier, order, cart lines ─┬─ COMMIT ─ reply
+//!          └─ pay-timeout stored ──────────────────────────────┘    └─ END_TRANSACTION
 //! ```
 //!
 //! The cart claim is a locking read in the order's own transaction: it writes nothing, so
 //! it may start before the half message is stored (a claim that fails still waits for the
 //! listener, which answers Rollback). The pay-timeout message needs only to be stored
-//! before COMMIT. END_TRANSACTION is one-way and comes after COMMIT: the caller gets the
+//! before COMMIT, so it is sent as soon as there is a cart to order. END_TRANSACTION is one-way and comes after COMMIT: the caller gets the
 //! order as soon as it is committed, while the send finishes.
 
 pub mod check_back;
