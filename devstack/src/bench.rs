@@ -116,6 +116,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await;
     stack.stop().await;
+    // The broker's store preallocates its commit log (1.5 GB): runs would fill the disk
+    // (and a broker on a full disk refuses to start). The logs stay.
+    if let Err(e) = std::fs::remove_dir_all(logs.join("store")) {
+        eprintln!("bench: the broker's store in {} stays: {e}", logs.display());
+    }
     outcome
 }
 

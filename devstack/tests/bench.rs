@@ -65,4 +65,18 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
         );
     }
     assert_eq!(scenarios[3]["oversell"].as_i64(), Some(0));
+
+    // The logs stay, the broker's store (a preallocated 1.5 GB commit log) does not.
+    let logs = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("process logs in "))
+        .map(std::path::PathBuf::from)
+        .expect("the bench names its log directory");
+    assert!(logs.join("order_srv.log").exists(), "{}", logs.display());
+    assert!(
+        !logs.join("store").exists(),
+        "{} keeps the store",
+        logs.display()
+    );
+    let _ = std::fs::remove_dir_all(&logs);
 }
