@@ -333,7 +333,8 @@ async fn run_scenarios(
         })
         .await;
         let cpu_after = stack.cpu();
-        let steps = steps::breakdown(&steps_before, &steps::scrape(&stack.order_metrics).await?);
+        let steps =
+            steps::settled(&stack.order_metrics, &steps_before, Duration::from_secs(10)).await?;
         eprintln!("bench: {} service end, baseline start", scenario.label());
         let baseline_before = stack.cpu();
         let baseline =

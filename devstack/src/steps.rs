@@ -70,6 +70,27 @@ fn parse(text: &str) -> Buckets {
     buckets
 }
 
+/// The steps observed since `before`, once every call answered OK has its
+/// END_TRANSACTION counted too (order_srv sends it after the caller's reply), or what is
+/// there after `within`.
+pub async fn settled(
+    addr: &str,
+    before: &Buckets,
+    within: std::time::Duration,
+) -> anyhow::Result<Vec<Step>> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let steps = breakdown(before, &scrape(addr).await?);
+        let count = |name: &str| steps.iter().find(|s| s.name == name).map_or(0, |s| s.count);
+        if count("end_transaction") >= count("create_order (OK)")
+            || std::time::Instant::now() >= deadline
+        {
+            return Ok(steps);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// One step's latency over a scenario.
 #[derive(Debug, Clone)]
 pub struct Step {
