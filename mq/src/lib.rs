@@ -162,11 +162,6 @@ pub struct Mq {
 impl Mq {
     /// Builds the client runtime. `name` prefixes its threads and scopes its tasks.
     pub fn new(config: &MqConfig, name: &'static str) -> Result<Self> {
-        let rebalance = rebalance_interval()?;
-        tracing::info!(
-            every = ?rebalance,
-            "consumers rebalance their queues (a dead replica's queues wait at most this long)"
-        );
         let mut runtime_config = RuntimeConfig {
             thread_name: format!("{name}-mq"),
             // The client's own async work is socket I/O; one worker is plenty and every
