@@ -412,24 +412,44 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768-60999 by default), so
+/// a process binding port 0 (a metrics endpoint, an exporter) or opening a connection
+/// cannot take a port between the moment it is handed out and the moment its owner
+/// binds it. Before, two systems started side by side by one test binary could meet on
+/// one port, and a test then talked gRPC to the other system's metrics endpoint.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that is free now, outside the ephemeral range, and never handed out twice by
+/// this process.
 pub fn free_port(host: &str) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((host, 0)).with_context(|| format!("binding {host}:0"))?;
-    Ok(listener.local_addr()?.port())
+    claim_ports(host, &[0])
 }
 
-/// The broker also binds `port - 2` (its "fast" listener): find a port where both are free.
+/// The broker also binds `port - 2` (its "fast" listener): a port where both are free.
 pub fn free_broker_port(host: &str) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let normal = TcpListener::bind((host, 0))?;
-        let port = normal.local_addr()?.port();
-        if let Some(fast) = port.checked_sub(2)
-            && fast > 1024
-            && TcpListener::bind((host, fast)).is_ok()
+    claim_ports(host, &[0, 2])
+}
+
+/// A port `p` such that `p - offset` is free for every offset, claimed for this process.
+fn claim_ports(host: &str, offsets: &[u16]) -> anyhow::Result<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the port registry is poisoned"))?;
+    for _ in 0..1_000 {
+        let port = rand::random_range(PORTS);
+        let ports: Option<Vec<u16>> = offsets.iter().map(|o| port.checked_sub(*o)).collect();
+        let Some(ports) = ports else { continue };
+        if ports
+            .iter()
+            .all(|p| !given.contains(p) && TcpListener::bind((host, *p)).is_ok())
         {
+            given.extend(ports);
             return Ok(port);
         }
     }
-    bail!("no free port pair for the broker on {host}")
+    bail!("no free port on {host} in {PORTS:?}")
 }
 
 /// Waits until something accepts TCP connections on `addr`.
@@ -443,5 +463,23 @@ pub async fn wait_for_port(addr: &str, within: Duration) -> anyhow::Result<()> {
             bail!("nothing listens on {addr} after {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use std::collections::BTreeSet;
+
+    use super::{PORTS, free_broker_port, free_port};
+
+    #[test]
+    fn ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200)
+            .map(|_| free_port("127.0.0.1").expect("a free port"))
+            .collect();
+        assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), ports.len());
+        assert!(ports.iter().all(|p| PORTS.contains(p)), "{ports:?}");
+        let broker = free_broker_port("127.0.0.1").expect("a free broker port");
+        assert!(!ports.contains(&broker) && !ports.iter().any(|p| p + 2 == broker));
     }
 }
