@@ -286,11 +286,6 @@ impl Parts {
     /// What every service's environment has besides its own settings.
     fn common_env(&self) -> Vec<(String, String)> {
         let mut env = vec![("NAMESRV_ADDR".to_owned(), self.namesrv())];
-        // As in docker-compose.yml, unless this process's environment says otherwise (the
-        // services inherit it).
-        if std::env::var_os(mq::REBALANCE_INTERVAL_ENV).is_none() {
-            env.push((mq::REBALANCE_INTERVAL_ENV.to_owned(), "5000".to_owned()));
-        }
         env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
         env.extend(
             self.otlp_endpoint
