@@ -510,12 +510,11 @@ async fn execute(
     let procs = &mut *procs;
     // A replica that others stand in for stays dead a while, so they must take over.
     let down_for = |replicas: &[Proc]| {
-        let others = replicas.len() > 1;
-        tokio::time::sleep(if others {
+        if replicas.len() > 1 {
             args.down_for
         } else {
             Duration::ZERO
-        })
+        }
     };
     match kill {
         Kill::OrderAt(i, point) => {
@@ -535,12 +534,12 @@ async fn execute(
         }
         Kill::OrderSigkill(i) => {
             slot(&mut procs.orders, i)?.kill().await;
-            down_for(&procs.orders).await;
+            tokio::time::sleep(down_for(&procs.orders)).await;
             *slot(&mut procs.orders, i)? = parts.order_at(i, None).await?;
         }
         Kill::Inventory(i) => {
             slot(&mut procs.inventories, i)?.kill().await;
-            down_for(&procs.inventories).await;
+            tokio::time::sleep(down_for(&procs.inventories)).await;
             *slot(&mut procs.inventories, i)? = parts.inventory_at(i, false).await?;
         }
         Kill::InventoryInConsumer(i) => {

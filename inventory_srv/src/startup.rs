@@ -43,12 +43,7 @@ pub struct Application {
 impl Application {
     /// Creates the database when missing, migrates it and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // The client reads it itself and ignores a bad value: refuse one before anything opens.
-        let rebalance = mq::rebalance_interval()?;
-        tracing::info!(
-            every = ?rebalance,
-            "consumers rebalance their queues (a dead replica's queues wait at most this long)"
-        );
+        mq::check_rebalance_interval()?;
         let pool = service_db::open(
             &config.database_url,
             config.db_max_connections,

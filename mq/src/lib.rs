@@ -100,13 +100,19 @@ pub type Result<T, E = MqError> = std::result::Result<T, E>;
 /// `environment:` entry), not a shell `export`.
 pub const REBALANCE_INTERVAL_ENV: &str = "rocketmq.client.rebalance.waitInterval";
 
-/// The rebalance interval the client will use. A value the client would ignore (it falls
-/// back to its default silently) is refused here, so a typo stops the service instead.
-pub fn rebalance_interval() -> Result<std::time::Duration> {
-    match std::env::var_os(REBALANCE_INTERVAL_ENV) {
-        None => Ok(std::time::Duration::from_millis(20_000)),
-        Some(value) => parse_rebalance_interval(&value.to_string_lossy()),
-    }
+/// Checks, and logs, the rebalance interval the client will use; a service calls it at
+/// start, before anything opens. The client reads the variable itself and falls back to
+/// its default on a value it cannot use; here such a value stops the service instead.
+pub fn check_rebalance_interval() -> Result<std::time::Duration> {
+    let every = match std::env::var_os(REBALANCE_INTERVAL_ENV) {
+        None => std::time::Duration::from_millis(20_000),
+        Some(value) => parse_rebalance_interval(&value.to_string_lossy())?,
+    };
+    tracing::info!(
+        ?every,
+        "consumers rebalance their queues (a dead replica's queues wait at most this long)"
+    );
+    Ok(every)
 }
 
 /// A value of [`REBALANCE_INTERVAL_ENV`]: milliseconds, at least the client's minimum

@@ -46,12 +46,7 @@ impl Application {
     /// Creates the database when missing, migrates it, starts the producers and binds
     /// the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // The client reads it itself and ignores a bad value: refuse one before anything opens.
-        let rebalance = mq::rebalance_interval()?;
-        tracing::info!(
-            every = ?rebalance,
-            "consumers rebalance their queues (a dead replica's queues wait at most this long)"
-        );
+        mq::check_rebalance_interval()?;
         let pool = service_db::open(
             &config.database_url,
             config.db_max_connections,
@@ -121,12 +116,7 @@ impl Application {
                 mq::describe(&e)
             )
         })?;
-        let placer = OrderPlacer::new(
-            tx_producer,
-            config.reback_topic.clone(),
-            local_transaction,
-            metrics.clone(),
-        );
+        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone(), local_transaction);
 
         let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
         let closer = Arc::new(OrderCloser {

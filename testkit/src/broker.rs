@@ -111,9 +111,7 @@ impl BrokerSettings {
             ..Self::default()
         }
     }
-}
 
-impl BrokerSettings {
     /// One more master, `name`, with the tests' timings, registering with the name
     /// server at `namesrv` (as `devstack broker --join` runs it); it creates no topics.
     pub fn another_master(namesrv: &str, name: &str) -> Self {

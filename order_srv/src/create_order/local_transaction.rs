@@ -176,36 +176,9 @@ impl LocalTransaction {
         pay_timeout: PayTimeout,
     ) -> (LocalTransactionState, Result<OrderRow>) {
         let user_id = call.order.user_id;
-        if faults::triggered("order.after_half_message", user_id) {
+        if let Some(stopped) = self.sell_step(call, &claim.lines).await {
             abandon(claim.tx).await;
-            return (
-                LocalTransactionState::Unknown,
-                Err(injected("after_half_message")),
-            );
-        }
-
-        // 4.3: Sell. A definitive refusal deducted nothing; anything else may have.
-        let selling = Instant::now();
-        let sold = self.sell(&call.order_sn, &claim.lines).await;
-        self.metrics.step_took(Step::Sell, selling.elapsed());
-        if let Err(status) = sold {
-            abandon(claim.tx).await;
-            return if is_definitive_refusal(&status) {
-                (KeepStock, Err(Error::InventoryRefused(status)))
-            } else {
-                tracing::warn!(code = ?status.code(), message = status.message(), "Sell outcome unknown");
-                (
-                    ReturnStock,
-                    Err(Error::Unavailable(format!(
-                        "inventory unavailable: {}",
-                        status.message()
-                    ))),
-                )
-            };
-        }
-        if faults::triggered("order.after_sell", user_id) {
-            abandon(claim.tx).await;
-            return (LocalTransactionState::Unknown, Err(injected("after_sell")));
+            return stopped;
         }
 
         // 4.4: the local transaction's writes, barrier row first, then COMMIT.
@@ -225,6 +198,44 @@ impl LocalTransaction {
             Err(LocalTxError::NotCommitted(e)) => (ReturnStock, Err(e)),
             Err(LocalTxError::CommitUnknown(e)) => (LocalTransactionState::Unknown, Err(e)),
         }
+    }
+
+    /// 4.3: Sell, between the fault points around it; the broker answer and the caller's
+    /// result when the order stops here.
+    async fn sell_step(
+        &self,
+        call: &PlaceCall,
+        lines: &[OrderGoodsRow],
+    ) -> Option<(LocalTransactionState, Result<OrderRow>)> {
+        let user_id = call.order.user_id;
+        if faults::triggered("order.after_half_message", user_id) {
+            return Some((
+                LocalTransactionState::Unknown,
+                Err(injected("after_half_message")),
+            ));
+        }
+        // A definitive refusal deducted nothing; anything else may have.
+        let selling = Instant::now();
+        let sold = self.sell(&call.order_sn, lines).await;
+        self.metrics.step_took(Step::Sell, selling.elapsed());
+        if let Err(status) = sold {
+            return Some(if is_definitive_refusal(&status) {
+                (KeepStock, Err(Error::InventoryRefused(status)))
+            } else {
+                tracing::warn!(code = ?status.code(), message = status.message(), "Sell outcome unknown");
+                (
+                    ReturnStock,
+                    Err(Error::Unavailable(format!(
+                        "inventory unavailable: {}",
+                        status.message()
+                    ))),
+                )
+            });
+        }
+        if faults::triggered("order.after_sell", user_id) {
+            return Some((LocalTransactionState::Unknown, Err(injected("after_sell"))));
+        }
+        None
     }
 
     /// The cart could not be claimed. With a request_id this may be a retry: an earlier

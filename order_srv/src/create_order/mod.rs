@@ -31,8 +31,9 @@
 //! The cart claim is a locking read in the order's own transaction: it writes nothing, so
 //! it may start before the half message is stored (a claim that fails still waits for the
 //! listener, which answers Rollback). The pay-timeout message needs only to be stored
-//! before COMMIT, so it is sent as soon as there is a cart to order. END_TRANSACTION is one-way and comes after COMMIT: the caller gets the
-//! order as soon as it is committed, while the send finishes.
+//! before COMMIT, so it is sent as soon as there is a cart to order. END_TRANSACTION is
+//! one-way and comes after COMMIT: the caller gets the order as soon as it is committed,
+//! while the send finishes.
 
 pub mod check_back;
 pub mod listener;
@@ -57,7 +58,7 @@ use crate::{
     db::{self, OrderRow},
     domain::NewOrder,
     error::{Error, Result},
-    metrics::{OrderMetrics, Step},
+    metrics::Step,
 };
 
 /// One CreateOrder call, travelling to the listener through the send's `arg`: the
@@ -147,7 +148,6 @@ pub struct OrderPlacer {
     producer: TransactionMQProducer,
     reback_topic: String,
     local_transaction: Arc<LocalTransaction>,
-    metrics: OrderMetrics,
     /// Every call runs as a task of its own (see [`OrderPlacer::place`]).
     calls: TaskTracker,
 }
@@ -157,13 +157,11 @@ impl OrderPlacer {
         producer: TransactionMQProducer,
         reback_topic: String,
         local_transaction: Arc<LocalTransaction>,
-        metrics: OrderMetrics,
     ) -> Self {
         Self {
             producer,
             reback_topic,
             local_transaction,
-            metrics,
             calls: TaskTracker::new(),
         }
     }
@@ -201,12 +199,7 @@ impl OrderPlacer {
     }
 
     async fn place_in_task(&self, order: NewOrder, reply: oneshot::Sender<Result<OrderRow>>) {
-        let earlier = match self.placed_before(&order).await {
-            Ok(None) => None,
-            Ok(Some(placed)) => Some(Ok(placed)),
-            Err(e) => Some(Err(e)),
-        };
-        if let Some(earlier) = earlier {
+        if let Some(earlier) = self.placed_before(&order).await.transpose() {
             let _ = reply.send(earlier);
             return;
         }
@@ -268,7 +261,8 @@ impl OrderPlacer {
             }
         };
         if let Some(answered_at) = call.answered_at() {
-            self.metrics
+            self.local_transaction
+                .metrics
                 .step_took(Step::EndTransaction, answered_at.elapsed());
         } else if let Err(reason) = &outcome {
             // The half message was not stored: nothing was touched.
