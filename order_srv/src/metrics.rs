@@ -123,7 +123,8 @@ impl OrderMetrics {
             .inc();
     }
 
-    /// The transaction listener answered the broker for a CreateOrder it ran.
+    /// The answer the broker gets for a CreateOrder's half message (counted before the
+    /// caller hears back).
     pub fn answered(&self, answer: LocalTransactionState) {
         self.local_transactions
             .with_label_values(&[label(answer)])

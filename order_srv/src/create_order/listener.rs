@@ -47,17 +47,21 @@ impl TransactionListener for RebackTxListener {
         let metrics = &self.local_transaction.metrics;
         metrics.step_took(Step::HalfMessage, call.sent_at.elapsed());
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        let state = if call.half_message_stored(answer) {
-            // Nothing is known when the task died before answering (a panic): the
-            // check-back decides from the barrier.
-            answered.recv().unwrap_or(LocalTransactionState::Unknown)
-        } else {
+        // The local transaction counts its answer (`OrderMetrics::answered`); the
+        // answers made here, with nobody to decide, are counted here. The check-back
+        // decides from the barrier then.
+        let state = if !call.half_message_stored(answer) {
             tracing::error!(order_sn = %call.order_sn, "no CreateOrder waits for this half message");
-            LocalTransactionState::Unknown
+            None
+        } else {
+            // Fails only when the task died before answering (a panic).
+            answered.recv().ok()
         };
         tracing::debug!(order_sn = %call.order_sn, ?state, "local transaction answered");
-        metrics.answered(state);
-        state
+        state.unwrap_or_else(|| {
+            metrics.answered(LocalTransactionState::Unknown);
+            LocalTransactionState::Unknown
+        })
     }
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {

@@ -127,6 +127,8 @@ impl LocalTransaction {
             Err(refused) => (KeepStock, refused),
             Ok((claim, pay_timeout)) => self.sell_and_write(call, claim, pay_timeout).await,
         };
+        // Counted before the caller hears back, so a caller that reads the metrics sees it.
+        self.metrics.answered(state);
         call.answered();
         // The listener parks its thread until this arrives; it is gone only if the client
         // gave up on it, and then the check-back answers instead.
