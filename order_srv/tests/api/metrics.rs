@@ -66,7 +66,13 @@ async fn latency_histograms_resolve_milliseconds_for_every_step_and_handler(
     stack.create_order(92).await.expect_err("out of stock");
     stack.send_reback("HISTO-1").await;
 
-    let order = scrape(stack.order_metrics_addr).await;
+    // END_TRANSACTION goes out after the caller's reply: wait until both are counted.
+    let order = eventually(PATIENCE, "both END_TRANSACTIONs counted", || async {
+        let text = scrape(stack.order_metrics_addr).await;
+        (histogram_count(&text, "order_step_seconds_count{step=\"end_transaction\"}") >= 2)
+            .then_some(text)
+    })
+    .await;
     for (series, at_least) in [
         ("order_create_order_seconds_count{outcome=\"OK\"}", 1),
         (
