@@ -408,7 +408,7 @@ async fn run_scenarios(
         }
         for step in &steps {
             println!(
-                "         step {:<17} n={:<6} p50 <= {:>6.1} ms  p90 <= {:>6.1} ms  p99 <= {:>6.1} ms",
+                "         step {:<17} n={:<6} p50 <= {:>6.2} ms  p90 <= {:>6.2} ms  p99 <= {:>6.2} ms",
                 step.name, step.count, step.p50_ms, step.p90_ms, step.p99_ms
             );
         }

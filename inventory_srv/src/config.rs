@@ -57,7 +57,8 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_CONSUMER_THREADS", default_value_t = 16)]
     pub consumer_threads: u32,
 
-    /// Most blocking threads of the RocketMQ client (consumer callbacks run there).
+    /// Most blocking threads of the service's runtime (3..=512); the RocketMQ client runs
+    /// its consumer callbacks there.
     #[arg(long, env = "INVENTORY_MQ_BLOCKING_THREADS", default_value_t = 64)]
     pub mq_blocking_threads: usize,
 

@@ -1,13 +1,20 @@
 //! `inventory_srv`: reads its configuration from the environment and serves until
 //! SIGINT/SIGTERM.
 
+use anyhow::Context;
 use clap::Parser;
 use inventory_srv::{config::Config, startup::Application};
 use observe::telemetry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // One runtime for the service and its RocketMQ client (`mq::Mq::new`).
+    mq::service_runtime(config.mq_blocking_threads)
+        .context("INVENTORY_MQ_BLOCKING_THREADS")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let telemetry = telemetry::init(
         telemetry::ServiceName {
             name: "inventory_srv",

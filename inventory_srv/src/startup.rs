@@ -164,9 +164,7 @@ async fn start_consuming(
     let mq = Mq::new(
         &MqConfig {
             namesrv_addr: config.namesrv_addr.clone(),
-            blocking_threads: config.mq_blocking_threads,
             listener_concurrency: (config.consumer_threads as usize).saturating_mul(2),
-            worker_threads: 1,
         },
         "inventory_srv",
     )

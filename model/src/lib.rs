@@ -55,10 +55,8 @@ pub enum Call {
     Claimed,
     /// Sell is sent; its answer is awaited.
     Selling,
-    /// Sell answered OK.
+    /// Sell answered OK; COMMIT waits for the order's writes and the pay-timeout.
     Sold,
-    /// The barrier row 'committed' is inserted, not yet committed.
-    BarrierInserted,
     /// COMMIT succeeded.
     Committed,
     /// The call ended (its END_TRANSACTION is sent or lost; a crash ends it too).
@@ -75,6 +73,18 @@ pub enum Half {
     Committed,
     /// Resolved Rollback: never delivered.
     RolledBack,
+}
+
+/// The local transaction's writes (`write_order`: the barrier row first, then the order
+/// and its cart lines), which run from the claim on, beside the half message and Sell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Writes {
+    Pending,
+    /// Written, not committed.
+    Done,
+    /// The barrier row was already there (a check-back decided "aborted"): this order
+    /// must not exist.
+    Failed,
 }
 
 /// A row of `tx_barrier`.
@@ -123,6 +133,7 @@ pub struct State {
     /// after its sender crashed.
     pub half_in_flight: [bool; CALLS],
     pub half: [Half; CALLS],
+    pub writes: [Writes; CALLS],
     pub barrier: [Barrier; CALLS],
     pub order: [Order; CALLS],
     /// Whether the cart's checked lines are still there (one cart, both calls).
@@ -175,12 +186,14 @@ pub enum Action {
     SellAnswered(usize),
     /// Sell's deadline passes: the outcome is unknown, so Commit the reback.
     SellTimesOut(usize),
-    /// `write_order` (4.4): insert the barrier row 'committed' first.
+    /// `write_order` (4.4), from the claim on, beside the half message and Sell: insert
+    /// the barrier row 'committed' first (the order's rows follow; nothing is committed).
     InsertBarrier(usize),
     /// `send_pay_timeout`, from the claim on, beside the half message, Sell and the
     /// order's writes: the delayed pay-timeout message is stored.
     SendPayTimeout(usize),
-    /// `write_order`: order, cart lines, COMMIT once the pay-timeout is stored (4.4-4.5).
+    /// `commit_order`: COMMIT once Sell answered OK, the writes are done and the
+    /// pay-timeout is stored (4.4-4.5).
     Commit(usize),
     /// The listener's answer Rollback reaches the broker (END_TRANSACTION).
     EndTransaction(usize),
@@ -280,6 +293,7 @@ impl Model for Protocol {
             call: [Call::Idle; CALLS],
             half_in_flight: [false; CALLS],
             half: [Half::None; CALLS],
+            writes: [Writes::Pending; CALLS],
             barrier: [Barrier::None; CALLS],
             order: [Order::None; CALLS],
             cart_lines: true,
@@ -311,12 +325,15 @@ impl Model for Protocol {
             // The pay-timeout message is sent from the claim on, beside everything up to
             // COMMIT (which waits for it).
             if !s.timeout_stored[i]
-                && matches!(
-                    s.call[i],
-                    Call::Claimed | Call::Selling | Call::Sold | Call::BarrierInserted
-                )
+                && matches!(s.call[i], Call::Claimed | Call::Selling | Call::Sold)
             {
                 actions.push(Action::SendPayTimeout(i));
+            }
+            // So are the order's writes (uncommitted until COMMIT).
+            if s.writes[i] == Writes::Pending
+                && matches!(s.call[i], Call::Claimed | Call::Selling | Call::Sold)
+            {
+                actions.push(Action::InsertBarrier(i));
             }
             match s.call[i] {
                 Call::Idle => actions.push(Action::Start(i)),
@@ -331,9 +348,10 @@ impl Model for Protocol {
                     }
                     actions.push(Action::SellTimesOut(i));
                 }
-                Call::Sold => actions.push(Action::InsertBarrier(i)),
-                Call::BarrierInserted if s.timeout_stored[i] => actions.push(Action::Commit(i)),
-                Call::BarrierInserted => {}
+                Call::Sold if s.writes[i] == Writes::Done && s.timeout_stored[i] => {
+                    actions.push(Action::Commit(i));
+                }
+                Call::Sold => {}
                 Call::Committed => {
                     actions.push(Action::EndTransaction(i));
                     actions.push(Action::EndTransactionLost(i));
@@ -438,6 +456,10 @@ impl Model for Protocol {
                 };
             }
             Action::SellAnswered(i) => match s.sell_answer[i] {
+                // The writes failed meanwhile: stock may be deducted, Commit the reback.
+                SellAnswer::Ok if s.writes[i] == Writes::Failed => {
+                    Self::answer(&mut s, i, Half::Committed);
+                }
                 SellAnswer::Ok => s.call[i] = Call::Sold,
                 SellAnswer::Refused => Self::answer(&mut s, i, Half::RolledBack),
                 SellAnswer::None => return None,
@@ -445,13 +467,16 @@ impl Model for Protocol {
             Action::SellTimesOut(i) => Self::answer(&mut s, i, Half::Committed),
             Action::InsertBarrier(i) => {
                 if bugs.local_tx_without_barrier {
-                    s.call[i] = Call::BarrierInserted;
+                    s.writes[i] = Writes::Done;
                 } else if s.barrier[i] == Barrier::None {
                     s.barrier[i] = Barrier::CommittedUncommitted;
-                    s.call[i] = Call::BarrierInserted;
-                } else {
+                    s.writes[i] = Writes::Done;
+                } else if s.call[i] == Call::Sold {
                     // Duplicate key: a check-back already decided "aborted".
                     Self::answer(&mut s, i, Half::Committed);
+                } else {
+                    // The same, with Sell still to answer: decided once it has.
+                    s.writes[i] = Writes::Failed;
                 }
             }
             Action::Commit(i) => {

@@ -1,5 +1,5 @@
-//! RocketMQ client plumbing shared by the services, the dev stack and the tests: one
-//! sized client runtime per process, and the producers and consumers built on it.
+//! RocketMQ client plumbing shared by the services, the dev stack and the tests: the client
+//! on the process's own tokio runtime, and the producers and consumers built on it.
 //!
 //! The client runs listeners (transaction listeners, check-backs and push-consumer
 //! callbacks) on a bounded blocking lane. A slot it cannot get turns into `Unknown` or
@@ -17,7 +17,7 @@ use rocketmq_client_rust::{
 use rocketmq_model::common::{
     consumer::consume_from_where::ConsumeFromWhere, message::MessageTrait,
 };
-use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use rocketmq_runtime::{BlockingPoolPolicy, RuntimeContext};
 
 pub mod body;
 pub mod consumer;
@@ -132,70 +132,84 @@ pub fn parse_rebalance_interval(value: &str) -> Result<std::time::Duration> {
         })
 }
 
+/// The service's tokio runtime, which its RocketMQ client shares ([`Mq::new`]): one
+/// worker per core, and up to `blocking_threads` (3..=512) blocking threads, where the
+/// client runs its listeners.
+pub fn service_runtime(blocking_threads: usize) -> Result<tokio::runtime::Runtime> {
+    if !(3..=512).contains(&blocking_threads) {
+        return Err(MqError::Config(format!(
+            "blocking threads {blocking_threads}: must be 3..=512"
+        )));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads)
+        .build()
+        .map_err(|e| MqError::Config(format!("building the runtime: {e}")))
+}
+
+/// How long [`Mq::shutdown`] waits for the client's cancelled tasks to end (what its own
+/// runtime owner would wait).
+const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How to reach the name server and how much blocking work the client may run at once.
 #[derive(Clone, Debug)]
 pub struct MqConfig {
     /// `host:port` of the name server (`;`-separated for several).
     pub namesrv_addr: String,
-    /// Blocking threads of the client runtime (3..=512).
-    pub blocking_threads: usize,
     /// Concurrent listener calls the client admits (transaction listener, check-backs,
-    /// consumer callbacks); further calls queue up to eight times this depth.
+    /// consumer callbacks); further calls queue up to eight times this depth. They run on
+    /// the runtime's blocking threads: build it with at least this many.
     pub listener_concurrency: usize,
-    /// Async worker threads of the client runtime.
-    pub worker_threads: usize,
 }
 
 impl MqConfig {
     pub fn new(namesrv_addr: impl Into<String>) -> Self {
         Self {
             namesrv_addr: namesrv_addr.into(),
-            blocking_threads: 256,
             listener_concurrency: 128,
-            worker_threads: 1,
         }
     }
 }
 
-/// One client runtime and the name server address: the factory for producers and consumers.
+/// The RocketMQ client on the runtime it was built on, and the name server address: the
+/// factory for producers and consumers.
 pub struct Mq {
     runtime: Arc<ClientRuntime>,
-    // Dropping the owner stops the runtime's threads; it must outlive every client built here.
-    owner: Option<RuntimeOwner>,
+    /// The client's tasks on that runtime (cancelled by [`Mq::shutdown`]).
+    tasks: RuntimeContext,
     namesrv_addr: String,
 }
 
 impl Mq {
-    /// Builds the client runtime. `name` prefixes its threads and scopes its tasks.
+    /// The client on the tokio runtime this is called from, the service's own. `name`
+    /// scopes its tasks. Call it inside that runtime.
+    ///
+    /// rocketmq-client-rust would otherwise run on a runtime of its own (`RuntimeOwner`):
+    /// every reply from the broker would then wake a task of the other runtime, a
+    /// cross-thread wake-up per request. On one runtime order_srv spent about 10% less CPU
+    /// per CreateOrder (README, "Benchmark"). `RuntimeContext` is rocketmq-runtime's
+    /// borrowed-runtime context (marked for harnesses and migrations; the only way to put
+    /// the client on a runtime it did not build); the blocking lane policy is the one the
+    /// owner would apply, sized from `config`.
     pub fn new(config: &MqConfig, name: &'static str) -> Result<Self> {
-        let mut runtime_config = RuntimeConfig {
-            thread_name: format!("{name}-mq"),
-            // The client's own async work is socket I/O; one worker is plenty and every
-            // extra one adds cross-thread wake-ups (the benchmark's largest cost).
-            worker_threads: config.worker_threads.max(1),
-            ..RuntimeConfig::default()
-        }
-        .with_max_blocking_threads(config.blocking_threads)
-        .map_err(|e| {
-            MqError::Config(format!("blocking threads {}: {e}", config.blocking_threads))
-        })?;
-        let lane = &mut runtime_config.blocking_lane_policies.metadata_io;
-        lane.max_concurrency = config
-            .listener_concurrency
-            .clamp(1, config.blocking_threads);
-        lane.max_queue_depth = lane.max_concurrency.saturating_mul(8);
-        let owner = RuntimeOwner::plan(runtime_config)
-            .map_err(|e| MqError::Config(e.to_string()))?
-            .build()
-            .map_err(|e| MqError::Config(e.to_string()))?;
+        let listener_concurrency = config.listener_concurrency.max(1);
+        let lane = BlockingPoolPolicy {
+            name: format!("{name}-mq-blocking"),
+            max_concurrency: listener_concurrency,
+            max_queue_depth: listener_concurrency.saturating_mul(8),
+            ..BlockingPoolPolicy::default()
+        };
+        let tasks = RuntimeContext::try_from_current_with_blocking_policy(name, lane)
+            .map_err(|e| MqError::Config(format!("the client needs a tokio runtime: {e}")))?;
         let runtime = ClientRuntime::try_new(
-            owner.root_context().component(name),
+            tasks.service_context(name),
             ClientRuntimeConfig::default(),
             TelemetryHandle::noop(),
         )?;
         Ok(Self {
             runtime,
-            owner: Some(owner),
+            tasks,
             namesrv_addr: config.namesrv_addr.clone(),
         })
     }
@@ -305,19 +319,16 @@ impl Mq {
         outcome.map(|()| if topics.is_empty() { 0 } else { fewest })
     }
 
-    /// Stops the runtime. Shut the producers and consumers down first.
+    /// Stops the client and cancels what is left of its tasks. Shut the producers and
+    /// consumers down first.
     ///
-    /// The owner's report of tasks it had to cancel is routine at shutdown (the client's
-    /// periodic tasks never end by themselves), so it goes to debug; `shutdown_background`
-    /// would log the same report again as an "unhealthy" warning on every stop.
-    pub async fn shutdown(mut self) {
+    /// The report of tasks that had to be cancelled is routine at shutdown (the client's
+    /// periodic tasks never end by themselves), so it goes to debug.
+    pub async fn shutdown(self) {
         self.runtime.shutdown().await;
-        if let Some(owner) = self.owner.take() {
-            let report = owner.shutdown_tasks().await;
-            if !report.is_healthy() {
-                tracing::debug!(report = %report.to_json(), "RocketMQ client tasks cancelled at shutdown");
-            }
-            drop(owner);
+        let report = self.tasks.shutdown_tasks(SHUTDOWN_WITHIN).await;
+        if !report.is_healthy() {
+            tracing::debug!(report = %report.to_json(), "RocketMQ client tasks cancelled at shutdown");
         }
     }
 

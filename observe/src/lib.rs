@@ -25,11 +25,12 @@ pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Latency buckets (seconds) that resolve single milliseconds where CreateOrder's steps
-/// live, up to the multi-second tails of timeouts and check-backs.
+/// Latency buckets (seconds) that resolve a tenth of a millisecond where one CreateOrder's
+/// steps live on an idle machine, single milliseconds under load, up to the multi-second
+/// tails of timeouts and check-backs.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-    0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+    0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
 /// Registers a latency histogram family (seconds, [`LATENCY_BUCKETS`]).

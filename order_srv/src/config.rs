@@ -101,11 +101,13 @@ pub struct Config {
     #[arg(long, env = "ORDER_TIMEOUT_CONSUMER_THREADS", default_value_t = 8)]
     pub timeout_consumer_threads: u32,
 
-    /// Most blocking threads of the RocketMQ client (transaction listeners run there).
+    /// Most blocking threads of the service's runtime (3..=512); the RocketMQ client runs
+    /// its transaction listeners and check-backs there.
     #[arg(long, env = "ORDER_MQ_BLOCKING_THREADS", default_value_t = 256)]
     pub mq_blocking_threads: usize,
 
-    /// Concurrent metadata/IO tasks of the RocketMQ client's worker pool.
+    /// Transaction listeners and check-backs the RocketMQ client runs at once (keep it at
+    /// most ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this depth.
     #[arg(long, env = "ORDER_MQ_IO_CONCURRENCY", default_value_t = 128)]
     pub mq_io_concurrency: usize,
 

@@ -1,13 +1,20 @@
 //! `order_srv`: reads its configuration from the environment and serves until
 //! SIGINT/SIGTERM.
 
+use anyhow::Context;
 use clap::Parser;
 use observe::telemetry;
 use order_srv::{config::Config, startup::Application};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // One runtime for the service and its RocketMQ client (`mq::Mq::new`).
+    mq::service_runtime(config.mq_blocking_threads)
+        .context("ORDER_MQ_BLOCKING_THREADS")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let telemetry = telemetry::init(
         telemetry::ServiceName {
             name: "order_srv",

@@ -25,10 +25,13 @@ pub enum Step {
     ClaimCart,
     /// Sell as order_srv sees it, including the call (4.3).
     Sell,
-    /// The pay-timeout message send, inside the local transaction (4.4).
+    /// The pay-timeout message send, from the claim on (4.4).
     PayTimeoutSend,
-    /// The local transaction from its barrier insert to COMMIT (4.4), the send included.
-    LocalTransaction,
+    /// The local transaction's writes, barrier row to cart lines, beside Sell (4.4).
+    OrderWrites,
+    /// From Sell's answer to COMMIT done: what COMMIT still waits for (the writes, the
+    /// pay-timeout) and COMMIT itself (4.4).
+    Commit,
     /// From the listener's answer to the send's return: END_TRANSACTION and the client's
     /// hand-back (5).
     EndTransaction,
@@ -41,7 +44,8 @@ impl Step {
             Self::ClaimCart => "claim_cart",
             Self::Sell => "sell",
             Self::PayTimeoutSend => "pay_timeout_send",
-            Self::LocalTransaction => "local_transaction",
+            Self::OrderWrites => "order_writes",
+            Self::Commit => "commit",
             Self::EndTransaction => "end_transaction",
         }
     }

@@ -77,9 +77,7 @@ impl Application {
         let mq = Mq::new(
             &MqConfig {
                 namesrv_addr: config.namesrv_addr.clone(),
-                blocking_threads: config.mq_blocking_threads,
                 listener_concurrency: config.mq_io_concurrency,
-                worker_threads: 1,
             },
             "order_srv",
         )

@@ -6,7 +6,7 @@
 //! | refused before Sell (cart claimed elsewhere, empty, unpriced, total too large) | Rollback | never deducted |
 //! | Sell definitively refused | Rollback | never deducted |
 //! | Sell outcome unknown | Commit | inventory returns it, or tombstones the order_sn |
-//! | the local transaction fails before COMMIT | Commit | returned |
+//! | Sell deducted, then the writes or the pay-timeout send failed | Commit | returned |
 //! | COMMIT itself fails | Unknown | the check-back reads the barrier and decides |
 //! | COMMIT succeeded | Rollback | stays deducted: the order exists |
 
@@ -60,6 +60,32 @@ enum LocalTxError {
 /// How the pay-timeout send (started once the cart is claimed) ended.
 type PayTimeout = oneshot::Receiver<Result<()>>;
 
+/// The order's writes in its open transaction (barrier row first), done beside the half
+/// message and Sell; nothing of them is visible before COMMIT.
+struct Written {
+    tx: Transaction<'static, MySql>,
+    order: std::result::Result<OrderRow, Error>,
+}
+
+/// What a claimed order's COMMIT waits for besides Sell: its writes and its pay-timeout
+/// message, both started at the claim.
+struct Pending {
+    /// What Sell deducts: the claimed lines' goods and quantities.
+    items: Vec<inv::GoodsNum>,
+    written: oneshot::Receiver<Written>,
+    pay_timeout: PayTimeout,
+}
+
+impl Pending {
+    /// The order will not be committed: waits for its writes to stop using the
+    /// transaction, then rolls it back.
+    async fn abandon(self) {
+        if let Ok(written) = self.written.await {
+            abandon(written.tx).await;
+        }
+    }
+}
+
 /// A claimed, priced cart in the order's open transaction.
 struct Claim {
     tx: Transaction<'static, MySql>,
@@ -68,10 +94,10 @@ struct Claim {
 }
 
 impl LocalTransaction {
-    /// Steps 4.1-4.5 for one call: claims the cart while the half message is on its way,
-    /// then (once it is stored) Sell and the local transaction, with the pay-timeout
-    /// message sent beside them from the claim on; sends the listener its answer for the
-    /// broker and returns the caller's result.
+    /// Steps 4.1-4.5 for one call: claims the cart while the half message is on its way;
+    /// from the claim on, the order's writes and the pay-timeout message go beside it and
+    /// beside Sell (sent once the half message is stored); COMMIT once all of them are
+    /// done. Sends the listener its answer for the broker and returns the caller's result.
     #[tracing::instrument(name = "local_transaction", skip_all, fields(order_sn = %call.order_sn))]
     pub async fn run(&self, call: &PlaceCall, half_message: HalfMessage) -> Result<OrderRow> {
         // 4.1-4.2, beside step 3.
@@ -86,17 +112,40 @@ impl LocalTransaction {
         // The pay-timeout message needs only to be stored before COMMIT: it is sent now,
         // beside the half message, Sell and the order's writes. An order that is not
         // written after all leaves a pay-timeout that finds no order (acknowledged).
-        let (sent, on_sent) = oneshot::channel();
-        let pay_timeout = async {
+        let (sent, pay_timeout) = oneshot::channel();
+        let send_pay_timeout = async {
             let sending = Instant::now();
             let outcome = self.send_pay_timeout(&call.order_sn).await;
             self.metrics
                 .step_took(Step::PayTimeoutSend, sending.elapsed());
             let _ = sent.send(outcome);
         };
-        let (_, result) = tokio::join!(
+        // The writes need only the claimed cart: they are uncommitted until COMMIT, which
+        // waits for Sell. If the order stops before, they are rolled back unseen.
+        let items = claim
+            .lines
+            .iter()
+            .map(|l| inv::GoodsNum {
+                goods_id: l.goods_id,
+                num: l.nums,
+            })
+            .collect();
+        let (wrote, written) = oneshot::channel();
+        let write = async {
+            let writing = Instant::now();
+            let outcome = write_order(call, claim).await;
+            self.metrics.step_took(Step::OrderWrites, writing.elapsed());
+            let _ = wrote.send(outcome);
+        };
+        let pending = Pending {
+            items,
+            written,
             pay_timeout,
-            self.answer_once_stored(call, half_message, Ok((claim, on_sent)))
+        };
+        let (_, _, result) = tokio::join!(
+            send_pay_timeout,
+            write,
+            self.answer_once_stored(call, half_message, Ok(pending))
         );
         result
     }
@@ -107,7 +156,7 @@ impl LocalTransaction {
         &self,
         call: &PlaceCall,
         mut half_message: HalfMessage,
-        claim: std::result::Result<(Claim, PayTimeout), Result<OrderRow>>,
+        claim: std::result::Result<Pending, Result<OrderRow>>,
     ) -> Result<OrderRow> {
         let answer = match half_message.stored().await {
             Ok(answer) => answer,
@@ -115,8 +164,8 @@ impl LocalTransaction {
             Err(not_stored) => {
                 return match claim {
                     Err(refused) => refused,
-                    Ok((claim, _)) => {
-                        abandon(claim.tx).await;
+                    Ok(pending) => {
+                        pending.abandon().await;
                         Err(not_stored)
                     }
                 };
@@ -125,7 +174,7 @@ impl LocalTransaction {
         let (state, result) = match claim {
             // Refused before Sell: nothing deducted, the half message is rolled back.
             Err(refused) => (KeepStock, refused),
-            Ok((claim, pay_timeout)) => self.sell_and_write(call, claim, pay_timeout).await,
+            Ok(pending) => self.sell_and_commit(call, pending).await,
         };
         // Counted before the caller hears back, so a caller that reads the metrics sees it.
         self.metrics.answered(state);
@@ -169,26 +218,24 @@ impl LocalTransaction {
         })
     }
 
-    /// 4.3-4.5, once the half message is stored. Returns the broker answer and the
-    /// caller's result.
-    async fn sell_and_write(
+    /// 4.3-4.5, once the half message is stored: Sell, then COMMIT. Returns the broker
+    /// answer and the caller's result.
+    async fn sell_and_commit(
         &self,
         call: &PlaceCall,
-        claim: Claim,
-        pay_timeout: PayTimeout,
+        pending: Pending,
     ) -> (LocalTransactionState, Result<OrderRow>) {
         let user_id = call.order.user_id;
-        if let Some(stopped) = self.sell_step(call, &claim.lines).await {
-            abandon(claim.tx).await;
+        if let Some(stopped) = self.sell_step(call, &pending.items).await {
+            pending.abandon().await;
             return stopped;
         }
 
-        // 4.4: the local transaction's writes, barrier row first, then COMMIT.
-        let writing = Instant::now();
-        let written = self.write_order(call, claim, pay_timeout).await;
-        self.metrics
-            .step_took(Step::LocalTransaction, writing.elapsed());
-        match written {
+        // 4.4: COMMIT, once the writes are done and the pay-timeout is stored.
+        let committing = Instant::now();
+        let committed = self.commit_order(call, pending).await;
+        self.metrics.step_took(Step::Commit, committing.elapsed());
+        match committed {
             // 4.5: committed. Roll the half message back: the deduction stays.
             Ok(order) => {
                 if faults::triggered("order.after_local_commit", user_id) {
@@ -207,7 +254,7 @@ impl LocalTransaction {
     async fn sell_step(
         &self,
         call: &PlaceCall,
-        lines: &[OrderGoodsRow],
+        items: &[inv::GoodsNum],
     ) -> Option<(LocalTransactionState, Result<OrderRow>)> {
         let user_id = call.order.user_id;
         if faults::triggered("order.after_half_message", user_id) {
@@ -218,7 +265,7 @@ impl LocalTransaction {
         }
         // A definitive refusal deducted nothing; anything else may have.
         let selling = Instant::now();
-        let sold = self.sell(&call.order_sn, lines).await;
+        let sold = self.sell(&call.order_sn, items).await;
         self.metrics.step_took(Step::Sell, selling.elapsed());
         if let Err(status) = sold {
             return Some(if is_definitive_refusal(&status) {
@@ -265,16 +312,10 @@ impl LocalTransaction {
 
     /// Step 4.3: `Sell(order_sn, items)` with a deadline.
     #[tracing::instrument(skip_all, fields(otel.name = "Sell", otel.kind = "client"))]
-    async fn sell(&self, order_sn: &str, lines: &[OrderGoodsRow]) -> Result<(), tonic::Status> {
+    async fn sell(&self, order_sn: &str, items: &[inv::GoodsNum]) -> Result<(), tonic::Status> {
         let mut request = tonic::Request::new(inv::SellRequest {
             order_sn: order_sn.to_owned(),
-            items: lines
-                .iter()
-                .map(|l| inv::GoodsNum {
-                    goods_id: l.goods_id,
-                    num: l.nums,
-                })
-                .collect(),
+            items: items.to_vec(),
         });
         request.set_timeout(self.sell_timeout);
         let mut client = self.inventory.clone();
@@ -285,84 +326,34 @@ impl LocalTransaction {
         }
     }
 
-    /// Step 4.4, in the transaction that claimed the cart: the barrier row first (its
-    /// first write), then the order, its goods and the cart lines; COMMIT once they are
-    /// written and the pay-timeout message (sent since the claim) is stored.
-    async fn write_order(
+    /// Step 4.4's COMMIT, once Sell deducted the stock: when the order's writes are done
+    /// and the pay-timeout message (sent since the claim) is stored.
+    async fn commit_order(
         &self,
         call: &PlaceCall,
-        claim: Claim,
-        pay_timeout: PayTimeout,
+        pending: Pending,
     ) -> Result<OrderRow, LocalTxError> {
-        let not_committed = |e: Error| LocalTxError::NotCommitted(e);
-        let user_id = call.order.user_id;
-        let Claim {
-            mut tx,
-            lines,
-            total_cents,
-        } = claim;
-        let writes = async {
-            if let Some(pause) = faults::pause("order.pause_before_barrier", user_id) {
-                tokio::time::sleep(pause).await;
-            }
-            let claimed = db::insert_committed_barrier(&mut tx, &call.order_sn)
-                .await
-                .map_err(|e| not_committed(e.into()))?;
-            if !claimed {
-                // A check-back already answered "aborted": the reback is committed and the
-                // stock goes back, so this order must not exist.
-                return Err(not_committed(Error::Unavailable(
-                    "order took too long and was rolled back; please retry".into(),
-                )));
-            }
-            // The only unique key a new order_sn can hit is (user_id, request_id): an
-            // earlier attempt with the same key committed meanwhile. This one must not
-            // exist too.
-            let order = db::insert_order(&mut tx, &call.order_sn, &call.order, total_cents)
-                .await
-                .on_duplicate_key()
-                .map_err(|e| not_committed(e.into()))?
-                .ok_or_else(|| {
-                    not_committed(Error::Aborted(
-                        Reason::RequestInProgress,
-                        "an order with this request_id was placed by another attempt; retry to get it"
-                            .into(),
-                    ))
-                })?;
-            db::insert_order_goods(&mut tx, order.id, &lines)
-                .await
-                .map_err(|e| not_committed(e.into()))?;
-            let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
-            let deleted = db::delete_ordered_cart_lines(&mut tx, user_id, &goods_ids)
-                .await
-                .map_err(|e| not_committed(e.into()))?;
-            if u64::try_from(lines.len()).ok() != Some(deleted) {
-                // The claim's locks make this unreachable; if the cart changed anyway, this
-                // order must not take lines another order took.
-                return Err(not_committed(Error::Aborted(
-                    Reason::ConcurrentChange,
-                    "the cart changed while it was being ordered; retry".into(),
-                )));
-            }
-            if faults::triggered("order.fail_local_tx", user_id) {
-                return Err(not_committed(injected("fail_local_tx")));
-            }
-            Ok(order)
-        };
+        let not_committed = LocalTxError::NotCommitted;
         let pay_timeout = async {
-            pay_timeout
+            pending
+                .pay_timeout
                 .await
                 .unwrap_or_else(|_| Err(Error::Internal("the pay-timeout send was dropped".into())))
         };
-        let (written, sent) = tokio::join!(writes, pay_timeout);
-        let order = match written.and_then(|order| sent.map(|()| order).map_err(not_committed)) {
+        let (written, sent) = tokio::join!(pending.written, pay_timeout);
+        let Ok(Written { tx, order }) = written else {
+            return Err(not_committed(Error::Internal(
+                "the order's writes were dropped".into(),
+            )));
+        };
+        let order = match order.and_then(|order| sent.map(|()| order)) {
             Ok(order) => order,
             Err(e) => {
                 abandon(tx).await;
-                return Err(e);
+                return Err(not_committed(e));
             }
         };
-        if let Some(pause) = faults::pause("order.pause_before_commit", user_id) {
+        if let Some(pause) = faults::pause("order.pause_before_commit", call.order.user_id) {
             tokio::time::sleep(pause).await;
         }
         tx.commit()
@@ -399,6 +390,67 @@ impl LocalTransaction {
         })?;
         Ok(())
     }
+}
+
+/// Step 4.4's writes, in the transaction that claimed the cart. Nothing is committed:
+/// [`LocalTransaction::commit_order`] decides.
+async fn write_order(call: &PlaceCall, claim: Claim) -> Written {
+    let Claim {
+        mut tx,
+        lines,
+        total_cents,
+    } = claim;
+    let order = write_order_rows(&mut tx, call, &lines, total_cents).await;
+    Written { tx, order }
+}
+
+/// The order's rows: the barrier row 'committed' first (the transaction's first write),
+/// then the order, its goods (name and price snapshot) and the deletion of the ordered
+/// cart lines.
+async fn write_order_rows(
+    tx: &mut MySqlConnection,
+    call: &PlaceCall,
+    lines: &[OrderGoodsRow],
+    total_cents: i64,
+) -> Result<OrderRow> {
+    let user_id = call.order.user_id;
+    if let Some(pause) = faults::pause("order.pause_before_barrier", user_id) {
+        tokio::time::sleep(pause).await;
+    }
+    if !db::insert_committed_barrier(tx, &call.order_sn).await? {
+        // A check-back already answered "aborted": the reback is committed and the stock
+        // goes back, so this order must not exist.
+        return Err(Error::Unavailable(
+            "order took too long and was rolled back; please retry".into(),
+        ));
+    }
+    // The only unique key a new order_sn can hit is (user_id, request_id): an earlier
+    // attempt with the same key committed meanwhile. This one must not exist too.
+    let order = db::insert_order(tx, &call.order_sn, &call.order, total_cents)
+        .await
+        .on_duplicate_key()?
+        .ok_or_else(|| {
+            Error::Aborted(
+                Reason::RequestInProgress,
+                "an order with this request_id was placed by another attempt; retry to get it"
+                    .into(),
+            )
+        })?;
+    db::insert_order_goods(tx, order.id, lines).await?;
+    let goods_ids: Vec<i32> = lines.iter().map(|l| l.goods_id).collect();
+    let deleted = db::delete_ordered_cart_lines(tx, user_id, &goods_ids).await?;
+    if u64::try_from(lines.len()).ok() != Some(deleted) {
+        // The claim's locks make this unreachable; if the cart changed anyway, this order
+        // must not take lines another order took.
+        return Err(Error::Aborted(
+            Reason::ConcurrentChange,
+            "the cart changed while it was being ordered; retry".into(),
+        ));
+    }
+    if faults::triggered("order.fail_local_tx", user_id) {
+        return Err(injected("fail_local_tx"));
+    }
+    Ok(order)
 }
 
 /// Steps 4.1-4.2: the user's checked cart lines, claimed for this order, priced from the

@@ -8,7 +8,7 @@
 //! | 4 | the transaction listener, called *inside* step 3's send, answers what step 4.1-4.5 decided | [`listener`] |
 //! | 4.1-4.2 | claim the checked cart, price it on the server | [`local_transaction::claim_priced_cart`] |
 //! | 4.3 | `Sell` on inventory | [`local_transaction`] |
-//! | 4.4 | the local transaction: barrier row first, order, cart, pay-timeout, COMMIT | [`local_transaction`] |
+//! | 4.4 | the local transaction: barrier row first, order, cart (beside Sell); COMMIT once Sell and the pay-timeout are done | [`local_transaction`] |
 //! | 4.5 | COMMIT succeeded: roll the half message back (keep the stock) | [`local_transaction::LocalTransaction::run`] |
 //! | 5 | answer the caller | [`OrderPlacer::place`] (here) |
 //! | §5 | the broker asks "did order X commit?" | [`check_back`] |
@@ -24,16 +24,19 @@
 //!
 //! ```text
 //! half message stored ─┐
-//! cart claimed ────────┴─ Sell ─── barrier, order, cart lines ─┬─ COMMIT ─ reply
-//!          └─ pay-timeout stored ──────────────────────────────┘    └─ END_TRANSACTION
+//! cart claimed ────────┴──────── Sell ─────────┬─ COMMIT ─ reply
+//!          ├─ barrier, order, cart lines ───────┤     └─ END_TRANSACTION
+//!          └─ pay-timeout stored ───────────────┘
 //! ```
 //!
-//! The cart claim is a locking read in the order's own transaction: it writes nothing, so
-//! it may start before the half message is stored (a claim that fails still waits for the
-//! listener, which answers Rollback). The pay-timeout message needs only to be stored
-//! before COMMIT, so it is sent as soon as there is a cart to order. END_TRANSACTION is
-//! one-way and comes after COMMIT: the caller gets the order as soon as it is committed,
-//! while the send finishes.
+//! The cart claim is a locking read in the order's own transaction, so it may start
+//! before the half message is stored (a claim that fails still waits for the listener,
+//! which answers Rollback). The order's writes follow the claim in that transaction: no
+//! one sees them before COMMIT, and COMMIT waits for Sell, so they need not wait for the
+//! half message or Sell (an order that stops before COMMIT rolls them back). The
+//! pay-timeout message needs only to be stored before COMMIT, so it is sent as soon as
+//! there is a cart to order. END_TRANSACTION is one-way and comes after COMMIT: the caller
+//! gets the order as soon as it is committed, while the send finishes.
 
 pub mod check_back;
 pub mod listener;

@@ -82,7 +82,8 @@ async fn latency_histograms_resolve_milliseconds_for_every_step_and_handler(
         ("order_step_seconds_count{step=\"half_message\"}", 2),
         ("order_step_seconds_count{step=\"claim_cart\"}", 2),
         ("order_step_seconds_count{step=\"sell\"}", 2),
-        ("order_step_seconds_count{step=\"local_transaction\"}", 1),
+        ("order_step_seconds_count{step=\"order_writes\"}", 1),
+        ("order_step_seconds_count{step=\"commit\"}", 1),
         ("order_step_seconds_count{step=\"pay_timeout_send\"}", 1),
         ("order_step_seconds_count{step=\"end_transaction\"}", 2),
     ] {
