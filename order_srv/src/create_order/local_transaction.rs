@@ -120,8 +120,7 @@ impl LocalTransaction {
                 .step_took(Step::PayTimeoutSend, sending.elapsed());
             let _ = sent.send(outcome);
         };
-        // The writes need only the claimed cart: they are uncommitted until COMMIT, which
-        // waits for Sell. If the order stops before, they are rolled back unseen.
+        // What Sell will deduct, taken before the writes take the claim.
         let items = claim
             .lines
             .iter()
@@ -130,6 +129,8 @@ impl LocalTransaction {
                 num: l.nums,
             })
             .collect();
+        // The writes need only the claimed cart: they are uncommitted until COMMIT, which
+        // waits for Sell. If the order stops before, they are rolled back unseen.
         let (wrote, written) = oneshot::channel();
         let write = async {
             let writing = Instant::now();
