@@ -164,7 +164,10 @@ async fn start_consuming(
     let mq = Mq::new(
         &MqConfig {
             namesrv_addr: config.namesrv_addr.clone(),
-            listener_concurrency: (config.consumer_threads as usize).saturating_mul(2),
+            // Callbacks run on the runtime's blocking threads: never more at once.
+            listener_concurrency: (config.consumer_threads as usize)
+                .saturating_mul(2)
+                .min(config.mq_blocking_threads),
         },
         "inventory_srv",
     )

@@ -356,3 +356,22 @@ impl Mq {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::service_runtime;
+
+    #[test]
+    fn the_service_runtime_takes_3_to_512_blocking_threads() {
+        for refused in [0, 2, 513] {
+            assert!(
+                service_runtime(refused).is_err(),
+                "{refused} blocking threads"
+            );
+        }
+        for taken in [3, 512] {
+            let runtime = service_runtime(taken).expect("a runtime");
+            assert_eq!(runtime.block_on(async { 1 + 1 }), 2);
+        }
+    }
+}
