@@ -131,8 +131,8 @@ struct BenchStack {
     order: Proc,
     order_client: OrderClient<Channel>,
     inventory_client: InventoryClient<Channel>,
-    /// order_srv's `/metrics`, for the per-step latency breakdown.
-    order_metrics: String,
+    /// order_srv's and inventory_srv's `/metrics`, for the per-step latency breakdown.
+    metrics: Vec<String>,
     /// The MySQL server, when it runs on this machine: its CPU counts on both sides.
     database_pid: Option<String>,
 }
@@ -153,7 +153,7 @@ impl BenchStack {
             order,
             order_client: OrderClient::connect(parts.order_addr()).await?,
             inventory_client: InventoryClient::connect(parts.inventory_addr()).await?,
-            order_metrics: parts.order_metrics_addr(),
+            metrics: vec![parts.order_metrics_addr(), parts.inventory_metrics_addr()],
             database_pid: crate::procs::pid_named(&["mariadbd", "mysqld"]),
         })
     }
@@ -309,7 +309,7 @@ async fn run_scenarios(
 
         // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
         eprintln!("bench: {} service start", scenario.label());
-        let steps_before = steps::scrape(&stack.order_metrics).await?;
+        let steps_before = steps::scrape(&stack.metrics).await?;
         let cpu_before = stack.cpu();
         let service = drive(scenario.concurrency, scenario.orders, {
             let client = stack.order_client.clone();
@@ -333,8 +333,7 @@ async fn run_scenarios(
         })
         .await;
         let cpu_after = stack.cpu();
-        let steps =
-            steps::settled(&stack.order_metrics, &steps_before, Duration::from_secs(10)).await?;
+        let steps = steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10)).await?;
         eprintln!("bench: {} service end, baseline start", scenario.label());
         let baseline_before = stack.cpu();
         let baseline =

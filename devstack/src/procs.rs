@@ -180,6 +180,7 @@ pub struct Ports {
     namesrv: u16,
     brokers: Vec<u16>,
     inventory: Vec<u16>,
+    inventory_metrics: Vec<u16>,
     order: Vec<u16>,
     order_metrics: Vec<u16>,
 }
@@ -218,6 +219,7 @@ impl Parts {
                 namesrv: free_port("127.0.0.1")?,
                 brokers: vec![free_broker_port("127.0.0.1")?],
                 inventory: vec![free_port("127.0.0.1")?],
+                inventory_metrics: vec![free_port("127.0.0.1")?],
                 order: vec![free_port("127.0.0.1")?],
                 order_metrics: vec![free_port("127.0.0.1")?],
             },
@@ -245,6 +247,7 @@ impl Parts {
         }
         while ports.inventory.len() < inventory {
             ports.inventory.push(free_port("127.0.0.1")?);
+            ports.inventory_metrics.push(free_port("127.0.0.1")?);
         }
         while ports.brokers.len() < brokers {
             ports.brokers.push(free_broker_port("127.0.0.1")?);
@@ -325,6 +328,11 @@ impl Parts {
         format!("127.0.0.1:{}", port(&self.ports.order_metrics, 0))
     }
 
+    /// The first inventory_srv's `/metrics` (`host:port`).
+    pub fn inventory_metrics_addr(&self) -> String {
+        format!("127.0.0.1:{}", port(&self.ports.inventory_metrics, 0))
+    }
+
     /// The first inventory_srv's URL.
     pub fn inventory_addr(&self) -> String {
         format!("http://127.0.0.1:{}", port(&self.ports.inventory, 0))
@@ -379,7 +387,10 @@ impl Parts {
         let mut env: Vec<(String, String)> = vec![
             ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
             ("INVENTORY_GRPC_ADDR".into(), grpc.clone()),
-            ("INVENTORY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "INVENTORY_METRICS_ADDR".into(),
+                format!("127.0.0.1:{}", port(&self.ports.inventory_metrics, i)),
+            ),
         ];
         env.extend(self.common_env());
         if crash_in_consumer {

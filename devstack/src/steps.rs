@@ -1,7 +1,8 @@
-//! Where one order's time goes, from order_srv's own latency histograms
-//! (`order_step_seconds{step}` and `order_create_order_seconds{outcome="OK"}`): the bench
-//! scrapes `/metrics` before and after a scenario and reads percentiles from the
-//! difference. A percentile is the upper bound of the bucket it falls in (buckets resolve
+//! Where one order's time goes, from the services' own latency histograms (order_srv's
+//! `order_step_seconds{step}` and `order_create_order_seconds{outcome="OK"}`, and
+//! inventory_srv's `inventory_sell_seconds`: Sell as its handler sees it, so the gRPC hop
+//! is the difference to order_srv's `sell`): the bench scrapes both `/metrics` before and
+//! after a scenario and reads percentiles from the difference. A percentile is the upper bound of the bucket it falls in (buckets resolve
 //! a tenth of a millisecond below 1 ms: `observe::LATENCY_BUCKETS`).
 
 use std::collections::BTreeMap;
@@ -14,10 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub type Buckets = BTreeMap<String, Vec<(f64, u64)>>;
 
 /// The steps in the order they happen, then the whole call.
-pub const SERIES: [&str; 8] = [
+pub const SERIES: [&str; 9] = [
     "half_message",
     "claim_cart",
     "sell",
+    "sell_in_inventory",
     "pay_timeout_send",
     "order_writes",
     "commit",
@@ -25,11 +27,19 @@ pub const SERIES: [&str; 8] = [
     "create_order (OK)",
 ];
 
-/// Reads order_srv's latency buckets from `GET /metrics` at `addr` (`host:port`).
-pub async fn scrape(addr: &str) -> anyhow::Result<Buckets> {
+/// Reads the latency buckets of every service in `addrs` (`host:port` of its `/metrics`).
+pub async fn scrape(addrs: &[String]) -> anyhow::Result<Buckets> {
+    let mut buckets = Buckets::new();
+    for addr in addrs {
+        buckets.extend(scrape_one(addr).await?);
+    }
+    Ok(buckets)
+}
+
+async fn scrape_one(addr: &str) -> anyhow::Result<Buckets> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .with_context(|| format!("order_srv metrics on {addr}"))?;
+        .with_context(|| format!("service metrics on {addr}"))?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
         .await?;
@@ -45,6 +55,8 @@ fn parse(text: &str) -> Buckets {
             rest.split('"').next().map(str::to_owned)
         } else if line.starts_with("order_create_order_seconds_bucket{outcome=\"OK\"") {
             Some("create_order (OK)".to_owned())
+        } else if line.starts_with("inventory_sell_seconds_bucket{") {
+            Some("sell_in_inventory".to_owned())
         } else {
             None
         };
@@ -75,13 +87,13 @@ fn parse(text: &str) -> Buckets {
 /// END_TRANSACTION counted too (order_srv sends it after the caller's reply), or what is
 /// there after `within`.
 pub async fn settled(
-    addr: &str,
+    addrs: &[String],
     before: &Buckets,
     within: std::time::Duration,
 ) -> anyhow::Result<Vec<Step>> {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let steps = breakdown(before, &scrape(addr).await?);
+        let steps = breakdown(before, &scrape(addrs).await?);
         let count = |name: &str| steps.iter().find(|s| s.name == name).map_or(0, |s| s.count);
         if count("end_transaction") >= count("create_order (OK)")
             || std::time::Instant::now() >= deadline

@@ -1,6 +1,8 @@
 //! The gRPC edge: validate, call the rules in [`crate::stock`], map the answer.
 
-use observe::{IntCounterVec, Registry};
+use std::time::Instant;
+
+use observe::{Histogram, IntCounterVec, Registry};
 use proto::inventory::{self as pb, inventory_server::Inventory};
 use sqlx::MySqlPool;
 use tonic::{Request, Response, Status};
@@ -14,6 +16,9 @@ pub struct InventoryService {
     pool: MySqlPool,
     /// `inventory_sells_total{outcome}`: Sells answered OK by this replica.
     sells: IntCounterVec,
+    /// `inventory_sell_seconds`: how long those Sells took here, from the handler's start
+    /// to its answer (what the caller sees minus the gRPC hop).
+    sell_seconds: Histogram,
 }
 
 impl InventoryService {
@@ -24,7 +29,18 @@ impl InventoryService {
             "Sells answered OK by this replica, by outcome (deducted, already_deducted)",
             &["outcome"],
         );
-        Self { pool, sells }
+        let sell_seconds = observe::latency_vec(
+            registry,
+            "inventory_sell_seconds",
+            "Sells answered OK by this replica: from the handler's start to its answer",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]);
+        Self {
+            pool,
+            sells,
+            sell_seconds,
+        }
     }
 }
 
@@ -73,8 +89,10 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::SellRequest>,
     ) -> Result<Response<pb::SellResponse>, Status> {
+        let started = Instant::now();
         let order = SellOrder::try_from(request.into_inner())?;
         let outcome = stock::sell(&self.pool, &order).await?;
+        self.sell_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(?outcome, "sell");
         self.sells
             .with_label_values(&[match outcome {
