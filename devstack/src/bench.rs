@@ -571,13 +571,7 @@ async fn baseline_order(
     let lines = order_srv::create_order::claim_priced_cart(&mut tx, user_id)
         .await
         .map_err(|e| fail(&e))?;
-    let items: Vec<inv::GoodsNum> = lines
-        .iter()
-        .map(|l| inv::GoodsNum {
-            goods_id: l.goods_id,
-            num: l.nums,
-        })
-        .collect();
+    let items = order_srv::create_order::sell_items(&lines);
     let sell = inventory_srv::domain::SellOrder {
         order_sn: inventory_srv::domain::OrderSn::parse(&order_sn).map_err(|e| fail(&e))?,
         lines: inventory_srv::domain::SellLines::parse(&items).map_err(|e| fail(&e))?,

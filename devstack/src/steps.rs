@@ -2,8 +2,9 @@
 //! `order_step_seconds{step}` and `order_create_order_seconds{outcome="OK"}`, and
 //! inventory_srv's `inventory_sell_seconds`: Sell as its handler sees it, so the gRPC hop
 //! is the difference to order_srv's `sell`): the bench scrapes both `/metrics` before and
-//! after a scenario and reads percentiles from the difference. A percentile is the upper bound of the bucket it falls in (buckets resolve
-//! a tenth of a millisecond below 1 ms: `observe::LATENCY_BUCKETS`).
+//! after a scenario and reads percentiles from the difference. A percentile is the upper
+//! bound of the bucket it falls in (buckets resolve a tenth of a millisecond below 1 ms:
+//! `observe::LATENCY_BUCKETS`).
 
 use std::collections::BTreeMap;
 

@@ -121,22 +121,20 @@ impl LocalTransaction {
             let _ = sent.send(outcome);
         };
         // What Sell will deduct, taken before the writes take the claim.
-        let items = claim
-            .lines
-            .iter()
-            .map(|l| inv::GoodsNum {
-                goods_id: l.goods_id,
-                num: l.nums,
-            })
-            .collect();
+        let items = sell_items(&claim.lines);
         // The writes need only the claimed cart: they are uncommitted until COMMIT, which
         // waits for Sell. If the order stops before, they are rolled back unseen.
         let (wrote, written) = oneshot::channel();
         let write = async {
             let writing = Instant::now();
-            let outcome = write_order(call, claim).await;
+            let Claim {
+                mut tx,
+                lines,
+                total_cents,
+            } = claim;
+            let order = write_order_rows(&mut tx, call, &lines, total_cents).await;
             self.metrics.step_took(Step::OrderWrites, writing.elapsed());
-            let _ = wrote.send(outcome);
+            let _ = wrote.send(Written { tx, order });
         };
         let pending = Pending {
             items,
@@ -393,21 +391,10 @@ impl LocalTransaction {
     }
 }
 
-/// Step 4.4's writes, in the transaction that claimed the cart. Nothing is committed:
+/// Step 4.4's writes, in the transaction that claimed the cart: the barrier row
+/// 'committed' first (the transaction's first write), then the order, its goods (name and
+/// price snapshot) and the deletion of the ordered cart lines. Nothing is committed:
 /// [`LocalTransaction::commit_order`] decides.
-async fn write_order(call: &PlaceCall, claim: Claim) -> Written {
-    let Claim {
-        mut tx,
-        lines,
-        total_cents,
-    } = claim;
-    let order = write_order_rows(&mut tx, call, &lines, total_cents).await;
-    Written { tx, order }
-}
-
-/// The order's rows: the barrier row 'committed' first (the transaction's first write),
-/// then the order, its goods (name and price snapshot) and the deletion of the ordered
-/// cart lines.
 async fn write_order_rows(
     tx: &mut MySqlConnection,
     call: &PlaceCall,
@@ -452,6 +439,17 @@ async fn write_order_rows(
         return Err(injected("fail_local_tx"));
     }
     Ok(order)
+}
+
+/// What Sell deducts for these claimed lines: each goods and its quantity.
+pub fn sell_items(lines: &[OrderGoodsRow]) -> Vec<inv::GoodsNum> {
+    lines
+        .iter()
+        .map(|l| inv::GoodsNum {
+            goods_id: l.goods_id,
+            num: l.nums,
+        })
+        .collect()
 }
 
 /// Steps 4.1-4.2: the user's checked cart lines, claimed for this order, priced from the

@@ -55,7 +55,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use listener::RebackTxListener;
-pub use local_transaction::{LocalTransaction, claim_priced_cart};
+pub use local_transaction::{LocalTransaction, claim_priced_cart, sell_items};
 
 use crate::{
     db::{self, OrderRow},
