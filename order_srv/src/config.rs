@@ -102,12 +102,12 @@ pub struct Config {
     pub timeout_consumer_threads: u32,
 
     /// Most blocking threads of the service's runtime (3..=512); the RocketMQ client runs
-    /// its transaction listeners and check-backs there.
+    /// the check-backs there (CreateOrder's listener is a future on the send's task).
     #[arg(long, env = "ORDER_MQ_BLOCKING_THREADS", default_value_t = 256)]
     pub mq_blocking_threads: usize,
 
-    /// Transaction listeners and check-backs the RocketMQ client runs at once (keep it at
-    /// most ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this depth.
+    /// Check-backs the RocketMQ client runs at once on its blocking lane (keep it at most
+    /// ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this depth.
     #[arg(long, env = "ORDER_MQ_IO_CONCURRENCY", default_value_t = 128)]
     pub mq_io_concurrency: usize,
 

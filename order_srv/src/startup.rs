@@ -77,7 +77,7 @@ impl Application {
         let mq = Mq::new(
             &MqConfig {
                 namesrv_addr: config.namesrv_addr.clone(),
-                // Listeners run on the runtime's blocking threads: never more at once.
+                // Check-backs run on the runtime's blocking threads: never more at once.
                 listener_concurrency: config.mq_io_concurrency.min(config.mq_blocking_threads),
             },
             "order_srv",

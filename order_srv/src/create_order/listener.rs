@@ -1,18 +1,20 @@
 //! Step 4: the transaction listener of the `order_reback` producer group.
 //!
-//! The client calls it on one of its blocking threads, twice over: for the half message
-//! a CreateOrder just stored (`execute_local_transaction`) and for the broker's
-//! check-backs (`check_local_transaction`, DESIGN.md §5). The first tells the CreateOrder's
-//! task that the half message is stored and parks the client's thread until that task's
-//! local transaction (steps 4.1-4.5) sends the answer; the second hands the check-back to
-//! the service's runtime and parks until it is done ([`mq::run_on`]).
+//! The client calls it twice over: for the half message a CreateOrder just stored
+//! (`execute_local_transaction_async`) and for the broker's check-backs
+//! (`check_local_transaction`, DESIGN.md §5). The first tells the CreateOrder's task that
+//! the half message is stored and returns the wait for that task's answer (steps
+//! 4.1-4.5), which the client awaits on the send's own task, the CreateOrder's: no thread
+//! hand-off between "stored" and Sell (the patched client, `vendor/rocketmq-client-rust`).
+//! The second runs on one of the client's blocking threads: it hands the check-back to the
+//! service's runtime and parks until it is done ([`mq::run_on`]).
 
 use std::{any::Any, sync::Arc};
 
 use mq::OrderSnBody;
-use rocketmq_client_rust::{LocalTransactionState, TransactionListener};
+use rocketmq_client_rust::{LocalTransactionFuture, LocalTransactionState, TransactionListener};
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
-use tokio::runtime::Handle;
+use tokio::{runtime::Handle, sync::oneshot};
 use tracing::Instrument;
 
 use super::{PlaceCall, check_back, local_transaction::LocalTransaction};
@@ -24,44 +26,61 @@ pub struct RebackTxListener {
 }
 
 impl RebackTxListener {
-    /// `runtime` is the service's runtime, where the listener's work runs.
+    /// `runtime` is the service's runtime, where the check-backs run.
     pub fn new(local_transaction: Arc<LocalTransaction>, runtime: Handle) -> Self {
         Self {
             local_transaction,
             runtime,
         }
     }
+
+    /// The half message of the CreateOrder in `arg` is stored: hands its task the channel
+    /// for the answer and returns the wait for it.
+    fn half_message_stored(&self, arg: Option<&(dyn Any + Send + Sync)>) -> LocalTransactionFuture {
+        let Some(call) = arg.and_then(|a| a.downcast_ref::<Arc<PlaceCall>>()) else {
+            // Only `OrderPlacer::place` sends on this group, always with a call.
+            tracing::error!("transaction listener called without a CreateOrder call");
+            return Box::pin(std::future::ready(LocalTransactionState::RollbackMessage));
+        };
+        let metrics = self.local_transaction.metrics.clone();
+        metrics.step_took(Step::HalfMessage, call.sent_at.elapsed());
+        let (answer, answered) = oneshot::channel();
+        if !call.half_message_stored(answer) {
+            tracing::error!(order_sn = %call.order_sn, "no CreateOrder waits for this half message");
+        }
+        let order_sn = call.order_sn.clone();
+        Box::pin(async move {
+            // Fails when nobody will answer: nobody waited for the half message, or the
+            // task died before answering (a panic). The check-back decides from the
+            // barrier then. The local transaction counts its answers
+            // (`OrderMetrics::answered`); this one is counted here.
+            let state = answered.await.unwrap_or_else(|_| {
+                metrics.answered(LocalTransactionState::Unknown);
+                LocalTransactionState::Unknown
+            });
+            tracing::debug!(%order_sn, ?state, "local transaction answered");
+            state
+        })
+    }
 }
 
 impl TransactionListener for RebackTxListener {
+    fn execute_local_transaction_async(
+        &self,
+        _msg: &dyn MessageTrait,
+        arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> Option<LocalTransactionFuture> {
+        Some(self.half_message_stored(arg))
+    }
+
+    /// Not called by the patched client, which awaits `execute_local_transaction_async`;
+    /// the trait requires it, so it waits for the same answer on the client's thread.
     fn execute_local_transaction(
         &self,
         _msg: &dyn MessageTrait,
         arg: Option<&(dyn Any + Send + Sync)>,
     ) -> LocalTransactionState {
-        let Some(call) = arg.and_then(|a| a.downcast_ref::<Arc<PlaceCall>>()) else {
-            // Only `OrderPlacer::place` sends on this group, always with a call.
-            tracing::error!("transaction listener called without a CreateOrder call");
-            return LocalTransactionState::RollbackMessage;
-        };
-        let metrics = &self.local_transaction.metrics;
-        metrics.step_took(Step::HalfMessage, call.sent_at.elapsed());
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        // The local transaction counts its answer (`OrderMetrics::answered`); the
-        // answers made here, with nobody to decide, are counted here. The check-back
-        // decides from the barrier then.
-        let state = if !call.half_message_stored(answer) {
-            tracing::error!(order_sn = %call.order_sn, "no CreateOrder waits for this half message");
-            None
-        } else {
-            // Fails only when the task died before answering (a panic).
-            answered.recv().ok()
-        };
-        tracing::debug!(order_sn = %call.order_sn, ?state, "local transaction answered");
-        state.unwrap_or_else(|| {
-            metrics.answered(LocalTransactionState::Unknown);
-            LocalTransactionState::Unknown
-        })
+        futures::executor::block_on(self.half_message_stored(arg))
     }
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {

@@ -178,8 +178,8 @@ impl LocalTransaction {
         // Counted before the caller hears back, so a caller that reads the metrics sees it.
         self.metrics.answered(state);
         call.answered();
-        // The listener parks its thread until this arrives; it is gone only if the client
-        // gave up on it, and then the check-back answers instead.
+        // The listener's future waits for this; it is gone only if the client gave up on
+        // it, and then the check-back answers instead.
         let _ = answer.send(state);
         result
     }

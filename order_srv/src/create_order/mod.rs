@@ -43,7 +43,7 @@ pub mod listener;
 pub mod local_transaction;
 
 use std::{
-    sync::{Arc, Mutex, mpsc::SyncSender},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -74,7 +74,7 @@ pub struct PlaceCall {
     /// When the half message was sent (the listener times step 3 from here).
     pub sent_at: Instant,
     /// Where the listener hands over the channel for its answer; empty once it has.
-    stored: Mutex<Option<oneshot::Sender<SyncSender<LocalTransactionState>>>>,
+    stored: Mutex<Option<oneshot::Sender<Answer>>>,
     /// When the local transaction answered the listener.
     answered_at: Mutex<Option<Instant>>,
 }
@@ -117,7 +117,7 @@ impl PlaceCall {
 }
 
 /// Where the local transaction sends the listener its answer for the broker.
-pub type Answer = SyncSender<LocalTransactionState>;
+pub type Answer = oneshot::Sender<LocalTransactionState>;
 
 /// The local transaction's view of step 3: the listener's answer channel once the half
 /// message is stored, or the send's failure if it never is.

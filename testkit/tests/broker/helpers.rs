@@ -12,7 +12,7 @@ use std::{
 use mq::{Mq, MqConfig};
 use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer,
-    LocalTransactionState, MQPushConsumer, TransactionListener,
+    LocalTransactionFuture, LocalTransactionState, MQPushConsumer, TransactionListener,
 };
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
 
@@ -122,4 +122,66 @@ pub async fn topic(mq: &Mq, prefix: &str) -> String {
     let topic = testkit::unique(prefix);
     mq.create_topics(&[&topic], 2).await.expect("create topic");
     topic
+}
+
+tokio::task_local! {
+    /// Set by a test around a send: seen only by code that runs on the send's own task.
+    pub static SENDING: &'static str;
+}
+
+/// What [`FutureListener`]'s local transaction does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    Answer(LocalTransactionState),
+    Panic,
+}
+
+/// Runs its local transaction as a future (`execute_local_transaction_async`, the patched
+/// client of vendor/rocketmq-client-rust): the future answers the send's `arg` script and
+/// records the [`SENDING`] mark it sees. Counts calls of the blocking
+/// `execute_local_transaction`, which the client should not make; answers check-backs
+/// with `check`.
+pub struct FutureListener {
+    pub check: LocalTransactionState,
+    pub checks: Arc<AtomicUsize>,
+    pub blocking_calls: Arc<AtomicUsize>,
+    /// The [`SENDING`] mark each local transaction ran under (`None`: off the send's task).
+    pub seen: Arc<Mutex<Vec<Option<&'static str>>>>,
+}
+
+impl TransactionListener for FutureListener {
+    fn execute_local_transaction_async(
+        &self,
+        _msg: &dyn MessageTrait,
+        arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> Option<LocalTransactionFuture> {
+        let script = arg.and_then(|a| a.downcast_ref::<Script>()).copied();
+        let seen = self.seen.clone();
+        Some(Box::pin(async move {
+            // Yield once: the answer comes from a later poll, as a real local transaction's.
+            tokio::task::yield_now().await;
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(SENDING.try_with(|mark| *mark).ok());
+            }
+            match script {
+                Some(Script::Answer(state)) => state,
+                Some(Script::Panic) => panic!("the local transaction panicked"),
+                None => LocalTransactionState::Unknown,
+            }
+        }))
+    }
+
+    fn execute_local_transaction(
+        &self,
+        _msg: &dyn MessageTrait,
+        _arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        self.blocking_calls.fetch_add(1, Ordering::SeqCst);
+        LocalTransactionState::RollbackMessage
+    }
+
+    fn check_local_transaction(&self, _msg: &MessageExt) -> LocalTransactionState {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        self.check
+    }
 }

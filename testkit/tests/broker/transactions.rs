@@ -11,7 +11,9 @@ use std::{
 use rocketmq_client_rust::{ConsumeConcurrentlyStatus, LocalTransactionState};
 use testkit::{PATIENCE, eventually, unique};
 
-use crate::helpers::{ScriptedListener, collecting_consumer, message, mq, topic};
+use crate::helpers::{
+    FutureListener, SENDING, Script, ScriptedListener, collecting_consumer, message, mq, topic,
+};
 
 struct Setup {
     mq: mq::Mq,
@@ -129,4 +131,90 @@ async fn an_unknown_half_message_checked_back_as_rollback_is_never_delivered() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(setup.received.of("unknown-then-rollback").is_empty());
     setup.teardown().await;
+}
+
+/// A listener whose local transaction is a future (the patched client,
+/// vendor/rocketmq-client-rust): the client awaits it on the send's own task, ends the
+/// transaction with its answer and never calls the blocking listener. A future that
+/// panics counts as Unknown, so the check-back decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_transaction_future_runs_on_the_sends_task_and_decides_the_half_message() {
+    let mq = mq("tx-future-test");
+    let topic = topic(&mq, "txf").await;
+    let listener = FutureListener {
+        check: LocalTransactionState::CommitMessage,
+        checks: Arc::new(AtomicUsize::new(0)),
+        blocking_calls: Arc::new(AtomicUsize::new(0)),
+        seen: Default::default(),
+    };
+    let (checks, blocking_calls, seen) = (
+        listener.checks.clone(),
+        listener.blocking_calls.clone(),
+        listener.seen.clone(),
+    );
+    let mut producer =
+        mq.transactional_producer(&unique("txf_producer"), &[&topic], listener, None);
+    producer.start().await.expect("producer start");
+    let (mut consumer, received) =
+        collecting_consumer(&mq, &unique("txf_consumer"), &topic, None, |_| {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+        .await;
+
+    let cases = [
+        (
+            "committed",
+            Script::Answer(LocalTransactionState::CommitMessage),
+            LocalTransactionState::CommitMessage,
+        ),
+        (
+            "rolled-back",
+            Script::Answer(LocalTransactionState::RollbackMessage),
+            LocalTransactionState::RollbackMessage,
+        ),
+        ("panicked", Script::Panic, LocalTransactionState::Unknown),
+    ];
+    for (body, script, state) in cases {
+        let result = SENDING
+            .scope(
+                body,
+                producer.send_message_in_transaction(message(&topic, body), Some(script)),
+            )
+            .await
+            .expect("half message stored");
+        assert_eq!(result.local_transaction_state, Some(state), "{body}");
+    }
+    assert_eq!(
+        seen.lock().map(|s| s.clone()).unwrap_or_default(),
+        [Some("committed"), Some("rolled-back"), Some("panicked")],
+        "each local transaction ran on its send's task"
+    );
+    assert_eq!(
+        blocking_calls.load(Ordering::SeqCst),
+        0,
+        "the blocking listener was called"
+    );
+
+    // The committed one is delivered at once, the panicked one after its check-back
+    // (which commits), the rolled-back one never.
+    eventually(
+        PATIENCE,
+        "the committed and the checked-back message",
+        || async {
+            (!received.of("committed").is_empty() && !received.of("panicked").is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        checks.load(Ordering::SeqCst) >= 1,
+        "the panicked one was delivered without a check-back"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.of("committed").len(), 1);
+    assert!(received.of("rolled-back").is_empty());
+
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    mq.shutdown().await;
 }

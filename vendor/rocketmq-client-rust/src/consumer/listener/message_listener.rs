@@ -1,0 +1,41 @@
+// Copyright 2023 The RocketMQ Rust Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+use crate::consumer::listener::message_listener_concurrently::ArcMessageListenerConcurrently;
+use crate::consumer::listener::message_listener_orderly::ArcMessageListenerOrderly;
+
+pub struct MessageListener {
+    pub(crate) message_listener_concurrently: Option<ArcMessageListenerConcurrently>,
+    pub(crate) message_listener_orderly: Option<ArcMessageListenerOrderly>,
+}
+
+impl MessageListener {
+    pub fn new(
+        message_listener_concurrently: Option<ArcMessageListenerConcurrently>,
+        message_listener_orderly: Option<ArcMessageListenerOrderly>,
+    ) -> Self {
+        Self {
+            message_listener_concurrently,
+            message_listener_orderly,
+        }
+    }
+
+    pub fn is_concurrently(&self) -> bool {
+        self.message_listener_concurrently.is_some()
+    }
+
+    pub fn is_orderly(&self) -> bool {
+        self.message_listener_orderly.is_some()
+    }
+}

@@ -1,0 +1,25 @@
+// Copyright 2023 The RocketMQ Rust Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+pub(crate) mod check_forbidden_context;
+pub(crate) mod check_forbidden_hook;
+pub(crate) mod consume_message_context;
+pub(crate) mod consume_message_hook;
+pub(crate) mod end_transaction_context;
+pub(crate) mod end_transaction_hook;
+pub(crate) mod filter_message_context;
+pub(crate) mod filter_message_hook;
+pub(crate) mod namespace_rpc_hook;
+pub(crate) mod send_message_context;
+pub(crate) mod send_message_hook;

@@ -1,0 +1,22 @@
+// Copyright 2023 The RocketMQ Rust Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+/// Detects whether a remote service endpoint is healthy.
+#[trait_variant::make(ServiceDetector: Send)]
+pub trait ServiceDetectorLocal: Send + Sync + 'static {
+    /// Checks if the remote service at the given endpoint is reachable.
+    ///
+    /// Returns `true` if the service is back to normal; `false` otherwise.
+    async fn detect(&self, endpoint: &str, timeout_millis: u64) -> bool;
+}
