@@ -102,11 +102,13 @@ pub struct Config {
     pub timeout_consumer_threads: u32,
 
     /// Most blocking threads of the service's runtime (3..=512); the RocketMQ client runs
-    /// the check-backs there (CreateOrder's listener is a future on the send's task).
+    /// the check-backs and the pay-timeout consumer's callbacks there (CreateOrder's
+    /// listener is a future on the send's task).
     #[arg(long, env = "ORDER_MQ_BLOCKING_THREADS", default_value_t = 256)]
     pub mq_blocking_threads: usize,
 
-    /// Check-backs the RocketMQ client runs at once on its blocking lane (keep it at most
+    /// Check-backs and consumer callbacks the RocketMQ client runs at once on its blocking
+    /// lane (keep it at most
     /// ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this depth.
     #[arg(long, env = "ORDER_MQ_IO_CONCURRENCY", default_value_t = 128)]
     pub mq_io_concurrency: usize,

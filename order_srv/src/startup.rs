@@ -77,7 +77,8 @@ impl Application {
         let mq = Mq::new(
             &MqConfig {
                 namesrv_addr: config.namesrv_addr.clone(),
-                // Check-backs run on the runtime's blocking threads: never more at once.
+                // Check-backs and consumer callbacks run on the runtime's blocking threads:
+                // never more at once.
                 listener_concurrency: config.mq_io_concurrency.min(config.mq_blocking_threads),
             },
             "order_srv",

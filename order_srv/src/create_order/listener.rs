@@ -36,7 +36,7 @@ impl RebackTxListener {
 
     /// The half message of the CreateOrder in `arg` is stored: hands its task the channel
     /// for the answer and returns the wait for it.
-    fn half_message_stored(&self, arg: Option<&(dyn Any + Send + Sync)>) -> LocalTransactionFuture {
+    fn wait_for_answer(&self, arg: Option<&(dyn Any + Send + Sync)>) -> LocalTransactionFuture {
         let Some(call) = arg.and_then(|a| a.downcast_ref::<Arc<PlaceCall>>()) else {
             // Only `OrderPlacer::place` sends on this group, always with a call.
             tracing::error!("transaction listener called without a CreateOrder call");
@@ -50,10 +50,12 @@ impl RebackTxListener {
         }
         let order_sn = call.order_sn.clone();
         Box::pin(async move {
-            // Fails when nobody will answer: nobody waited for the half message, or the
-            // task died before answering (a panic). The check-back decides from the
-            // barrier then. The local transaction counts its answers
-            // (`OrderMetrics::answered`); this one is counted here.
+            // Fails when nobody waited for the half message (the channel was dropped
+            // unused). The check-back decides from the barrier then. The local
+            // transaction counts its answers (`OrderMetrics::answered`); this one is
+            // counted here. A CreateOrder task that panics takes this future with it
+            // (they share the task): nothing is answered or counted, no END_TRANSACTION
+            // is sent, and the check-back decides, as it did before.
             let state = answered.await.unwrap_or_else(|_| {
                 metrics.answered(LocalTransactionState::Unknown);
                 LocalTransactionState::Unknown
@@ -70,17 +72,18 @@ impl TransactionListener for RebackTxListener {
         _msg: &dyn MessageTrait,
         arg: Option<&(dyn Any + Send + Sync)>,
     ) -> Option<LocalTransactionFuture> {
-        Some(self.half_message_stored(arg))
+        Some(self.wait_for_answer(arg))
     }
 
     /// Not called by the patched client, which awaits `execute_local_transaction_async`;
-    /// the trait requires it, so it waits for the same answer on the client's thread.
+    /// the trait requires it, so it waits for the same answer on the client's blocking
+    /// thread. Never call it on the send's own task: the answer comes from that task.
     fn execute_local_transaction(
         &self,
         _msg: &dyn MessageTrait,
         arg: Option<&(dyn Any + Send + Sync)>,
     ) -> LocalTransactionState {
-        futures::executor::block_on(self.half_message_stored(arg))
+        futures::executor::block_on(self.wait_for_answer(arg))
     }
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {

@@ -65,8 +65,8 @@ use crate::{
 };
 
 /// One CreateOrder call, travelling to the listener through the send's `arg`: the
-/// hand-off between the listener (on a client thread, once the half message is stored)
-/// and the local transaction (the call's task). Nothing about one call is stored in
+/// hand-off between the listener (called by the send once the half message is stored)
+/// and the local transaction (beside the send, in the call's task). Nothing about one call is stored in
 /// fields that another call could see.
 pub struct PlaceCall {
     pub order_sn: String,
@@ -138,7 +138,8 @@ impl HalfMessage {
                 Ok(Some(reason)) => Error::Unavailable(format!(
                     "message broker unavailable: {reason}"
                 )),
-                // The client did not run the listener (e.g. no worker slot): the broker's
+                // The client did not run the listener (the half message was stored with a
+                // flush or replica timeout, which the client rolls back): the broker's
                 // check-back will find no barrier row and return whatever may be deducted.
                 _ => Error::Unavailable("order outcome unknown; it will be rolled back".into()),
             }),

@@ -15,6 +15,7 @@ use rocketmq_client_rust::{
     LocalTransactionFuture, LocalTransactionState, MQPushConsumer, TransactionListener,
 };
 use rocketmq_model::common::message::{MessageTrait, message_ext::MessageExt};
+use tokio::sync::oneshot;
 
 /// One delivery as a consumer saw it.
 #[derive(Clone, Debug)]
@@ -134,7 +135,17 @@ tokio::task_local! {
 pub enum Script {
     Answer(LocalTransactionState),
     Panic,
+    /// Tells [`FutureListener::beside`] the half message is stored and answers what comes
+    /// back from there: a future beside the send, in the same task, as in order_srv.
+    FromBeside,
 }
+
+/// The other end of [`Script::FromBeside`]: learns that the half message is stored, then
+/// sends the answer.
+pub type Beside = (
+    oneshot::Sender<()>,
+    oneshot::Receiver<LocalTransactionState>,
+);
 
 /// Runs its local transaction as a future (`execute_local_transaction_async`, the patched
 /// client of vendor/rocketmq-client-rust): the future answers the send's `arg` script and
@@ -147,6 +158,8 @@ pub struct FutureListener {
     pub blocking_calls: Arc<AtomicUsize>,
     /// The [`SENDING`] mark each local transaction ran under (`None`: off the send's task).
     pub seen: Arc<Mutex<Vec<Option<&'static str>>>>,
+    /// Taken by the next [`Script::FromBeside`] local transaction.
+    pub beside: Arc<Mutex<Option<Beside>>>,
 }
 
 impl TransactionListener for FutureListener {
@@ -157,6 +170,10 @@ impl TransactionListener for FutureListener {
     ) -> Option<LocalTransactionFuture> {
         let script = arg.and_then(|a| a.downcast_ref::<Script>()).copied();
         let seen = self.seen.clone();
+        let beside = match script {
+            Some(Script::FromBeside) => self.beside.lock().ok().and_then(|mut b| b.take()),
+            _ => None,
+        };
         Some(Box::pin(async move {
             // Yield once: the answer comes from a later poll, as a real local transaction's.
             tokio::task::yield_now().await;
@@ -166,6 +183,13 @@ impl TransactionListener for FutureListener {
             match script {
                 Some(Script::Answer(state)) => state,
                 Some(Script::Panic) => panic!("the local transaction panicked"),
+                Some(Script::FromBeside) => match beside {
+                    Some((stored, answer)) => {
+                        let _ = stored.send(());
+                        answer.await.unwrap_or(LocalTransactionState::Unknown)
+                    }
+                    None => LocalTransactionState::Unknown,
+                },
                 None => LocalTransactionState::Unknown,
             }
         }))

@@ -10,6 +10,7 @@ use std::{
 
 use rocketmq_client_rust::{ConsumeConcurrentlyStatus, LocalTransactionState};
 use testkit::{PATIENCE, eventually, unique};
+use tokio::sync::oneshot;
 
 use crate::helpers::{
     FutureListener, SENDING, Script, ScriptedListener, collecting_consumer, message, mq, topic,
@@ -146,11 +147,13 @@ async fn a_local_transaction_future_runs_on_the_sends_task_and_decides_the_half_
         checks: Arc::new(AtomicUsize::new(0)),
         blocking_calls: Arc::new(AtomicUsize::new(0)),
         seen: Default::default(),
+        beside: Default::default(),
     };
-    let (checks, blocking_calls, seen) = (
+    let (checks, blocking_calls, seen, beside) = (
         listener.checks.clone(),
         listener.blocking_calls.clone(),
         listener.seen.clone(),
+        listener.beside.clone(),
     );
     let mut producer =
         mq.transactional_producer(&unique("txf_producer"), &[&topic], listener, None);
@@ -189,6 +192,36 @@ async fn a_local_transaction_future_runs_on_the_sends_task_and_decides_the_half_
         [Some("committed"), Some("rolled-back"), Some("panicked")],
         "each local transaction ran on its send's task"
     );
+
+    // As in order_srv: the answer comes from a future beside the send, in the same task,
+    // once the listener says the half message is stored. A client that blocked the send's
+    // task while it waited for the answer would never get it.
+    let (stored, on_stored) = oneshot::channel();
+    let (answer, answered) = oneshot::channel();
+    if let Ok(mut slot) = beside.lock() {
+        *slot = Some((stored, answered));
+    }
+    // On a task of its own, so that a send which blocked its task fails here by the
+    // timeout instead of hanging the test.
+    let beside_message = message(&topic, "beside");
+    let beside_the_send = tokio::spawn(async move {
+        let send = producer.send_message_in_transaction(beside_message, Some(Script::FromBeside));
+        let local_transaction = async {
+            if on_stored.await.is_ok() {
+                let _ = answer.send(LocalTransactionState::RollbackMessage);
+            }
+        };
+        let (result, ()) = tokio::join!(send, local_transaction);
+        (producer, result)
+    });
+    let (mut producer, result) = tokio::time::timeout(PATIENCE, beside_the_send)
+        .await
+        .expect("the send got the answer from beside it")
+        .expect("the send's task");
+    assert_eq!(
+        result.expect("half message stored").local_transaction_state,
+        Some(LocalTransactionState::RollbackMessage)
+    );
     assert_eq!(
         blocking_calls.load(Ordering::SeqCst),
         0,
@@ -213,6 +246,7 @@ async fn a_local_transaction_future_runs_on_the_sends_task_and_decides_the_half_
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(received.of("committed").len(), 1);
     assert!(received.of("rolled-back").is_empty());
+    assert!(received.of("beside").is_empty());
 
     consumer.shutdown().await;
     producer.shutdown().await;

@@ -120,7 +120,8 @@ pub trait TransactionListener: Send + Sync + 'static {
     /// `execute_local_transaction` is not called. When it returns `None` (the default), the
     /// producer calls `execute_local_transaction` on its blocking lane, as before.
     ///
-    /// The future must not block its thread: it runs on the producer's async runtime. A panic
+    /// The future runs on the task that awaits the send (dropping that send drops it) and
+    /// must not block its thread. A panic
     /// here or in the future counts as `Unknown`, as a panic in `execute_local_transaction`
     /// does, and leaves the decision to the broker's check-back.
     fn execute_local_transaction_async(
