@@ -108,8 +108,8 @@ pub struct Config {
     pub mq_blocking_threads: usize,
 
     /// Check-backs and consumer callbacks the RocketMQ client runs at once on its blocking
-    /// lane (keep it at most
-    /// ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this depth.
+    /// lane (keep it at most ORDER_MQ_BLOCKING_THREADS); more queue up to eight times this
+    /// depth.
     #[arg(long, env = "ORDER_MQ_IO_CONCURRENCY", default_value_t = 128)]
     pub mq_io_concurrency: usize,
 

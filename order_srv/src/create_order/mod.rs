@@ -66,8 +66,8 @@ use crate::{
 
 /// One CreateOrder call, travelling to the listener through the send's `arg`: the
 /// hand-off between the listener (called by the send once the half message is stored)
-/// and the local transaction (beside the send, in the call's task). Nothing about one call is stored in
-/// fields that another call could see.
+/// and the local transaction (beside the send, in the call's task). Nothing about one
+/// call is stored in fields that another call could see.
 pub struct PlaceCall {
     pub order_sn: String,
     pub order: NewOrder,
