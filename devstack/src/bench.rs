@@ -3,9 +3,11 @@
 //! The services and the broker run as separate processes (release builds next to this
 //! one) so each one's CPU time is measured. The baseline runs the same SQL of one order
 //! (the cart read, the Sell transaction, the order transaction), through the services'
-//! own database functions, straight from this process: no gRPC, no broker.
+//! own database functions, straight from this process: no gRPC, no broker. The two sides
+//! take turns in rounds (`--rounds`), so both meet the machine in the same state.
 
 use std::{
+    ops::Range,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -50,6 +52,11 @@ pub struct BenchArgs {
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
+    /// Rounds each scenario is split into: the service and the baseline take turns
+    /// (service, baseline, baseline, service, ...), so that a change in the machine's speed
+    /// during a scenario weighs on both sides alike.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +82,17 @@ struct RunStats {
 }
 
 impl RunStats {
+    /// Adds another round of the same side.
+    fn absorb(&mut self, round: RunStats) {
+        self.ok += round.ok;
+        for (code, n) in round.failures {
+            *self.failures.entry(code).or_default() += n;
+        }
+        self.latencies.extend(round.latencies);
+        self.latencies.sort();
+        self.elapsed += round.elapsed;
+    }
+
     fn per_sec(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -186,6 +204,39 @@ struct Cpu([Duration; 5]);
 impl Cpu {
     fn since(self, before: Cpu) -> [f64; 5] {
         std::array::from_fn(|i| self.0[i].saturating_sub(before.0[i]).as_secs_f64())
+    }
+}
+
+fn add(total: &mut [f64; 5], round: [f64; 5]) {
+    for (sum, seconds) in total.iter_mut().zip(round) {
+        *sum += seconds;
+    }
+}
+
+/// One side of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Service,
+    Baseline,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Service => "service",
+            Side::Baseline => "baseline",
+        }
+    }
+
+    /// Who goes first in round `round` (0-based): the sides take turns, so the rounds run
+    /// service, baseline, baseline, service, service, ... and neither side always runs
+    /// right after the other.
+    fn order_of_round(round: usize) -> [Side; 2] {
+        if round.is_multiple_of(2) {
+            [Side::Service, Side::Baseline]
+        } else {
+            [Side::Baseline, Side::Service]
+        }
     }
 }
 
@@ -308,50 +359,72 @@ async fn run_scenarios(
         fill_carts(stack, &base_order, first_user, scenario.orders, &lines).await?;
 
         // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
-        eprintln!("bench: {} service start", scenario.label());
+        let label = scenario.label();
+        let rounds = args.rounds.clamp(1, scenario.orders.max(1));
         let steps_before = steps::scrape(&stack.metrics).await?;
-        let cpu_before = stack.cpu();
-        let service = drive(scenario.concurrency, scenario.orders, {
-            let client = stack.order_client.clone();
-            move |i| {
-                let mut client = client.clone();
-                async move {
-                    client
-                        .create_order(pb::CreateOrderRequest {
-                            user_id: first_user + i as i64,
-                            address: "1 Bench Road".into(),
-                            name: "Bench".into(),
-                            mobile: "13800000000".into(),
-                            post: String::new(),
-                            request_id: String::new(),
+        let mut steps = Vec::new();
+        let (mut service, mut baseline) = (RunStats::default(), RunStats::default());
+        let (mut cpu, mut baseline_cpu) = ([0.0; 5], [0.0; 5]);
+        for round in 0..rounds {
+            let orders = round * scenario.orders / rounds..(round + 1) * scenario.orders / rounds;
+            for side in Side::order_of_round(round) {
+                let mark = |event: &str| {
+                    eprintln!(
+                        "bench: {label} {} {event} (round {} of {rounds})",
+                        side.name(),
+                        round + 1
+                    );
+                };
+                mark("start");
+                let before = stack.cpu();
+                match side {
+                    Side::Service => {
+                        let client = stack.order_client.clone();
+                        let stats = drive(scenario.concurrency, orders.clone(), move |i| {
+                            let mut client = client.clone();
+                            async move {
+                                client
+                                    .create_order(pb::CreateOrderRequest {
+                                        user_id: first_user + i as i64,
+                                        address: "1 Bench Road".into(),
+                                        name: "Bench".into(),
+                                        mobile: "13800000000".into(),
+                                        post: String::new(),
+                                        request_id: String::new(),
+                                    })
+                                    .await
+                                    .map(|_| ())
+                                    .map_err(|s| format!("{:?}", s.code()))
+                            }
                         })
-                        .await
-                        .map(|_| ())
-                        .map_err(|s| format!("{:?}", s.code()))
-                }
-            }
-        })
-        .await;
-        let cpu_after = stack.cpu();
-        let steps = steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10)).await?;
-        eprintln!("bench: {} service end, baseline start", scenario.label());
-        let baseline_before = stack.cpu();
-        let baseline =
-            drive(scenario.concurrency, scenario.orders, {
-                let order_pool = base_order.clone();
-                let inventory_pool = base_inventory.clone();
-                move |i| {
-                    let order_pool = order_pool.clone();
-                    let inventory_pool = inventory_pool.clone();
-                    async move {
-                        baseline_order(&order_pool, &inventory_pool, first_user + i as i64).await
+                        .await;
+                        add(&mut cpu, stack.cpu().since(before));
+                        service.absorb(stats);
+                        // The END_TRANSACTIONs still on their way finish before the
+                        // baseline's turn.
+                        steps =
+                            steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10))
+                                .await?;
+                    }
+                    Side::Baseline => {
+                        let order_pool = base_order.clone();
+                        let inventory_pool = base_inventory.clone();
+                        let stats = drive(scenario.concurrency, orders.clone(), move |i| {
+                            let order_pool = order_pool.clone();
+                            let inventory_pool = inventory_pool.clone();
+                            async move {
+                                baseline_order(&order_pool, &inventory_pool, first_user + i as i64)
+                                    .await
+                            }
+                        })
+                        .await;
+                        add(&mut baseline_cpu, stack.cpu().since(before));
+                        baseline.absorb(stats);
                     }
                 }
-            })
-            .await;
-
-        let baseline_cpu = stack.cpu().since(baseline_before);
-        eprintln!("bench: {} baseline end", scenario.label());
+                mark("end");
+            }
+        }
         let mut oversell = None;
         if scenario.hot {
             let left = stack
@@ -372,7 +445,6 @@ async fn run_scenarios(
             }
             oversell = Some(0);
         }
-        let cpu = cpu_after.since(cpu_before);
         // Per order, everything the order cost on this machine: the services, the broker,
         // the load generator and MySQL; the baseline is the bench process and MySQL.
         let per_order = |seconds: f64| seconds * 1000.0 / scenario.orders as f64;
@@ -418,6 +490,7 @@ async fn run_scenarios(
             "scenario": scenario.name,
             "concurrency": scenario.concurrency,
             "orders": scenario.orders,
+            "rounds": rounds,
             "service": stats_json(&service),
             "service_steps": steps.iter().map(steps::Step::json).collect::<Vec<_>>(),
             "baseline": stats_json(&baseline),
@@ -479,7 +552,7 @@ async fn fill_carts(
                 .map(move |(g, n)| (first_user + i, g, n))
         })
         .collect();
-    let results = drive(16, requests.len(), {
+    let results = drive(16, 0..requests.len(), {
         let client = stack.order_client.clone();
         let requests = Arc::new(requests.clone());
         move |i| {
@@ -510,13 +583,15 @@ async fn fill_carts(
     Ok(())
 }
 
-/// Runs `job(0..count)` with `concurrency` workers; records each call's latency.
-async fn drive<F, Fut>(concurrency: usize, count: usize, job: F) -> RunStats
+/// Runs `job(i)` for every `i` in `range` with `concurrency` workers; records each call's
+/// latency.
+async fn drive<F, Fut>(concurrency: usize, range: Range<usize>, job: F) -> RunStats
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let next = Arc::new(AtomicUsize::new(0));
+    let count = range.end;
+    let next = Arc::new(AtomicUsize::new(range.start));
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))

@@ -1,6 +1,7 @@
 //! `devstack bench` at a toy size, so the benchmark keeps working between the runs whose
 //! numbers go into the README: every scenario runs on both sides without a failure, the
-//! hot goods sells out exactly, and the JSON report has what the table is made from.
+//! hot goods sells out exactly, the two sides take turns in rounds, and the JSON report
+//! has what the table is made from.
 //! The numbers themselves are not checked (debug build, tiny run). Needs MariaDB on
 //! 127.0.0.1:3306 (scripts/test starts it).
 
@@ -65,6 +66,26 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
         );
     }
     assert_eq!(scenarios[3]["oversell"].as_i64(), Some(0));
+
+    // Every scenario ran in four rounds, the sides taking turns: neither always runs
+    // right after the other.
+    for scenario in scenarios {
+        assert_eq!(scenario["rounds"].as_u64(), Some(4), "{scenario}");
+    }
+    let turns: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("bench: spread-16 "))
+        .filter(|line| line.contains(" start (round "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            "service", "baseline", "baseline", "service", "service", "baseline", "baseline",
+            "service"
+        ],
+        "{stderr}"
+    );
 
     // The logs stay, the broker's store (a preallocated 1.5 GB commit log) does not.
     let logs = stdout
