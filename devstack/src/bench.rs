@@ -55,8 +55,8 @@ pub struct BenchArgs {
     /// Rounds each scenario is split into: the service and the baseline take turns
     /// (service, baseline, baseline, service, ...), so that a change in the machine's speed
     /// during a scenario weighs on both sides alike.
-    #[arg(long, default_value_t = 4)]
-    pub rounds: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -207,14 +207,15 @@ impl Cpu {
     }
 }
 
-fn add(total: &mut [f64; 5], round: [f64; 5]) {
+/// Adds one round's CPU seconds (per process, as [`Cpu::since`] gives them) to a side's.
+fn add_round(total: &mut [f64; 5], round: [f64; 5]) {
     for (sum, seconds) in total.iter_mut().zip(round) {
         *sum += seconds;
     }
 }
 
 /// One side of a scenario.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 enum Side {
     Service,
     Baseline,
@@ -360,7 +361,8 @@ async fn run_scenarios(
 
         // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
         let label = scenario.label();
-        let rounds = args.rounds.clamp(1, scenario.orders.max(1));
+        // No round without an order (a toy run may have fewer orders than rounds).
+        let rounds = (args.rounds as usize).min(scenario.orders).max(1);
         let steps_before = steps::scrape(&stack.metrics).await?;
         let mut steps = Vec::new();
         let (mut service, mut baseline) = (RunStats::default(), RunStats::default());
@@ -398,10 +400,12 @@ async fn run_scenarios(
                             }
                         })
                         .await;
-                        add(&mut cpu, stack.cpu().since(before));
+                        // The round's CPU and a profile's window (scripts/profile-bench)
+                        // end with the last answer; the END_TRANSACTIONs still on their
+                        // way (sent after it) finish before the baseline's turn.
+                        add_round(&mut cpu, stack.cpu().since(before));
+                        mark("end");
                         service.absorb(stats);
-                        // The END_TRANSACTIONs still on their way finish before the
-                        // baseline's turn.
                         steps =
                             steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10))
                                 .await?;
@@ -418,11 +422,11 @@ async fn run_scenarios(
                             }
                         })
                         .await;
-                        add(&mut baseline_cpu, stack.cpu().since(before));
+                        add_round(&mut baseline_cpu, stack.cpu().since(before));
+                        mark("end");
                         baseline.absorb(stats);
                     }
                 }
-                mark("end");
             }
         }
         let mut oversell = None;
@@ -590,7 +594,7 @@ where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let count = range.end;
+    let end = range.end;
     let next = Arc::new(AtomicUsize::new(range.start));
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let started = Instant::now();
@@ -602,7 +606,7 @@ where
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
+                    if i >= end {
                         return;
                     }
                     let t = Instant::now();

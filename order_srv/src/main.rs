@@ -1,16 +1,16 @@
 //! `order_srv`: reads its configuration from the environment and serves until
 //! SIGINT/SIGTERM.
 
-// mimalloc instead of glibc's malloc: every call allocates many small, short-lived
-// buffers across worker threads, where glibc's malloc and free took about 6% of order_srv's
-// CPU (README, "Benchmark": measured in alternating runs).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::Parser;
 use observe::telemetry;
 use order_srv::{config::Config, startup::Application};
+
+// mimalloc instead of glibc's malloc: a call allocates many small, short-lived buffers
+// across worker threads, where glibc's malloc and free took about 6% of order_srv's CPU
+// (README, "Benchmark": measured in alternating runs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
