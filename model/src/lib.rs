@@ -132,6 +132,8 @@ pub struct State {
     /// The half message is sent and not stored yet: the broker may still store it, even
     /// after its sender crashed.
     pub half_in_flight: [bool; CALLS],
+    /// The pay-timeout message, sent with the half message, is not stored yet: likewise.
+    pub timeout_in_flight: [bool; CALLS],
     pub half: [Half; CALLS],
     pub writes: [Writes; CALLS],
     pub barrier: [Barrier; CALLS],
@@ -147,7 +149,7 @@ pub struct State {
     pub stock: i8,
     /// Reback deliveries still to come, per order.
     pub rebacks: [u8; CALLS],
-    /// The pay-timeout message is stored (before COMMIT, possibly before Sell).
+    /// The pay-timeout message is stored (before COMMIT, possibly before the claim).
     pub timeout_stored: [bool; CALLS],
     /// Pay-timeout deliveries still to come, per order.
     pub timeouts: [u8; CALLS],
@@ -189,8 +191,8 @@ pub enum Action {
     /// `write_order` (4.4), from the claim on, beside the half message and Sell: insert
     /// the barrier row 'committed' first (the order's rows follow; nothing is committed).
     InsertBarrier(usize),
-    /// `send_pay_timeout`, from the claim on, beside the half message, Sell and the
-    /// order's writes: the delayed pay-timeout message is stored.
+    /// `LocalTransaction::pay_timeout`, sent with the half message, beside the claim, Sell
+    /// and the order's writes: the delayed pay-timeout message is stored.
     SendPayTimeout(usize),
     /// `commit_order`: COMMIT once Sell answered OK, the writes are done and the
     /// pay-timeout is stored (4.4-4.5).
@@ -232,6 +234,7 @@ impl Protocol {
         (0..CALLS).all(|i| {
             matches!(state.call[i], Call::Idle | Call::Ended)
                 && !state.half_in_flight[i]
+                && !state.timeout_in_flight[i]
                 && state.half[i] != Half::Pending
                 && !state.sell_in_flight[i]
                 && state.rebacks[i] == 0
@@ -292,6 +295,7 @@ impl Model for Protocol {
         vec![State {
             call: [Call::Idle; CALLS],
             half_in_flight: [false; CALLS],
+            timeout_in_flight: [false; CALLS],
             half: [Half::None; CALLS],
             writes: [Writes::Pending; CALLS],
             barrier: [Barrier::None; CALLS],
@@ -322,11 +326,9 @@ impl Model for Protocol {
             if s.half_in_flight[i] {
                 actions.push(Action::StoreHalf(i));
             }
-            // The pay-timeout message is sent from the claim on, beside everything up to
-            // COMMIT (which waits for it).
-            if !s.timeout_stored[i]
-                && matches!(s.call[i], Call::Claimed | Call::Selling | Call::Sold)
-            {
+            // The pay-timeout message, sent with the half message, is stored any time
+            // before COMMIT (which waits for it), or after a refusal or a crash.
+            if s.timeout_in_flight[i] {
                 actions.push(Action::SendPayTimeout(i));
             }
             // So are the order's writes (uncommitted until COMMIT).
@@ -409,6 +411,7 @@ impl Model for Protocol {
                     s.call[i] = Call::Ended;
                 } else {
                     s.half_in_flight[i] = true;
+                    s.timeout_in_flight[i] = true;
                     s.call[i] = Call::Started;
                 }
             }
@@ -496,7 +499,9 @@ impl Model for Protocol {
                 s.told[i] = Some(i);
             }
             Action::SendPayTimeout(i) => {
-                // A pay timeout delivered before COMMIT finds no order and is acknowledged.
+                // A pay timeout delivered before COMMIT, or for a call that never commits,
+                // finds no order and is acknowledged.
+                s.timeout_in_flight[i] = false;
                 s.timeout_stored[i] = true;
                 s.timeouts[i] = 1;
             }

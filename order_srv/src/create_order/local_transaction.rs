@@ -57,8 +57,8 @@ enum LocalTxError {
     CommitUnknown(Error),
 }
 
-/// How the pay-timeout send (started once the cart is claimed) ended.
-type PayTimeout = oneshot::Receiver<Result<()>>;
+/// How the pay-timeout send (started with the half message) ended.
+pub type PayTimeout = oneshot::Receiver<Result<()>>;
 
 /// The order's writes in its open transaction (barrier row first), done beside the half
 /// message and Sell; nothing of them is visible before COMMIT.
@@ -67,8 +67,8 @@ struct Written {
     order: std::result::Result<OrderRow, Error>,
 }
 
-/// What a claimed order's COMMIT waits for besides Sell: its writes and its pay-timeout
-/// message, both started at the claim.
+/// What a claimed order's COMMIT waits for besides Sell: its writes, started at the claim,
+/// and its pay-timeout message, sent with the half message.
 struct Pending {
     /// What Sell deducts: the claimed lines' goods and quantities.
     items: Vec<inv::GoodsNum>,
@@ -94,12 +94,18 @@ struct Claim {
 }
 
 impl LocalTransaction {
-    /// Steps 4.1-4.5 for one call: claims the cart while the half message is on its way;
-    /// from the claim on, the order's writes and the pay-timeout message go beside it and
-    /// beside Sell (sent once the half message is stored); COMMIT once all of them are
-    /// done. Sends the listener its answer for the broker and returns the caller's result.
+    /// Steps 4.1-4.5 for one call: claims the cart while the half message and the
+    /// pay-timeout message are on their way; from the claim on, the order's writes go
+    /// beside them and beside Sell (sent once the half message is stored); COMMIT once Sell
+    /// deducted, the writes are done and `pay_timeout` says the message is stored. Sends
+    /// the listener its answer for the broker and returns the caller's result.
     #[tracing::instrument(name = "local_transaction", skip_all, fields(order_sn = %call.order_sn))]
-    pub async fn run(&self, call: &PlaceCall, half_message: HalfMessage) -> Result<OrderRow> {
+    pub async fn run(
+        &self,
+        call: &PlaceCall,
+        half_message: HalfMessage,
+        pay_timeout: PayTimeout,
+    ) -> Result<OrderRow> {
         // 4.1-4.2, beside step 3.
         let claim = match self.claim(call).await {
             Ok(claim) => claim,
@@ -108,17 +114,6 @@ impl LocalTransaction {
                     .answer_once_stored(call, half_message, Err(refused))
                     .await;
             }
-        };
-        // The pay-timeout message needs only to be stored before COMMIT: it is sent now,
-        // beside the half message, Sell and the order's writes. An order that is not
-        // written after all leaves a pay-timeout that finds no order (acknowledged).
-        let (sent, pay_timeout) = oneshot::channel();
-        let send_pay_timeout = async {
-            let sending = Instant::now();
-            let outcome = self.send_pay_timeout(&call.order_sn).await;
-            self.metrics
-                .step_took(Step::PayTimeoutSend, sending.elapsed());
-            let _ = sent.send(outcome);
         };
         // What Sell will deduct, taken before the writes take the claim.
         let items = sell_items(&claim.lines);
@@ -141,12 +136,24 @@ impl LocalTransaction {
             written,
             pay_timeout,
         };
-        let (_, _, result) = tokio::join!(
-            send_pay_timeout,
+        let (_, result) = tokio::join!(
             write,
             self.answer_once_stored(call, half_message, Ok(pending))
         );
         result
+    }
+
+    /// Step 4.4's pay-timeout message, sent beside the half message from the start of the
+    /// call: it needs only to be stored before COMMIT, which waits for `stored`. Sent this
+    /// early it is stored while the half message is, not while Sell runs (one broker
+    /// request less competing with Sell for the cores). A call refused at its claim, or
+    /// later, leaves a pay-timeout that finds no order (acknowledged).
+    pub async fn pay_timeout(&self, order_sn: &str, stored: oneshot::Sender<Result<()>>) {
+        let sending = Instant::now();
+        let outcome = self.send_pay_timeout(order_sn).await;
+        self.metrics
+            .step_took(Step::PayTimeoutSend, sending.elapsed());
+        let _ = stored.send(outcome);
     }
 
     /// Waits for the half message to be stored, then decides (a refused claim: Rollback;
@@ -326,7 +333,7 @@ impl LocalTransaction {
     }
 
     /// Step 4.4's COMMIT, once Sell deducted the stock: when the order's writes are done
-    /// and the pay-timeout message (sent since the claim) is stored.
+    /// and the pay-timeout message (sent with the half message) is stored.
     async fn commit_order(
         &self,
         call: &PlaceCall,

@@ -25,8 +25,8 @@
 //! ```text
 //! half message stored ─┐
 //! cart claimed ────────┴──────── Sell ─────────┬─ COMMIT ─ reply
-//!          ├─ barrier, order, cart lines ───────┤     └─ END_TRANSACTION
-//!          └─ pay-timeout stored ───────────────┘
+//!          └─ barrier, order, cart lines ───────┤     └─ END_TRANSACTION
+//! pay-timeout stored ───────────────────────────┘
 //! ```
 //!
 //! The cart claim is a locking read in the order's own transaction, so it may start
@@ -34,9 +34,11 @@
 //! which answers Rollback). The order's writes follow the claim in that transaction: no
 //! one sees them before COMMIT, and COMMIT waits for Sell, so they need not wait for the
 //! half message or Sell (an order that stops before COMMIT rolls them back). The
-//! pay-timeout message needs only to be stored before COMMIT, so it is sent as soon as
-//! there is a cart to order. END_TRANSACTION is one-way and comes after COMMIT: the caller
-//! gets the order as soon as it is committed, while the send finishes.
+//! pay-timeout message needs only to be stored before COMMIT, so it is sent with the half
+//! message: it is stored while the half message is, instead of competing with Sell (a
+//! call refused at its claim leaves one that finds no order). END_TRANSACTION is one-way
+//! and comes after COMMIT: the caller gets the order as soon as it is committed, while
+//! the send finishes.
 
 pub mod check_back;
 pub mod listener;
@@ -214,17 +216,27 @@ impl OrderPlacer {
         let call = Arc::new(call);
         let (sent, on_sent) = oneshot::channel();
         let half_message = HalfMessage { on_stored, on_sent };
+        let (pay_timeout_stored, pay_timeout) = oneshot::channel();
 
         // 3 and 4 side by side: the send stores the half message and runs the listener,
         // which waits for the local transaction's answer; the local transaction starts
-        // with what does not need the half message (the cart claim).
+        // with what does not need the half message (the cart claim). The pay-timeout
+        // message goes out with the half message: COMMIT waits for it to be stored, and a
+        // refused call answers its caller without waiting for it.
         let local_transaction = Box::pin(async {
-            let result = self.local_transaction.run(&call, half_message).await;
+            let result = self
+                .local_transaction
+                .run(&call, half_message, pay_timeout)
+                .await;
             // 5: the caller's answer, before END_TRANSACTION is on its way.
             let _ = reply.send(result);
         });
         tokio::join!(
             Box::pin(self.send_half_message(&call, sent)),
+            Box::pin(
+                self.local_transaction
+                    .pay_timeout(&call.order_sn, pay_timeout_stored)
+            ),
             local_transaction
         );
     }

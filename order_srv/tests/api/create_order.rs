@@ -88,6 +88,34 @@ async fn an_empty_cart_and_unknown_goods_are_refused_without_touching_inventory(
     stack.stop().await;
 }
 
+/// The pay-timeout message goes out with the half message, before the cart is claimed
+/// (so that it is stored by the time Sell answers, without competing with Sell), so a
+/// CreateOrder refused at its claim leaves one too: it finds no order and is
+/// acknowledged untouched.
+#[sqlx::test(migrations = false)]
+async fn a_create_order_refused_at_its_claim_leaves_a_pay_timeout_that_finds_no_order(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let mut config = order_config();
+    config.pay_timeout = Duration::from_secs(1);
+    let stack = spawn_stack_with(db, config).await;
+    let status = stack.create_order(9).await.expect_err("empty cart");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+
+    eventually(
+        PATIENCE,
+        "the refused call's pay timeout acknowledged",
+        || async { (stack.timeout_counters.left_alone.get() >= 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.timeout_counters.closed.get(), 0);
+    assert_eq!(stack.timeout_counters.rebacks_sent.get(), 0);
+    assert_eq!(stack.timeout_counters.dead.get(), 0);
+    assert_eq!(stack.order_count().await, 0);
+    stack.stop().await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_second_instance_answers_check_backs_after_the_sender_is_gone(
     _: MySqlPoolOptions,
