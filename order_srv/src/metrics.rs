@@ -25,7 +25,7 @@ pub enum Step {
     ClaimCart,
     /// Sell as order_srv sees it, including the call (4.3).
     Sell,
-    /// The pay-timeout message send, from the claim on (4.4).
+    /// The pay-timeout message send, beside the half message (4.4).
     PayTimeoutSend,
     /// The local transaction's writes, barrier row to cart lines, beside Sell (4.4).
     OrderWrites,
