@@ -12,7 +12,8 @@
 //!
 //! [`Bugs`] switches on mistakes the code must not make (the Go original's check-back, a
 //! barrier that is not first, a reback that is not idempotent, a Sell that ignores the
-//! tombstone, an unconditional timeout close); the tests show the checker finds each one.
+//! tombstone, an unconditional timeout close, a pay timeout that does not claim the
+//! barrier of an order it does not find); the tests show the checker finds each one.
 
 use std::fmt;
 
@@ -39,10 +40,15 @@ pub struct Bugs {
     pub sell_ignores_tombstone: bool,
     /// The pay timeout closes the order whatever its status.
     pub unconditional_timeout_close: bool,
+    /// A pay timeout that finds no order acknowledges it without claiming its barrier
+    /// (the code before it did): an order committed after its pay timeout came never
+    /// closes.
+    pub timeout_without_barrier: bool,
 }
 
-/// Where one CreateOrder call is (order_srv's side). The half message travels beside
-/// the cart claim (see `half_in_flight`): Sell waits for both.
+/// Where one CreateOrder call is (order_srv's side). The half message and the pay-timeout
+/// travel beside the cart claim (see `half_in_flight`, `timeout_in_flight`): Sell waits
+/// for the half message and the claim, COMMIT for the pay-timeout too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Call {
     /// Not started.
@@ -173,7 +179,8 @@ pub struct State {
 /// One step some part of the system may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// `OrderPlacer::place`: look up an earlier attempt, or send the half message (2-3).
+    /// `OrderPlacer::place`: look up an earlier attempt, or send the half message and the
+    /// pay-timeout (2-3).
     Start(usize),
     /// The broker stores the half message; the listener runs (`send_half_message`).
     StoreHalf(usize),
@@ -565,6 +572,15 @@ impl Model for Protocol {
                 if !again {
                     s.timeouts[i] -= 1;
                 }
+                if s.order[i] == Order::None && !bugs.timeout_without_barrier {
+                    // `committed_meanwhile`: claim the barrier as the check-back does; an
+                    // uncommitted 'committed' row is waited for.
+                    match s.barrier[i] {
+                        Barrier::None => s.barrier[i] = Barrier::Aborted,
+                        Barrier::CommittedUncommitted => return None,
+                        Barrier::Committed | Barrier::Aborted => {}
+                    }
+                }
                 s.timeout_deliveries[i] = s.timeout_deliveries[i].saturating_add(1);
                 let closable = s.order[i] == Order::WaitBuyerPay
                     || (bugs.unconditional_timeout_close && s.order[i] != Order::None);
@@ -638,6 +654,13 @@ impl Model for Protocol {
                             || !matches!(s.detail[*j], Detail::Returned { .. }))
                 })
             }),
+            // When quiet every pay timeout has come: an unpaid order is closed by it.
+            Property::always(
+                "every unpaid order closes (quiet)",
+                |_: &Protocol, s: &State| {
+                    !Protocol::quiet(s) || !s.order.contains(&Order::WaitBuyerPay)
+                },
+            ),
             Property::always("a paid order is never closed", |_: &Protocol, s: &State| {
                 (0..CALLS).all(|i| !(s.paid[i] && s.order[i] == Order::Closed))
             }),

@@ -110,6 +110,17 @@ fn a_sell_that_ignores_the_tombstone_deducts_stock_nobody_returns() {
 }
 
 #[test]
+fn a_pay_timeout_that_does_not_claim_the_barrier_leaves_an_order_that_never_closes() {
+    assert_found(
+        Bugs {
+            timeout_without_barrier: true,
+            ..Bugs::default()
+        },
+        "every unpaid order closes (quiet)",
+    );
+}
+
+#[test]
 fn an_unconditional_timeout_close_closes_a_paid_order() {
     assert_found(
         Bugs {

@@ -225,8 +225,8 @@ pub async fn delete_ordered_cart_lines(
     Ok(query.execute(conn).await?.rows_affected())
 }
 
-/// The local transaction's barrier row. `Ok(false)`: a check-back already decided
-/// "aborted" for this order, so the order must not be written.
+/// The local transaction's barrier row. `Ok(false)`: a check-back (or a pay timeout that
+/// came first) already decided "aborted" for this order, so the order must not be written.
 #[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
 pub async fn insert_committed_barrier(
     conn: &mut MySqlConnection,
@@ -241,8 +241,9 @@ pub async fn insert_committed_barrier(
     Ok(inserted.is_some())
 }
 
-/// The check-back's barrier: claims "aborted" unless a row is already there. When the
-/// local transaction holds an uncommitted 'committed' row, this waits for it.
+/// The check-back's barrier (also claimed by a pay timeout that finds no order): claims
+/// "aborted" unless a row is already there. When the local transaction holds an
+/// uncommitted 'committed' row, this waits for it.
 #[tracing::instrument(skip_all, fields(order_sn = %order_sn))]
 pub async fn insert_aborted_barrier_if_absent(
     conn: &mut MySqlConnection,
@@ -260,7 +261,7 @@ pub async fn insert_aborted_barrier_if_absent(
 pub enum BarrierOutcome {
     /// The local transaction inserted it: the order exists (once that transaction commits).
     Committed,
-    /// A check-back inserted it first: the order will never exist.
+    /// A check-back (or a pay timeout) inserted it first: the order will never exist.
     Aborted,
 }
 

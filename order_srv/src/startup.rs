@@ -187,6 +187,12 @@ impl Application {
         self.timeout_counters.clone()
     }
 
+    /// What the pay-timeout consumer runs for each delivery (and CancelOrder), for tests
+    /// that deliver a pay timeout at an exact moment.
+    pub fn closer(&self) -> Arc<OrderCloser> {
+        self.closer.clone()
+    }
+
     /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
     /// gRPC server drains its calls; one signal stops the purge, the metrics endpoint and
     /// the pay-timeout consumer (which finishes its in-flight deliveries); the producers go

@@ -5,7 +5,9 @@
 //! payment safely: exactly one of them moves the order. The plain `order_reback` is sent
 //! only after the close committed, and whenever the order is closed, also on a
 //! redelivery: if the first send failed, the broker redelivers this message and the
-//! send is repeated; inventory's reback is idempotent.
+//! send is repeated; inventory's reback is idempotent. A pay timeout that finds no order
+//! claims the order's barrier first (`committed_meanwhile`), so an order still being
+//! placed is either closed once it commits or never written.
 
 use std::sync::Arc;
 
@@ -29,7 +31,8 @@ use crate::{
 pub struct TimeoutCounters {
     pub closed: IntCounter,
     pub rebacks_sent: IntCounter,
-    /// Paid or unknown orders acknowledged untouched.
+    /// Paid orders acknowledged untouched, and pay timeouts of orders that never exist
+    /// (acknowledged once their barrier says "aborted").
     pub left_alone: IntCounter,
     pub retried: IntCounter,
     pub dead: IntCounter,
@@ -165,24 +168,26 @@ impl OrderCloser {
 /// Closes the order if it is still unpaid; sends the reback whenever it is closed.
 pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()> {
     let mut conn = deps.pool.acquire().await?;
-    let closed_now = db::transition_status(
-        &mut conn,
-        order_sn,
-        &[OrderStatus::WaitBuyerPay],
-        OrderStatus::TradeClosed,
-        "",
-        "",
-    )
-    .await?;
-    let (status, user_id) = match db::order_by_sn(&mut conn, order_sn).await? {
-        Some(order) => (order.status, order.user_id),
-        None => {
-            // Its local transaction never committed: nothing to close or return here
-            // (the half message's own check-back returned its stock).
-            tracing::info!("pay timeout of an unknown order; acknowledged");
-            deps.counters.left_alone.inc();
-            return Ok(());
-        }
+    // Looked up before the close, not after: an order committed between a close that
+    // found nothing and a read that finds it unpaid would never be closed.
+    if db::order_by_sn(&mut conn, order_sn).await?.is_none()
+        && !committed_meanwhile(&mut conn, order_sn).await?
+    {
+        // Its local transaction never committed and now never will: nothing to close or
+        // return here (the half message's own answer or check-back returns its stock).
+        tracing::info!("pay timeout of an order that does not exist; acknowledged");
+        deps.counters.left_alone.inc();
+        return Ok(());
+    }
+    let closed_now = close_if_unpaid(&mut conn, order_sn).await?;
+    let Some(OrderRow {
+        status, user_id, ..
+    }) = db::order_by_sn(&mut conn, order_sn).await?
+    else {
+        // Order rows are never deleted; this one committed before the close.
+        return Err(Error::Internal(format!(
+            "order {order_sn} vanished while its pay timeout closed it"
+        )));
     };
     drop(conn);
     if closed_now {
@@ -195,6 +200,31 @@ pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()
         return Ok(());
     }
     send_reback(deps, order_sn, user_id).await
+}
+
+/// The conditional close: `true` when this call moved the order from unpaid to closed.
+async fn close_if_unpaid(conn: &mut sqlx::MySqlConnection, order_sn: &str) -> Result<bool> {
+    Ok(db::transition_status(
+        conn,
+        order_sn,
+        &[OrderStatus::WaitBuyerPay],
+        OrderStatus::TradeClosed,
+        "",
+        "",
+    )
+    .await?)
+}
+
+/// A pay timeout found no order: its CreateOrder was refused or failed, or is still
+/// running (the pay-timeout is sent with the half message, and may be delivered before
+/// COMMIT when the call takes longer than `ORDER_PAY_TIMEOUT`). Claims the order's barrier
+/// as the check-back does (`create_order::check_back`): a local transaction that holds its
+/// barrier row is waited for, and `true` means it committed; otherwise the barrier now
+/// says "aborted" and that order can never be written (its own barrier insert fails).
+/// Without the claim, an order committed after its pay timeout came would never close.
+async fn committed_meanwhile(conn: &mut sqlx::MySqlConnection, order_sn: &str) -> Result<bool> {
+    db::insert_aborted_barrier_if_absent(conn, order_sn).await?;
+    Ok(db::barrier_outcome(conn, order_sn).await? == Some(db::BarrierOutcome::Committed))
 }
 
 async fn send_reback(deps: &OrderCloser, order_sn: &str, user_id: i64) -> Result<()> {

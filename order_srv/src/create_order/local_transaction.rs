@@ -147,7 +147,8 @@ impl LocalTransaction {
     /// call: it needs only to be stored before COMMIT, which waits for `stored`. Sent this
     /// early it is stored while the half message is, not while Sell runs (one broker
     /// request less competing with Sell for the cores). A call refused at its claim, or
-    /// later, leaves a pay-timeout that finds no order (acknowledged).
+    /// later, leaves a pay-timeout that finds no order: it claims the order's barrier, as a
+    /// check-back would, and is acknowledged (`timeout::close_unpaid_order`).
     pub async fn pay_timeout(&self, order_sn: &str, stored: oneshot::Sender<Result<()>>) {
         let sending = Instant::now();
         let outcome = self.send_pay_timeout(order_sn).await;
@@ -380,7 +381,7 @@ impl LocalTransaction {
         };
         let mut sent = send().await?;
         // Once more after a transport failure (a broker just stopped; see
-        // `OrderPlacer::place`): a second pay-timeout of the same order is harmless, the
+        // `OrderPlacer::send_half_message`): a second pay-timeout of the same order is harmless, the
         // consumer closes an order only while it waits for payment.
         if let Err(e) = &sent
             && mq::is_transport_failure(e)
@@ -413,8 +414,9 @@ async fn write_order_rows(
         tokio::time::sleep(pause).await;
     }
     if !db::insert_committed_barrier(tx, &call.order_sn).await? {
-        // A check-back already answered "aborted": the reback is committed and the stock
-        // goes back, so this order must not exist.
+        // A check-back (or a pay timeout that came before the order) already decided
+        // "aborted": the reback is committed and the stock goes back, so this order must
+        // not exist.
         return Err(Error::Unavailable(
             "order took too long and was rolled back; please retry".into(),
         ));

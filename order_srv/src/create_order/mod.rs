@@ -188,8 +188,8 @@ impl OrderPlacer {
     }
 
     /// Steps 2-5. The call runs as a task of its own: a caller that hangs up does not cut
-    /// a local transaction in the middle, and the send finishes (END_TRANSACTION) after
-    /// the caller has its answer.
+    /// a local transaction in the middle, and the sends finish (END_TRANSACTION, and the
+    /// pay-timeout of a refused call) after the caller has its answer.
     #[tracing::instrument(skip_all, fields(user_id = order.user_id, order_sn))]
     pub async fn place(self: &Arc<Self>, order: NewOrder) -> Result<OrderRow> {
         let (reply, replied) = oneshot::channel();
@@ -288,7 +288,8 @@ impl OrderPlacer {
     }
 
     /// Takes the producer offline. Call it after the gRPC server drained: the calls still
-    /// finishing their send (END_TRANSACTION) get `within` to do so.
+    /// finishing their sends (END_TRANSACTION, a refused call's pay-timeout) get `within`
+    /// to do so.
     pub async fn shutdown(self: Arc<Self>, within: Duration) {
         self.calls.close();
         if tokio::time::timeout(within, self.calls.wait())
@@ -296,7 +297,7 @@ impl OrderPlacer {
             .is_err()
         {
             tracing::warn!(
-                "CreateOrder calls still sending; their half messages are left to the check-back"
+                "CreateOrder calls still sending; their half messages are left to the check-back, their pay-timeouts may be lost"
             );
         }
         match Arc::try_unwrap(self) {

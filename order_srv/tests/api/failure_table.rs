@@ -504,6 +504,62 @@ async fn row11_an_unpaid_order_is_closed_and_its_stock_returned_once(
     stack.stop().await;
 }
 
+/// The pay-timeout is sent with the half message, so it can come before the order is
+/// written (a pay timeout shorter than a slow call). Finding no order, it claims the
+/// barrier as a check-back does, so the order is never written and its stock comes back.
+/// Before, it was acknowledged, the order was written after it and never closed.
+#[sqlx::test(migrations = false)]
+async fn row11_a_pay_timeout_that_comes_before_its_order_is_written_keeps_it_from_being_written(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let user = 2_000_003;
+    let stack = spawn_stack(db).await;
+    let probe = RebackProbe::start(&stack).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(user, 1, 3).await;
+    // The writes wait long enough for the pay timeout to come first on a slow machine.
+    let armed_order_pause_before_barrier = arm(
+        "order.pause_before_barrier",
+        &format!("return({user}:3000)"),
+    )
+    .await;
+    let early_pay_timeout = async {
+        let order_sn = eventually(PATIENCE, "the Sell", || async {
+            stack.sell_details().await.first().map(|(sn, _)| sn.clone())
+        })
+        .await;
+        // What the pay-timeout consumer does with a delivery of this order's pay timeout.
+        order_srv::timeout::close_unpaid_order(&stack.closer, &order_sn)
+            .await
+            .expect("the pay timeout handled");
+        // It claimed the barrier itself: the broker's check-back, which would claim it
+        // too, comes a second or more after the half message, this within milliseconds.
+        assert_eq!(stack.barrier(&order_sn).await.as_deref(), Some("aborted"));
+        order_sn
+    };
+    let (result, order_sn) = tokio::join!(stack.create_order(user), early_pay_timeout);
+    drop(armed_order_pause_before_barrier);
+
+    assert_eq!(
+        result.expect_err("the pay timeout took the barrier").code(),
+        Code::Unavailable
+    );
+    assert_eq!(stack.barrier(&order_sn).await.as_deref(), Some("aborted"));
+    assert_eq!(stack.order_count().await, 0);
+    assert_eq!(stack.timeout_counters.left_alone.get(), 1);
+    eventually(PATIENCE, "the reback", || async {
+        probe.seen().contains(&order_sn).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, "the stock back", || async {
+        (stack.stock(1).await == 10).then_some(())
+    })
+    .await;
+    probe.stop().await;
+    stack.stop().await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn row12_payment_and_timeout_racing_have_exactly_one_winner(
     _: MySqlPoolOptions,

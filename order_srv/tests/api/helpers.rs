@@ -30,6 +30,8 @@ pub struct Stack {
     pub mq: Mq,
     pub reback_counters: Arc<inventory_srv::consumer::RebackCounters>,
     pub timeout_counters: Arc<order_srv::timeout::TimeoutCounters>,
+    /// The pay-timeout consumer's handler, to deliver a pay timeout by hand.
+    pub closer: Arc<order_srv::timeout::OrderCloser>,
     /// The first order_srv's metrics: what its transaction listener answered.
     pub order_metrics: order_srv::metrics::OrderMetrics,
     inventory_db: String,
@@ -134,6 +136,7 @@ pub async fn spawn_stack_with(
         .expect("order_srv starts");
     let order_addr = order_app.grpc_addr();
     let timeout_counters = order_app.timeout_counters();
+    let closer = order_app.closer();
     let order_metrics_addr = order_app.metrics_addr();
     let order_metrics = order_app.metrics();
     let (tx, rx) = oneshot::channel::<()>();
@@ -161,6 +164,7 @@ pub async fn spawn_stack_with(
         mq,
         reback_counters,
         timeout_counters,
+        closer,
         order_metrics,
         inventory_db,
         inventory_config: inv_config,
