@@ -114,11 +114,19 @@ async fn one_trace_runs_from_the_gateway_through_the_sell_in_inventory(
         named(&spans, "Sell").map(|s| s.span_kind.clone()),
         Some(SpanKind::Client)
     );
+    // The pay-timeout goes out with the half message: beside the local transaction,
+    // under the call's `place`.
     let (chain, root) = ancestors(
         &spans,
         named(&spans, "send_pay_timeout").expect("waited for"),
     );
     assert_eq!(root, gateway_span, "{:?}", names(&chain));
+    let chain = names(&chain);
+    assert!(chain.iter().any(|name| name == "place"), "{chain:?}");
+    assert!(
+        !chain.iter().any(|name| name == "local_transaction"),
+        "{chain:?}"
+    );
     stack.stop().await;
 }
 
