@@ -507,7 +507,7 @@ impl Model for Protocol {
             }
             Action::SendPayTimeout(i) => {
                 // A pay timeout delivered before COMMIT, or for a call that never commits,
-                // finds no order and is acknowledged.
+                // finds no order and claims its barrier (see `DeliverTimeout`).
                 s.timeout_in_flight[i] = false;
                 s.timeout_stored[i] = true;
                 s.timeouts[i] = 1;

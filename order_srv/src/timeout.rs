@@ -179,7 +179,15 @@ pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()
         deps.counters.left_alone.inc();
         return Ok(());
     }
-    let closed_now = close_if_unpaid(&mut conn, order_sn).await?;
+    let closed_now = db::transition_status(
+        &mut conn,
+        order_sn,
+        &[OrderStatus::WaitBuyerPay],
+        OrderStatus::TradeClosed,
+        "",
+        "",
+    )
+    .await?;
     let Some(OrderRow {
         status, user_id, ..
     }) = db::order_by_sn(&mut conn, order_sn).await?
@@ -202,19 +210,6 @@ pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()
     send_reback(deps, order_sn, user_id).await
 }
 
-/// The conditional close: `true` when this call moved the order from unpaid to closed.
-async fn close_if_unpaid(conn: &mut sqlx::MySqlConnection, order_sn: &str) -> Result<bool> {
-    Ok(db::transition_status(
-        conn,
-        order_sn,
-        &[OrderStatus::WaitBuyerPay],
-        OrderStatus::TradeClosed,
-        "",
-        "",
-    )
-    .await?)
-}
-
 /// A pay timeout found no order: its CreateOrder was refused or failed, or is still
 /// running (the pay-timeout is sent with the half message, and may be delivered before
 /// COMMIT when the call takes longer than `ORDER_PAY_TIMEOUT`). Claims the order's barrier
@@ -223,8 +218,8 @@ async fn close_if_unpaid(conn: &mut sqlx::MySqlConnection, order_sn: &str) -> Re
 /// says "aborted" and that order can never be written (its own barrier insert fails).
 /// Without the claim, an order committed after its pay timeout came would never close.
 async fn committed_meanwhile(conn: &mut sqlx::MySqlConnection, order_sn: &str) -> Result<bool> {
-    db::insert_aborted_barrier_if_absent(conn, order_sn).await?;
-    Ok(db::barrier_outcome(conn, order_sn).await? == Some(db::BarrierOutcome::Committed))
+    let outcome = crate::create_order::check_back::claim_barrier(conn, order_sn).await?;
+    Ok(outcome == Some(db::BarrierOutcome::Committed))
 }
 
 async fn send_reback(deps: &OrderCloser, order_sn: &str, user_id: i64) -> Result<()> {

@@ -7,7 +7,7 @@
 //! Either way exactly one outcome is recorded, and the answer follows it.
 
 use rocketmq_client_rust::LocalTransactionState;
-use sqlx::MySqlPool;
+use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::db::{self, BarrierOutcome};
 
@@ -35,7 +35,16 @@ pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
 }
 
 async fn outcome(pool: &MySqlPool, order_sn: &str) -> sqlx::Result<Option<BarrierOutcome>> {
-    let mut conn = pool.acquire().await?;
-    db::insert_aborted_barrier_if_absent(&mut conn, order_sn).await?;
-    db::barrier_outcome(&mut conn, order_sn).await
+    claim_barrier(&mut *pool.acquire().await?, order_sn).await
+}
+
+/// Claims "aborted" for `order_sn` unless its barrier row is there (waiting for a local
+/// transaction that holds it uncommitted), then reads the one outcome recorded. Also what
+/// a pay timeout that finds no order does (`timeout::close_unpaid_order`).
+pub async fn claim_barrier(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+) -> sqlx::Result<Option<BarrierOutcome>> {
+    db::insert_aborted_barrier_if_absent(conn, order_sn).await?;
+    db::barrier_outcome(conn, order_sn).await
 }

@@ -381,8 +381,8 @@ impl LocalTransaction {
         };
         let mut sent = send().await?;
         // Once more after a transport failure (a broker just stopped; see
-        // `OrderPlacer::send_half_message`): a second pay-timeout of the same order is harmless, the
-        // consumer closes an order only while it waits for payment.
+        // `OrderPlacer::send_half_message`): a second pay-timeout of the same order is
+        // harmless, the consumer closes an order only while it waits for payment.
         if let Err(e) = &sent
             && mq::is_transport_failure(e)
         {
