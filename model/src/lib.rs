@@ -195,7 +195,7 @@ pub enum Action {
     SellAnswered(usize),
     /// Sell's deadline passes: the outcome is unknown, so Commit the reback.
     SellTimesOut(usize),
-    /// `write_order` (4.4), from the claim on, beside the half message and Sell: insert
+    /// `write_order_rows` (4.4), from the claim on, beside the half message and Sell: insert
     /// the barrier row 'committed' first (the order's rows follow; nothing is committed).
     InsertBarrier(usize),
     /// `LocalTransaction::pay_timeout`, sent with the half message, beside the claim, Sell
@@ -215,8 +215,8 @@ pub enum Action {
     /// inventory's reback consumer (`RebackHandler::handle`, `stock::reback`) gets the
     /// reback; `true`: the broker will deliver it again (at least once).
     DeliverReback(usize, bool),
-    /// `PayTimeoutHandler::handle`: the pay timeout arrives; conditional close (§7);
-    /// `true`: it will be delivered again.
+    /// `OrderCloser::handle` (`close_on_timeout`): the pay timeout arrives; conditional
+    /// close (§7); `true`: it will be delivered again.
     DeliverTimeout(usize, bool),
     /// `send_reback` after the close (a failed send is a redelivery of the timeout).
     SendTimeoutReback(usize),

@@ -118,7 +118,8 @@ pub struct Config {
     #[arg(long, env = "ORDER_MQ_INSTANCE_NAME")]
     pub mq_instance_name: Option<String>,
 
-    /// How long `tx_barrier` rows are kept (the broker stops asking long before).
+    /// How long `tx_barrier` rows are kept: longer than the broker keeps its commit log
+    /// (`fileReservedTime`), since a half message is checked back as long as it is stored.
     #[arg(long, env = "ORDER_BARRIER_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub barrier_retention: Duration,
 
