@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use sqlx::mysql::MySqlConnectOptions;
 use tokio::sync::RwLock;
 
-use testkit::audit::{AuditInput, audit, report};
+use testkit::audit::{AuditInput, Liveness, audit, report};
 
 use crate::procs::{Parts, Proc};
 
@@ -249,6 +249,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         AuditInput {
             initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
             acknowledged: t.acknowledged.clone(),
+            liveness: Some(Liveness::new(args.pay_timeout)),
         }
     };
     let settle_deadline = Instant::now() + args.settle_within + args.pay_timeout;
@@ -289,6 +290,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             .fetch_one(&order_pool)
             .await?;
     let lags = consumer_lags(&order_pool, started, args.pay_timeout).await?;
+    let timer = {
+        let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "chaos")?;
+        let backlog = crate::soak::timer_backlog(&mq).await;
+        mq.shutdown().await;
+        backlog
+    };
     let mut procs = Arc::try_unwrap(procs)
         .map_err(|_| anyhow::anyhow!("processes still shared"))?
         .into_inner();
@@ -354,6 +361,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "  consumer lag over the whole run: timeouts {}, stock returns {}",
         Lags::of(&lags.timeouts, (f64::MIN, f64::MAX)),
         Lags::of(&lags.rebacks, (f64::MIN, f64::MAX)),
+    );
+    println!(
+        "  broker timer, once quiet: {}",
+        timer.map_or_else(|| "no answer".to_owned(), |t| t.to_string())
     );
     println!("  check-backs that found no commit ('aborted' barrier rows)  {aborted}");
     println!("  stock returns applied  {returned} (of which tombstones {tombstones})");

@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use proto::order::{self as pb, order_client::OrderClient};
 use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
 
-use testkit::audit::{AuditInput, audit, report};
+use testkit::audit::{AuditInput, Liveness, audit, report};
 
 use crate::{
     chaos::seed,
@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &AuditInput {
             initial_stock: Some((1..=20).map(|g| (g, i64::from(STOCK))).collect()),
             acknowledged: demo.acknowledged.clone(),
+            liveness: Some(Liveness::new(args.pay_timeout)),
         },
     )
     .await;

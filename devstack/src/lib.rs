@@ -1,10 +1,11 @@
 //! The development tools: the whole system in one process ([`stack`]), the parts as child
-//! processes ([`procs`]), and the live [`demo`], [`chaos`] and [`bench`] runs built on
+//! processes ([`procs`]), and the live [`demo`], [`chaos`], [`bench`] and [`soak`] runs built on
 //! them. The embedded broker and the audit live in the `testkit` crate.
 
 pub mod bench;
 pub mod chaos;
 pub mod demo;
 pub mod procs;
+pub mod soak;
 pub mod stack;
 pub mod steps;

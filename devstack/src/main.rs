@@ -31,7 +31,9 @@ enum Command {
     Chaos(devstack::chaos::ChaosArgs),
     /// The failure-table scenarios that can be shown live, with timelines, then the audit.
     Demo(devstack::demo::DemoArgs),
-    /// Check invariants I1-I5 across both databases; exits non-zero on a violation.
+    /// Orders at a steady rate for a long time, sampled every minute, then the audit.
+    Soak(devstack::soak::SoakArgs),
+    /// Check invariants I1-I6 across both databases; exits non-zero on a violation.
     Audit(AuditArgs),
 }
 
@@ -57,6 +59,13 @@ struct AuditArgs {
     initial: Vec<String>,
     #[arg(long, conflicts_with = "initial")]
     demo_initial: bool,
+    /// The services' ORDER_PAY_TIMEOUT, for I6 (liveness: no unpaid order older than it
+    /// plus --liveness-slack); without it I6 is skipped.
+    #[arg(long, env = "ORDER_PAY_TIMEOUT", value_parser = humantime::parse_duration)]
+    pay_timeout: Option<Duration>,
+    /// How far past the pay timeout an unpaid order may still be open (I6).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    liveness_slack: Duration,
 }
 
 #[derive(clap::Parser)]
@@ -121,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Bench(args)) => devstack::bench::run(args).await,
         Some(Command::Chaos(args)) => devstack::chaos::run(args).await,
         Some(Command::Demo(args)) => devstack::demo::run(args).await,
+        Some(Command::Soak(args)) => devstack::soak::run(args).await,
     }
 }
 
@@ -162,6 +172,12 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     let input = testkit::audit::AuditInput {
         initial_stock: initial,
         acknowledged: Vec::new(),
+        liveness: args
+            .pay_timeout
+            .map(|pay_timeout| testkit::audit::Liveness {
+                pay_timeout,
+                slack: args.liveness_slack,
+            }),
     };
     let verdicts = testkit::audit::audit(&order, &inventory, &input).await?;
     print!("{}", testkit::audit::report(&verdicts));

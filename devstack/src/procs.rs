@@ -200,6 +200,8 @@ pub struct Parts {
     service_log: Option<&'static str>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` of the services; `None`: no tracing export.
     otlp_endpoint: Option<String>,
+    /// More settings for every order_srv (e.g. the overdue sweep's).
+    order_env: Vec<(String, String)>,
 }
 
 impl Parts {
@@ -229,6 +231,7 @@ impl Parts {
             fast_broker: true,
             service_log: Some("warn,order_srv=info,inventory_srv=info"),
             otlp_endpoint: None,
+            order_env: Vec::new(),
         })
     }
 
@@ -277,6 +280,12 @@ impl Parts {
     /// Services with their default log filter, as the container image runs them.
     pub fn default_service_logs(mut self) -> Self {
         self.service_log = None;
+        self
+    }
+
+    /// Every order_srv also gets `name=value`.
+    pub fn with_order_env(mut self, name: &str, value: String) -> Self {
+        self.order_env.push((name.to_owned(), value));
         self
     }
 
@@ -447,6 +456,7 @@ impl Parts {
             ),
         ];
         env.extend(self.common_env());
+        env.extend(self.order_env.iter().cloned());
         if let Some(failpoints) = failpoints {
             env.push(("FAILPOINTS".into(), failpoints));
         }

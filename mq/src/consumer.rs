@@ -26,6 +26,9 @@ pub struct Delivery {
     pub reconsume_times: i32,
     /// The trace context of the span that sent it (empty when the sender did not trace).
     pub trace: Carrier,
+    /// When the producer sent it (milliseconds since the Unix epoch, the producer's
+    /// clock): a delayed message was due this plus its delay.
+    pub born_at_ms: i64,
 }
 
 impl Delivery {
@@ -36,6 +39,7 @@ impl Delivery {
             body: msg.body().map(|b| b.to_vec()).unwrap_or_default(),
             reconsume_times: msg.reconsume_times(),
             trace: crate::trace_context(msg),
+            born_at_ms: msg.born_timestamp(),
         }
     }
 }

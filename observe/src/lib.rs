@@ -46,6 +46,16 @@ pub fn latency_vec(registry: &Registry, name: &str, help: &str, labels: &[&str])
     histogram
 }
 
+/// Registers one histogram (no labels) with its own buckets (seconds).
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(histogram.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    histogram
+}
+
 /// Registers a counter family, or explains which name collided.
 pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let counter = IntCounterVec::new(Opts::new(name, help), labels)

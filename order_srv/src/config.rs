@@ -64,6 +64,18 @@ pub struct Config {
     #[arg(long, env = "ORDER_PAY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub pay_timeout: Duration,
 
+    /// The overdue-order sweep closes an order still unpaid this long after its pay timeout
+    /// (its pay-timeout message lost or stuck; DESIGN.md §13). Keep it well above the
+    /// timer's normal lateness (seconds): every sweep close is counted
+    /// (`order_overdue_closed_total`) as a message that did not come.
+    #[arg(long, env = "ORDER_OVERDUE_SWEEP_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub overdue_sweep_grace: Duration,
+
+    /// How often the overdue-order sweep looks for unpaid orders past their pay timeout
+    /// plus ORDER_OVERDUE_SWEEP_GRACE.
+    #[arg(long, env = "ORDER_OVERDUE_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub overdue_sweep_interval: Duration,
+
     /// Topic of the "give this order's stock back" message.
     #[arg(long, env = "ORDER_REBACK_TOPIC", default_value = "order_reback")]
     pub reback_topic: String,
@@ -142,6 +154,7 @@ impl std::fmt::Debug for Config {
                 &self.otel_exporter_otlp_endpoint,
             )
             .field("pay_timeout", &self.pay_timeout)
+            .field("overdue_sweep_grace", &self.overdue_sweep_grace)
             .field("reback_topic", &self.reback_topic)
             .field("timeout_topic", &self.timeout_topic)
             .finish_non_exhaustive()

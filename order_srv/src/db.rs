@@ -467,6 +467,63 @@ pub async fn transition_status(
     Ok(query.execute(conn).await?.rows_affected() == 1)
 }
 
+/// Who closed an unpaid order (`order_info.closed_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Its delayed `order_timeout` message.
+    PayTimeout,
+    /// The buyer (CancelOrder).
+    Cancel,
+    /// The overdue-order sweep: its pay-timeout message was lost or late.
+    Sweep,
+}
+
+impl CloseCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::PayTimeout => "pay_timeout",
+            CloseCause::Cancel => "cancel",
+            CloseCause::Sweep => "sweep",
+        }
+    }
+}
+
+/// Closes the order if it is still unpaid (the conditional close every closer shares);
+/// `true` when this call closed it.
+pub async fn close_if_unpaid(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+    cause: CloseCause,
+) -> sqlx::Result<bool> {
+    let closed = sqlx::query(
+        "UPDATE order_info SET status = 'TRADE_CLOSED', closed_by = ?, closed_at = NOW(6) \
+         WHERE order_sn = ? AND status = 'WAIT_BUYER_PAY'",
+    )
+    .bind(cause.as_str())
+    .bind(order_sn)
+    .execute(conn)
+    .await?;
+    Ok(closed.rows_affected() == 1)
+}
+
+/// Up to `limit` unpaid orders placed more than `older_than` ago by the database's clock,
+/// oldest first (index `idx_status_created`).
+pub async fn overdue_unpaid(
+    conn: &mut MySqlConnection,
+    older_than: std::time::Duration,
+    limit: u32,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT order_sn FROM order_info \
+         WHERE status = 'WAIT_BUYER_PAY' AND created_at < NOW(6) - INTERVAL ? MICROSECOND \
+         ORDER BY created_at LIMIT ?",
+    )
+    .bind(u64::try_from(older_than.as_micros()).unwrap_or(u64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// Barrier rows older than the retention (measured by the database's clock, the one that
 /// wrote `created_at`).
 pub const EXPIRED_BARRIERS: service_db::Expiry = service_db::Expiry {

@@ -7,7 +7,8 @@
 //! (the chaos run sets it through the `FAILPOINTS` environment variable).
 //!
 //! Points: `order.after_half_message`, `order.after_sell`, `order.pause_before_barrier`,
-//! `order.fail_local_tx`, `order.pause_before_commit`, `order.after_local_commit`, `order.fail_reback_send`.
+//! `order.fail_local_tx`, `order.pause_before_commit`, `order.after_local_commit`,
+//! `order.fail_reback_send`, `order.drop_pay_timeout` (the pay-timeout message is lost).
 
 use std::time::Duration;
 

@@ -34,6 +34,9 @@ pub struct Application {
     closer: Arc<OrderCloser>,
     barrier_retention: Duration,
     purge_interval: Duration,
+    /// An unpaid order is swept this long after it was placed (pay timeout plus grace).
+    overdue_after: Duration,
+    sweep_interval: Duration,
     metrics: OrderMetrics,
     registry: observe::Registry,
     metrics_listener: TcpListener,
@@ -124,6 +127,7 @@ impl Application {
             producer: plain_producer.clone(),
             reback_topic: config.reback_topic.clone(),
             counters: timeout_counters.clone(),
+            pay_timeout: config.pay_timeout,
         });
         let timeout_consumer = mq::consumer::start(
             &mq,
@@ -160,6 +164,10 @@ impl Application {
             closer,
             barrier_retention: config.barrier_retention,
             purge_interval: config.purge_interval,
+            overdue_after: config
+                .pay_timeout
+                .saturating_add(config.overdue_sweep_grace),
+            sweep_interval: config.overdue_sweep_interval,
             inventory_discovery,
         })
     }
@@ -194,8 +202,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
-    /// gRPC server drains its calls; one signal stops the purge, the metrics endpoint and
-    /// the pay-timeout consumer (which finishes its in-flight deliveries); the producers go
+    /// gRPC server drains its calls; one signal stops the purge, the overdue sweep, the
+    /// metrics endpoint and the pay-timeout consumer (which finishes its in-flight deliveries); the producers go
     /// offline (every transaction in flight already got its answer); the client runtime
     /// and the pool close.
     pub async fn run_until(
@@ -212,6 +220,8 @@ impl Application {
             closer,
             barrier_retention,
             purge_interval,
+            overdue_after,
+            sweep_interval,
             metrics,
             registry,
             metrics_listener,
@@ -229,8 +239,10 @@ impl Application {
             crate::db::EXPIRED_BARRIERS,
             barrier_retention,
             purge_interval,
-            stopped,
+            stopped.clone(),
         );
+        let sweeper =
+            crate::timeout::spawn_sweep(closer.clone(), overdue_after, sweep_interval, stopped);
         let placer = Arc::new(placer);
         let service = OrderServer::new(OrderService::new(
             pool.clone(),
@@ -243,6 +255,7 @@ impl Application {
 
         let _ = stop.send(true);
         let _ = purger.await;
+        let _ = sweeper.await;
         let _ = metrics_server.await;
         timeout_consumer.shutdown().await;
         placer.shutdown(Duration::from_secs(10)).await;

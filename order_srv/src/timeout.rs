@@ -8,8 +8,14 @@
 //! send is repeated; inventory's reback is idempotent. A pay timeout that finds no order
 //! claims the order's barrier first (`committed_meanwhile`), so an order still being
 //! placed is either closed once it commits or never written.
+//!
+//! The overdue-order sweep ([`sweep_overdue`], DESIGN.md §13) is the safety net for a
+//! pay-timeout message that is lost or stuck: an unpaid order well past its pay timeout is
+//! closed through the same conditional close, counted apart
+//! (`order_overdue_closed_total`) and marked `closed_by = 'sweep'`, so a timer that stops
+//! shows in the metrics and the audit instead of being hidden by the sweep.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use observe::{Histogram, IntCounter, Registry};
 
@@ -18,7 +24,7 @@ use rocketmq_client_rust::DefaultMQProducer;
 use sqlx::MySqlPool;
 
 use crate::{
-    db::{self, OrderRow},
+    db::{self, CloseCause, OrderRow},
     domain,
     domain::OrderStatus,
     error::{Error, Reason, Result},
@@ -38,6 +44,11 @@ pub struct TimeoutCounters {
     pub dead: IntCounter,
     /// How long handling one delivery took (`order_pay_timeout_seconds`).
     pub handled_seconds: Histogram,
+    /// How long after it was due a pay-timeout message was first handled (its send time
+    /// plus the pay timeout, by the sender's clock): the timer's and the consumer's lag.
+    pub lateness_seconds: Histogram,
+    /// Orders the overdue sweep closed: each one a pay-timeout message lost or late.
+    pub swept: IntCounter,
 }
 
 impl TimeoutCounters {
@@ -73,6 +84,16 @@ impl TimeoutCounters {
                 &[],
             )
             .with_label_values(&[] as &[&str]),
+            lateness_seconds: observe::histogram(
+                registry,
+                "order_pay_timeout_lateness_seconds",
+                "how long after it was due a pay-timeout message was first handled",
+                &[0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0],
+            ),
+            swept: single(
+                "order_overdue_closed_total",
+                "unpaid orders closed by the overdue sweep (their pay-timeout message lost or late)",
+            ),
         }
     }
 }
@@ -89,11 +110,16 @@ pub struct OrderCloser {
     pub producer: DefaultMQProducer,
     pub reback_topic: String,
     pub counters: Arc<TimeoutCounters>,
+    /// The delay of the pay-timeout messages (for their lateness).
+    pub pay_timeout: Duration,
 }
 
 impl Handler for OrderCloser {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let started = std::time::Instant::now();
+        if delivery.reconsume_times == 0 {
+            self.observe_lateness(delivery.born_at_ms);
+        }
         let outcome = self.close_on_timeout(delivery).await;
         self.counters
             .handled_seconds
@@ -109,6 +135,18 @@ impl Handler for OrderCloser {
 }
 
 impl OrderCloser {
+    fn observe_lateness(&self, born_at_ms: i64) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let pay_timeout_ms = i64::try_from(self.pay_timeout.as_millis()).unwrap_or(i64::MAX);
+        let late_ms = now_ms
+            .saturating_sub(born_at_ms)
+            .saturating_sub(pay_timeout_ms);
+        // A message delivered early (or a clock ahead of this one) counts as on time.
+        self.counters
+            .lateness_seconds
+            .observe(late_ms.max(0) as f64 / 1000.0);
+    }
+
     #[tracing::instrument(skip_all, fields(order_sn))]
     async fn close_on_timeout(&self, delivery: &Delivery) -> Outcome {
         let order_sn = OrderSnBody::parse(Some(&delivery.body))
@@ -119,7 +157,7 @@ impl OrderCloser {
             Err(reason) => return Outcome::Dead(reason),
         };
         tracing::Span::current().record("order_sn", order_sn.as_str());
-        match close_unpaid_order(self, &order_sn).await {
+        match close_unpaid_order(self, &order_sn, CloseCause::PayTimeout).await {
             Ok(()) => Outcome::Done,
             Err(e) => {
                 self.counters.retried.inc();
@@ -147,7 +185,7 @@ impl OrderCloser {
             return Err(not_found());
         }
         drop(conn);
-        close_unpaid_order(self, order_sn).await?;
+        close_unpaid_order(self, order_sn, CloseCause::Cancel).await?;
         let mut conn = self.pool.acquire().await?;
         let order = db::order_by_sn(&mut conn, order_sn)
             .await?
@@ -166,7 +204,11 @@ impl OrderCloser {
 }
 
 /// Closes the order if it is still unpaid; sends the reback whenever it is closed.
-pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()> {
+pub async fn close_unpaid_order(
+    deps: &OrderCloser,
+    order_sn: &str,
+    cause: CloseCause,
+) -> Result<()> {
     let mut conn = deps.pool.acquire().await?;
     // Looked up before the close, not after: an order committed between a close that
     // found nothing and a read that finds it unpaid would never be closed.
@@ -179,15 +221,7 @@ pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()
         deps.counters.left_alone.inc();
         return Ok(());
     }
-    let closed_now = db::transition_status(
-        &mut conn,
-        order_sn,
-        &[OrderStatus::WaitBuyerPay],
-        OrderStatus::TradeClosed,
-        "",
-        "",
-    )
-    .await?;
+    let closed_now = db::close_if_unpaid(&mut conn, order_sn, cause).await?;
     let Some(OrderRow {
         status, user_id, ..
     }) = db::order_by_sn(&mut conn, order_sn).await?
@@ -199,8 +233,19 @@ pub async fn close_unpaid_order(deps: &OrderCloser, order_sn: &str) -> Result<()
     };
     drop(conn);
     if closed_now {
-        deps.counters.closed.inc();
-        tracing::info!("unpaid order closed");
+        match cause {
+            CloseCause::Sweep => {
+                deps.counters.swept.inc();
+                tracing::warn!(
+                    order_sn,
+                    "overdue unpaid order closed by the sweep: its pay-timeout message is lost or late"
+                );
+            }
+            _ => {
+                deps.counters.closed.inc();
+                tracing::info!(cause = cause.as_str(), "unpaid order closed");
+            }
+        }
     }
     if status != OrderStatus::TradeClosed {
         tracing::info!(status = ?status, "order paid or moving on; left alone");
@@ -236,4 +281,54 @@ async fn send_reback(deps: &OrderCloser, order_sn: &str, user_id: i64) -> Result
     deps.counters.rebacks_sent.inc();
     tracing::info!("reback sent for the closed order");
     Ok(())
+}
+
+/// Orders one sweep pass takes at most per statement.
+const SWEEP_BATCH: u32 = 500;
+
+/// The overdue-order sweep, once: closes every order still unpaid `overdue_after` after it
+/// was placed, through the pay timeout's own conditional close and reback (so it races a
+/// payment, a cancel or the late message itself safely, on any number of replicas at
+/// once); returns how many it closed. An order it cannot close now (the database or the
+/// broker away) is left for the next pass.
+pub async fn sweep_overdue(deps: &OrderCloser, overdue_after: Duration) -> Result<u64> {
+    let mut closed = 0u64;
+    loop {
+        let mut conn = deps.pool.acquire().await?;
+        let overdue = db::overdue_unpaid(&mut conn, overdue_after, SWEEP_BATCH).await?;
+        drop(conn);
+        let before = deps.counters.swept.get();
+        for order_sn in &overdue {
+            close_unpaid_order(deps, order_sn, CloseCause::Sweep).await?;
+        }
+        closed = closed.saturating_add(deps.counters.swept.get().saturating_sub(before));
+        if overdue.len() < SWEEP_BATCH as usize {
+            return Ok(closed);
+        }
+    }
+}
+
+/// Runs [`sweep_overdue`] every `every` until `stop` turns true.
+pub fn spawn_sweep(
+    deps: Arc<OrderCloser>,
+    overdue_after: Duration,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            match sweep_overdue(&deps, overdue_after).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    closed = n,
+                    "the overdue sweep closed unpaid orders whose pay-timeout message never came"
+                ),
+                Err(e) => tracing::warn!(error = %e, "overdue sweep failed; will retry"),
+            }
+        }
+    })
 }

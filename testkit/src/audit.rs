@@ -2,8 +2,17 @@
 //!
 //! Run it after quiescence (no CreateOrder in flight, check-backs, retries and pay
 //! timeouts drained): I2 compares the two databases and is only meaningful then.
+//!
+//! I1-I5 are safety: they all hold while an unpaid order holds its stock forever. I6 is
+//! liveness: no unpaid order outlives its pay timeout plus a stated slack. Its verdict also
+//! tells who closed the closed orders and how late the pay-timeout messages came, and
+//! counts the overdue sweep's closes apart: each is a pay-timeout message that did not
+//! come in time, which the sweep hid from I6.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::Duration,
+};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -17,6 +26,8 @@ pub struct Verdict {
     /// `false` when the audit lacked the input to check it (e.g. initial stock).
     pub checked: bool,
     pub violations: Vec<String>,
+    /// What the verdict saw besides its violations (printed under it).
+    pub notes: Vec<String>,
 }
 
 impl Verdict {
@@ -32,6 +43,29 @@ pub struct AuditInput {
     pub initial_stock: Option<HashMap<i32, i64>>,
     /// order_sns of CreateOrder calls that returned OK (I4).
     pub acknowledged: Vec<String>,
+    /// The services' pay timeout and the slack I6 allows past it; I6 is skipped without.
+    pub liveness: Option<Liveness>,
+}
+
+/// What I6 needs: the pay timeout the order services run with, and how late past it an
+/// unpaid order may still be open once the system is quiet.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub pay_timeout: Duration,
+    pub slack: Duration,
+}
+
+impl Liveness {
+    /// The slack the audit states when none is given: the timer's one-second slots, the
+    /// consumer's rebalance and retry, and a loaded CI machine.
+    pub const DEFAULT_SLACK: Duration = Duration::from_secs(30);
+
+    pub fn new(pay_timeout: Duration) -> Self {
+        Self {
+            pay_timeout,
+            slack: Self::DEFAULT_SLACK,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +134,7 @@ pub async fn audit(
             rule: "initial stock = current stock + deducted, per goods",
             checked: false,
             violations: Vec::new(),
+            notes: Vec::new(),
         },
         Some(initial) => {
             let current: HashMap<i32, i64> = stocks.iter().copied().collect();
@@ -125,6 +160,7 @@ pub async fn audit(
                 rule: "initial stock = current stock + deducted, per goods",
                 checked: true,
                 violations,
+                notes: Vec::new(),
             }
         }
     };
@@ -197,26 +233,164 @@ pub async fn audit(
             rule: "stock DEDUCTED <=> order exists and is not TRADE_CLOSED",
             checked: true,
             violations: i2,
+            notes: Vec::new(),
         },
         Verdict {
             name: "I3 no oversell",
             rule: "stock never below zero",
             checked: true,
             violations: i3,
+            notes: Vec::new(),
         },
         Verdict {
             name: "I4 durability",
             rule: "every acknowledged CreateOrder has its order row and its deduction",
             checked: true,
             violations: i4,
+            notes: Vec::new(),
         },
         Verdict {
             name: "I5 exactly-once effect",
             rule: "each deduction equals its order's goods (nothing deducted or returned twice)",
             checked: true,
             violations: i5,
+            notes: Vec::new(),
         },
+        liveness(order_db, input.liveness).await?,
     ])
+}
+
+/// I6: once the system is quiet, no unpaid order is older than its pay timeout plus the
+/// slack. Notes: who closed the closed orders, how late after their pay timeout the
+/// pay-timeout messages closed theirs, and the overdue sweep's closes.
+async fn liveness(order_db: &MySqlPool, liveness: Option<Liveness>) -> anyhow::Result<Verdict> {
+    const NAME: &str = "I6 liveness";
+    let Some(Liveness { pay_timeout, slack }) = liveness else {
+        return Ok(Verdict {
+            name: NAME,
+            rule: "no unpaid order outlives its pay timeout (pay timeout not given)",
+            checked: false,
+            violations: Vec::new(),
+            notes: Vec::new(),
+        });
+    };
+    let limit = pay_timeout.saturating_add(slack);
+    // Ages by the database's clock, the one that stamped created_at.
+    let unpaid: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT order_sn, TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM order_info \
+         WHERE status = 'WAIT_BUYER_PAY' ORDER BY created_at",
+    )
+    .fetch_all(order_db)
+    .await
+    .context("reading unpaid orders")?;
+    let violations = unpaid
+        .iter()
+        .filter(|(_, age)| Duration::from_micros(u64::try_from(*age).unwrap_or(0)) > limit)
+        .map(|(order_sn, age)| {
+            format!(
+                "{order_sn}: unpaid for {:.1}s, pay timeout {:?} + slack {:?}",
+                *age as f64 / 1e6,
+                pay_timeout,
+                slack
+            )
+        })
+        .collect();
+    let closes = close_report(order_db, pay_timeout).await?;
+    Ok(Verdict {
+        name: NAME,
+        rule: "once quiet, no unpaid order is older than its pay timeout + slack",
+        checked: true,
+        violations,
+        notes: closes.notes(slack),
+    })
+}
+
+/// Who closed the closed orders (`order_info.closed_by`), and how late the pay-timeout
+/// messages closed theirs.
+#[derive(Debug, Clone, Default)]
+pub struct CloseReport {
+    pub by_pay_timeout: usize,
+    pub by_cancel: usize,
+    pub by_sweep: usize,
+    /// Closed before `closed_by` existed (older rows).
+    pub unattributed: usize,
+    /// Seconds past its pay timeout each pay-timeout close came, sorted.
+    pub lateness: Vec<f64>,
+}
+
+impl CloseReport {
+    /// The lateness at quantile `q` (0..=1), 0 without closes.
+    pub fn lateness_at(&self, q: f64) -> f64 {
+        if self.lateness.is_empty() {
+            return 0.0;
+        }
+        let last = self.lateness.len() - 1;
+        let i = ((last as f64) * q.clamp(0.0, 1.0)).round() as usize;
+        self.lateness.get(i.min(last)).copied().unwrap_or(0.0)
+    }
+
+    fn notes(&self, slack: Duration) -> Vec<String> {
+        let mut notes = vec![format!(
+            "closed by pay timeout {}, by cancel {}, by the overdue sweep {}{}",
+            self.by_pay_timeout,
+            self.by_cancel,
+            self.by_sweep,
+            if self.unattributed > 0 {
+                format!(", unattributed {}", self.unattributed)
+            } else {
+                String::new()
+            }
+        )];
+        if !self.lateness.is_empty() {
+            notes.push(format!(
+                "pay-timeout closes after their timeout: p50 {:.1}s, p99 {:.1}s, max {:.1}s (slack {:?})",
+                self.lateness_at(0.5),
+                self.lateness_at(0.99),
+                self.lateness_at(1.0),
+                slack
+            ));
+        }
+        if self.by_sweep > 0 {
+            notes.push(format!(
+                "{} pay-timeout messages never came in time: the overdue sweep closed their orders",
+                self.by_sweep
+            ));
+        }
+        notes
+    }
+}
+
+/// Reads who closed the closed orders and how late the pay-timeout closes were.
+pub async fn close_report(
+    order_db: &MySqlPool,
+    pay_timeout: Duration,
+) -> anyhow::Result<CloseReport> {
+    let rows: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT closed_by, TIMESTAMPDIFF(MICROSECOND, created_at, closed_at) FROM order_info \
+         WHERE status = 'TRADE_CLOSED'",
+    )
+    .fetch_all(order_db)
+    .await
+    .context("reading closed orders")?;
+    let mut report = CloseReport::default();
+    let timeout = pay_timeout.as_secs_f64();
+    for (by, open_micros) in rows {
+        match by.as_deref() {
+            Some("pay_timeout") => {
+                report.by_pay_timeout += 1;
+                if let Some(micros) = open_micros {
+                    report
+                        .lateness
+                        .push((micros as f64 / 1e6 - timeout).max(0.0));
+                }
+            }
+            Some("cancel") => report.by_cancel += 1,
+            Some("sweep") => report.by_sweep += 1,
+            _ => report.unattributed += 1,
+        }
+    }
+    report.lateness.sort_by(f64::total_cmp);
+    Ok(report)
 }
 
 /// One line per invariant, PASS/FAIL/SKIP, and the offenders under each failure.
@@ -229,6 +403,9 @@ pub fn report(verdicts: &[Verdict]) -> String {
             (true, false) => "FAIL",
         };
         out.push_str(&format!("{verdict}  {:<24} {}\n", v.name, v.rule));
+        for note in &v.notes {
+            out.push_str(&format!("        note: {note}\n"));
+        }
         for violation in v.violations.iter().take(50) {
             out.push_str(&format!("        {violation}\n"));
         }

@@ -149,9 +149,20 @@ impl LocalTransaction {
     /// request less competing with Sell for the cores). A call refused at its claim, or
     /// later, leaves a pay-timeout that finds no order: it claims the order's barrier, as a
     /// check-back would, and is acknowledged (`timeout::close_unpaid_order`).
-    pub async fn pay_timeout(&self, order_sn: &str, stored: oneshot::Sender<Result<()>>) {
+    pub async fn pay_timeout(
+        &self,
+        order_sn: &str,
+        user_id: i64,
+        stored: oneshot::Sender<Result<()>>,
+    ) {
         let sending = Instant::now();
-        let outcome = self.send_pay_timeout(order_sn).await;
+        let outcome = if faults::triggered("order.drop_pay_timeout", user_id) {
+            // A pay-timeout message the broker lost: "stored", never delivered. Only the
+            // overdue sweep closes this order.
+            Ok(())
+        } else {
+            self.send_pay_timeout(order_sn).await
+        };
         self.metrics
             .step_took(Step::PayTimeoutSend, sending.elapsed());
         let _ = stored.send(outcome);

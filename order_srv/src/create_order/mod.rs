@@ -233,10 +233,11 @@ impl OrderPlacer {
         });
         tokio::join!(
             Box::pin(self.send_half_message(&call, sent)),
-            Box::pin(
-                self.local_transaction
-                    .pay_timeout(&call.order_sn, pay_timeout_stored)
-            ),
+            Box::pin(self.local_transaction.pay_timeout(
+                &call.order_sn,
+                call.order.user_id,
+                pay_timeout_stored
+            )),
             local_transaction
         );
     }

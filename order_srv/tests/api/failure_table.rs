@@ -530,9 +530,13 @@ async fn row11_a_pay_timeout_that_comes_before_its_order_is_written_keeps_it_fro
         })
         .await;
         // What the pay-timeout consumer does with a delivery of this order's pay timeout.
-        order_srv::timeout::close_unpaid_order(&stack.closer, &order_sn)
-            .await
-            .expect("the pay timeout handled");
+        order_srv::timeout::close_unpaid_order(
+            &stack.closer,
+            &order_sn,
+            order_srv::db::CloseCause::PayTimeout,
+        )
+        .await
+        .expect("the pay timeout handled");
         // It claimed the barrier itself: the broker's check-back, which would claim it
         // too, comes a second or more after the half message, this within milliseconds.
         assert_eq!(stack.barrier(&order_sn).await.as_deref(), Some("aborted"));
@@ -704,5 +708,63 @@ async fn row13_a_reback_that_fails_inside_the_consumer_is_redelivered_and_applie
     })
     .await;
     assert_eq!(stack.stock(1).await, 10);
+    stack.stop().await;
+}
+
+/// DESIGN.md §9, "a pay-timeout message is lost": the overdue sweep closes the order once
+/// it is past its pay timeout plus the grace, through the pay timeout's own close, and
+/// the stock comes back. The close is counted apart and marked as the sweep's, so the
+/// audit shows it. Before the sweep existed the order stayed unpaid, holding its stock.
+#[sqlx::test(migrations = false)]
+async fn a_lost_pay_timeout_message_is_made_up_for_by_the_overdue_sweep(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let user = 2_000_011;
+    let mut config = order_config();
+    config.pay_timeout = Duration::from_secs(2);
+    config.overdue_sweep_grace = Duration::from_secs(1);
+    config.overdue_sweep_interval = Duration::from_millis(500);
+    let stack = spawn_stack_with(db, config).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(user, 1, 4).await;
+    let armed_order_drop_pay_timeout =
+        arm("order.drop_pay_timeout", &format!("return({user})")).await;
+    let order = stack.create_order(user).await.expect("order");
+    drop(armed_order_drop_pay_timeout);
+    assert_eq!(stack.stock(1).await, 6);
+
+    eventually(PATIENCE, "the sweep's close and the stock back", || async {
+        (stack.order_status(&order.order_sn).await.as_deref() == Some("TRADE_CLOSED")
+            && stack.stock(1).await == 10)
+            .then_some(())
+    })
+    .await;
+    let (closed_by, open_for): (Option<String>, i64) = sqlx::query_as(
+        "SELECT closed_by, TIMESTAMPDIFF(MICROSECOND, created_at, closed_at) \
+         FROM order_info WHERE order_sn = ?",
+    )
+    .bind(&order.order_sn)
+    .fetch_one(&stack.order_pool)
+    .await
+    .expect("order row");
+    assert_eq!(closed_by.as_deref(), Some("sweep"));
+    assert!(
+        open_for >= 3_000_000,
+        "closed {open_for} µs after it was placed: before its pay timeout and grace"
+    );
+    assert_eq!(stack.timeout_counters.swept.get(), 1);
+    assert_eq!(
+        stack.timeout_counters.closed.get(),
+        0,
+        "no pay timeout came"
+    );
+    let closes = testkit::audit::close_report(&stack.order_pool, Duration::from_secs(2))
+        .await
+        .expect("close report");
+    assert_eq!((closes.by_sweep, closes.by_pay_timeout), (1, 0));
+    stack
+        .audit(&[(1, 10)], std::slice::from_ref(&order.order_sn))
+        .await;
     stack.stop().await;
 }

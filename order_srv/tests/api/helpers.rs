@@ -435,11 +435,12 @@ impl Stack {
             .expect("dead messages")
     }
 
-    /// I1-I5 across both databases.
+    /// I1-I6 across both databases (I6 with this stack's pay timeout).
     pub async fn audit(&self, initial: &[(i32, i64)], acknowledged: &[String]) {
         let input = testkit::audit::AuditInput {
             initial_stock: Some(initial.iter().copied().collect()),
             acknowledged: acknowledged.to_vec(),
+            liveness: Some(testkit::audit::Liveness::new(self.config.pay_timeout)),
         };
         let verdicts = testkit::audit::audit(&self.order_pool, &self.inventory_pool, &input)
             .await

@@ -121,3 +121,84 @@ async fn a_delayed_message_is_delivered_no_earlier_than_its_delay() {
     producer.shutdown().await;
     mq.shutdown().await;
 }
+
+/// A steady stream of delayed messages, faster than the timer's old per-second batches
+/// (64 in, 64 out) and without a pause for its enqueue to catch up: every message comes
+/// out, close to its time. Before the broker's timer was patched
+/// (vendor/rocketmq-store/PATCHED.md) none did: delivery waited for an enqueue cursor that
+/// a steady stream never lets catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_delayed_messages_is_delivered_on_time() {
+    const RATE: u64 = 150;
+    const SECONDS: u64 = 20;
+    const DELAY: Duration = Duration::from_secs(3);
+    const LATE: Duration = Duration::from_secs(5);
+    let mq = mq("delay-stream-test");
+    let topic = topic(&mq, "delay_stream").await;
+    let (mut consumer, received) =
+        collecting_consumer(&mq, &unique("delay_stream_group"), &topic, None, |_| {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+        .await;
+    let mut producer = mq.producer(&unique("delay_stream_producer"));
+    producer.start().await.expect("producer");
+
+    let total = RATE * SECONDS;
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..total {
+        // Paced by the clock, not by the sends: a slow send does not slow the stream.
+        let due = started + Duration::from_millis(i * 1000 / RATE);
+        tokio::time::sleep_until(due.into()).await;
+        let producer = producer.clone();
+        let body = format!("m{i}");
+        let message = rocketmq_model::common::message::message_single::Message::builder()
+            .topic(topic.as_str())
+            .body(body.clone().into_bytes())
+            .delay_secs(DELAY.as_secs())
+            .build()
+            .expect("message");
+        sent.push((body, Instant::now()));
+        sends.spawn(async move { producer.send(message).await.map(|_| ()) });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.expect("send task").expect("send");
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    assert!(rate >= RATE as f64 * 0.9, "sent only {rate:.0}/s");
+
+    let last_due = sent.last().map(|(_, at)| *at + DELAY).expect("sent");
+    let deadline = last_due + PATIENCE;
+    while (received.all().len() as u64) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} delayed messages delivered {:?} after the last was due",
+            received.all().len(),
+            last_due.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let arrived: std::collections::HashMap<String, Instant> =
+        received.all().into_iter().map(|d| (d.body, d.at)).collect();
+    let mut lateness: Vec<Duration> = sent
+        .iter()
+        .map(|(body, at)| {
+            let got = arrived.get(body).expect("delivered");
+            assert!(
+                *got - *at >= DELAY - Duration::from_millis(100),
+                "{body} came early"
+            );
+            (*got - *at).saturating_sub(DELAY)
+        })
+        .collect();
+    lateness.sort();
+    let worst = lateness.last().copied().unwrap_or_default();
+    assert!(
+        worst <= LATE,
+        "the latest delayed message came {worst:?} after its time"
+    );
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    mq.shutdown().await;
+}

@@ -1,0 +1,703 @@
+//! `devstack soak`: a steady stream of orders for a given time, at a given rate, against
+//! the broker and both services as processes, with a short pay timeout so that every
+//! background path runs many times: CreateOrder, payments, cancels, pay timeouts and
+//! their rebacks, the overdue sweep and the purges. Sampled while it runs (orders/s,
+//! CreateOrder p50/p99, unpaid and overdue orders, who closed what, RSS and open files of
+//! every process, MySQL connections, rows per table, the broker's store); at the end, once
+//! quiet, the I1-I6 audit and how late the pay timeouts came.
+//!
+//! It fails (exit code 1) when an invariant is violated, when the overdue sweep had to
+//! close an order (a pay-timeout message did not come in time), when the pay-timeout
+//! closes' p99 lateness is above `--max-lateness`, or when the stream fell short of
+//! `--rate`. `scripts/test` runs it at 100 orders/s for 2 minutes with a 30 s pay timeout.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use proto::order::{self as pb, order_client::OrderClient};
+use serde_json::json;
+use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use testkit::audit::{AuditInput, Liveness, audit, close_report, report};
+
+use crate::procs::{Parts, Proc};
+
+#[derive(Debug, Clone, clap::Parser)]
+pub struct SoakArgs {
+    /// How long orders are placed.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Orders started per second (open loop: a slow answer does not slow the stream,
+    /// up to --concurrency calls in flight).
+    #[arg(long, default_value_t = 100)]
+    pub rate: u32,
+    /// Most orders in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// The services' pay timeout.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub pay_timeout: Duration,
+    /// Every n-th order is paid at once (the rest wait for their pay timeout).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pay_every: u32,
+    /// Every n-th order (offset by one from the paid ones) is cancelled by its buyer.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..))]
+    pub cancel_every: u32,
+    /// order_srv's ORDER_OVERDUE_SWEEP_GRACE: unpaid this long past the pay timeout, an
+    /// order is closed by the sweep (and the run fails: its message did not come).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sweep_grace: Duration,
+    /// The largest p99 lateness of the pay-timeout closes past their timeout.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_lateness: Duration,
+    /// How often a sample line is printed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+    /// How long to wait for quiescence after the last order, beyond the pay timeout.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub settle_within: Duration,
+    /// Where the samples and the result go as JSON (default: soak.json in the run's
+    /// directory, printed).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "SOAK_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306"
+    )]
+    pub mysql_url: String,
+}
+
+const GOODS: i32 = 20;
+const ORDER_DB: &str = "shop_soak_order";
+const INVENTORY_DB: &str = "shop_soak_inventory";
+
+/// One CreateOrder: when it was answered, how long it took, and whether it succeeded.
+struct Call {
+    at: Instant,
+    latency: Duration,
+    ok: bool,
+}
+
+#[derive(Default)]
+struct Calls {
+    calls: Vec<Call>,
+    failed: std::collections::BTreeMap<String, usize>,
+    payments_refused: usize,
+    cancels_refused: usize,
+}
+
+pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+    let base: MySqlConnectOptions = args.mysql_url.parse().context("SOAK_MYSQL_URL")?;
+    testkit::mysql::recreate_databases(&base, &[ORDER_DB, INVENTORY_DB], "SOAK_MYSQL_URL").await?;
+    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
+    let work = std::env::temp_dir().join(format!("shop-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    println!(
+        "soak: {} orders/s for {:?}, pay timeout {:?} (every {}th paid, every {}th cancelled); \
+         logs in {}",
+        args.rate,
+        args.duration,
+        args.pay_timeout,
+        args.pay_every,
+        args.cancel_every,
+        work.display()
+    );
+    let parts = Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?
+        .with_order_env(
+            "ORDER_OVERDUE_SWEEP_GRACE",
+            format!("{}ms", args.sweep_grace.as_millis()),
+        )
+        .with_order_env("ORDER_OVERDUE_SWEEP_INTERVAL", "5s".into());
+    let mut broker = parts.broker().await?;
+    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
+    let mut inventory = parts.inventory(false).await?;
+    let mut order = parts.order_with(None).await?;
+    // Enough stock that no order is refused for want of it.
+    let stock = i32::try_from(
+        u64::from(args.rate)
+            .saturating_mul(args.duration.as_secs().max(1))
+            .saturating_mul(2),
+    )
+    .unwrap_or(i32::MAX)
+    .max(1_000);
+    crate::chaos::seed(&parts.order_addr(), &parts.inventory_addr(), stock).await?;
+    let order_pool = MySqlPool::connect(&parts.order_db_url()).await?;
+    let inventory_pool = MySqlPool::connect(&parts.inventory_db_url()).await?;
+    let client = OrderClient::connect(parts.order_addr()).await?;
+    let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "soak")?;
+
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut next_sample = started + args.sample_every;
+    let mut sampled_at = started;
+    let mut tasks = tokio::task::JoinSet::new();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let mut i: u64 = 0;
+    let stream_end = started + args.duration;
+    print_sample_header();
+    loop {
+        let due = started + interval.mul_f64(i as f64);
+        if due >= stream_end {
+            break;
+        }
+        if Instant::now() >= next_sample {
+            let sample = sample(
+                &mq,
+                &order_pool,
+                &inventory_pool,
+                &[&broker, &inventory, &order],
+                &work,
+                &calls,
+                (sampled_at, Instant::now()),
+                started,
+                args.pay_timeout,
+            )
+            .await?;
+            print_sample(&sample);
+            samples.push(sample);
+            sampled_at = Instant::now();
+            next_sample += args.sample_every;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let permit = slots.clone().acquire_owned().await?;
+        let (client, calls, args) = (client.clone(), calls.clone(), args.clone());
+        tasks.spawn(async move {
+            place(client, i, &args, &calls).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+        i += 1;
+    }
+    while tasks.join_next().await.is_some() {}
+    let placed_in = started.elapsed();
+    let started_orders = i;
+    let achieved = started_orders as f64 / placed_in.as_secs_f64().max(0.001);
+    let last = sample(
+        &mq,
+        &order_pool,
+        &inventory_pool,
+        &[&broker, &inventory, &order],
+        &work,
+        &calls,
+        (sampled_at, Instant::now()),
+        started,
+        args.pay_timeout,
+    )
+    .await?;
+    print_sample(&last);
+    samples.push(last);
+
+    // Quiet: every unpaid order closed (or the deadline passed) and the audit passing twice.
+    let liveness = Liveness::new(args.pay_timeout);
+    let input = AuditInput {
+        initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
+        acknowledged: Vec::new(),
+        liveness: Some(liveness),
+    };
+    let settle_deadline = Instant::now() + args.pay_timeout + args.settle_within;
+    let mut passes = 0;
+    let verdicts = loop {
+        let verdicts = audit(&order_pool, &inventory_pool, &input).await?;
+        let unpaid: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
+                .fetch_one(&order_pool)
+                .await?;
+        passes = if verdicts.iter().all(|v| v.passed()) && unpaid == 0 {
+            passes + 1
+        } else {
+            0
+        };
+        if passes >= 2 || Instant::now() >= settle_deadline {
+            break verdicts;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let quiet_after = started.elapsed().saturating_sub(placed_in);
+    let closes = close_report(&order_pool, args.pay_timeout).await?;
+    let timer = scrape_counters(&parts.order_metrics_addr()).await.ok();
+    let timer_at_end = timer_backlog(&mq).await;
+    mq.shutdown().await;
+    for proc in [&mut order, &mut inventory, &mut broker] {
+        proc.stop(Duration::from_secs(20)).await;
+    }
+
+    let (ok, failed, latency) = {
+        let c = calls
+            .lock()
+            .map_err(|_| anyhow::anyhow!("calls poisoned"))?;
+        let mut latencies: Vec<Duration> =
+            c.calls.iter().filter(|c| c.ok).map(|c| c.latency).collect();
+        latencies.sort();
+        (
+            latencies.len(),
+            c.failed.clone(),
+            (percentile(&latencies, 0.5), percentile(&latencies, 0.99)),
+        )
+    };
+    let lateness = (
+        closes.lateness_at(0.5),
+        closes.lateness_at(0.99),
+        closes.lateness_at(1.0),
+    );
+    println!("\nsoak summary:");
+    println!(
+        "  orders started         {started_orders} in {:.1}s ({achieved:.1}/s; asked {}/s)",
+        placed_in.as_secs_f64(),
+        args.rate
+    );
+    println!(
+        "  CreateOrder OK         {ok} (p50 {:.1} ms, p99 {:.1} ms)",
+        ms(latency.0),
+        ms(latency.1)
+    );
+    for (code, n) in &failed {
+        println!("  failed {code:<16} {n}");
+    }
+    println!(
+        "  closed                 by pay timeout {}, by cancel {}, by the overdue sweep {}",
+        closes.by_pay_timeout, closes.by_cancel, closes.by_sweep
+    );
+    println!(
+        "  pay-timeout lateness   p50 {:.1}s, p99 {:.1}s, max {:.1}s (limit p99 {:?})",
+        lateness.0, lateness.1, lateness.2, args.max_lateness
+    );
+    if let Some(timer) = &timer {
+        println!("  order_srv counters     {timer}");
+    }
+    match &timer_at_end {
+        Some(backlog) => println!("  broker timer at end    {backlog}"),
+        None => println!("  broker timer at end    no answer"),
+    }
+    println!("  quiet after            {:.1}s", quiet_after.as_secs_f64());
+    println!("\naudit:");
+    print!("{}", report(&verdicts));
+
+    let mut problems = Vec::new();
+    if !verdicts.iter().all(|v| v.passed()) {
+        problems.push("invariants violated (see the audit)".to_owned());
+    }
+    if closes.by_sweep > 0 {
+        problems.push(format!(
+            "{} orders were closed by the overdue sweep: their pay-timeout messages did not come",
+            closes.by_sweep
+        ));
+    }
+    if closes.by_pay_timeout == 0 {
+        problems.push("no order was closed by its pay timeout".to_owned());
+    }
+    if lateness.1 > args.max_lateness.as_secs_f64() {
+        problems.push(format!(
+            "pay-timeout closes p99 {:.1}s late, above {:?}",
+            lateness.1, args.max_lateness
+        ));
+    }
+    if achieved < f64::from(args.rate) * 0.95 {
+        problems.push(format!(
+            "the stream reached {achieved:.1} orders/s of {} asked",
+            args.rate
+        ));
+    }
+    let json_path = args.json.clone().unwrap_or_else(|| work.join("soak.json"));
+    let result = json!({
+        "args": {
+            "duration_s": args.duration.as_secs_f64(),
+            "rate": args.rate,
+            "concurrency": args.concurrency,
+            "pay_timeout_s": args.pay_timeout.as_secs_f64(),
+            "pay_every": args.pay_every,
+            "cancel_every": args.cancel_every,
+        },
+        "orders_started": started_orders,
+        "orders_per_s": achieved,
+        "create_order_ok": ok,
+        "create_order_p50_ms": ms(latency.0),
+        "create_order_p99_ms": ms(latency.1),
+        "failed": failed,
+        "closed": {
+            "by_pay_timeout": closes.by_pay_timeout,
+            "by_cancel": closes.by_cancel,
+            "by_sweep": closes.by_sweep,
+        },
+        "pay_timeout_lateness_s": { "p50": lateness.0, "p99": lateness.1, "max": lateness.2 },
+        "quiet_after_s": quiet_after.as_secs_f64(),
+        "audit_passed": verdicts.iter().all(|v| v.passed()),
+        "samples": samples.iter().map(Sample::json).collect::<Vec<_>>(),
+        "problems": problems,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&result)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("\nsamples and result: {}", json_path.display());
+    if problems.is_empty() {
+        println!("soak: passed");
+        Ok(())
+    } else {
+        bail!("soak failed:\n  {}", problems.join("\n  "))
+    }
+}
+
+/// One buyer: a cart line, CreateOrder, then (for some) payment or cancel at once.
+async fn place(client: OrderClient<Channel>, i: u64, args: &SoakArgs, calls: &Mutex<Calls>) {
+    let mut client = client;
+    let user_id = 1_000_000 + i as i64;
+    let record_failure = |what: String| {
+        if let Ok(mut c) = calls.lock() {
+            *c.failed.entry(what).or_default() += 1;
+        }
+    };
+    let goods_id = (i % GOODS as u64) as i32 + 1;
+    if let Err(status) = client
+        .create_cart_item(pb::CreateCartItemRequest {
+            user_id,
+            goods_id,
+            nums: 1,
+            checked: Some(true),
+        })
+        .await
+    {
+        record_failure(format!("cart {:?}", status.code()));
+        return;
+    }
+    let t = Instant::now();
+    let mut request = tonic::Request::new(pb::CreateOrderRequest {
+        user_id,
+        address: "1 Soak Street".into(),
+        name: "Soak".into(),
+        mobile: "13800000000".into(),
+        post: String::new(),
+        request_id: String::new(),
+    });
+    request.set_timeout(Duration::from_secs(30));
+    let answer = client.create_order(request).await;
+    if let Ok(mut c) = calls.lock() {
+        c.calls.push(Call {
+            at: Instant::now(),
+            latency: t.elapsed(),
+            ok: answer.is_ok(),
+        });
+    }
+    let order = match answer {
+        Ok(order) => order.into_inner(),
+        Err(status) => {
+            record_failure(format!("{:?}", status.code()));
+            return;
+        }
+    };
+    if i.is_multiple_of(u64::from(args.pay_every)) {
+        let paid = client
+            .update_order_status(pb::UpdateOrderStatusRequest {
+                order_sn: order.order_sn.clone(),
+                status: pb::OrderStatus::TradeSuccess as i32,
+                pay_type: "soak".into(),
+                trade_no: format!("T{}", order.order_sn),
+            })
+            .await;
+        if paid.is_err()
+            && let Ok(mut c) = calls.lock()
+        {
+            c.payments_refused += 1;
+        }
+    } else if i % u64::from(args.cancel_every) == 1 {
+        let cancelled = client
+            .cancel_order(pb::CancelOrderRequest {
+                order_sn: order.order_sn.clone(),
+                user_id,
+            })
+            .await;
+        if cancelled.is_err()
+            && let Ok(mut c) = calls.lock()
+        {
+            c.cancels_refused += 1;
+        }
+    }
+}
+
+/// What one sample saw.
+struct Sample {
+    at_s: f64,
+    orders_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    unpaid: i64,
+    overdue: i64,
+    closed_by_timeout: i64,
+    closed_by_sweep: i64,
+    /// (name, RSS in MiB, open files) of each process.
+    procs: Vec<(String, f64, usize)>,
+    mysql_connections: i64,
+    rows: Vec<(&'static str, i64)>,
+    broker_store_mib: f64,
+    /// The broker's timer, as it reports it (`None`: it did not answer).
+    timer: Option<mq::TimerBacklog>,
+}
+
+impl Sample {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "at_s": self.at_s,
+            "orders_per_s": self.orders_per_s,
+            "create_order_p50_ms": self.p50_ms,
+            "create_order_p99_ms": self.p99_ms,
+            "unpaid": self.unpaid,
+            "overdue": self.overdue,
+            "closed_by_pay_timeout": self.closed_by_timeout,
+            "closed_by_sweep": self.closed_by_sweep,
+            "processes": self.procs.iter().map(|(name, rss, fds)| json!({
+                "name": name, "rss_mib": rss, "open_files": fds,
+            })).collect::<Vec<_>>(),
+            "mysql_connections": self.mysql_connections,
+            "rows": self.rows.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "broker_store_mib": self.broker_store_mib,
+            "timer": self.timer.as_ref().map(|t| json!({
+                "read_behind_s": t.read_behind_secs,
+                "not_indexed": t.messages_not_indexed,
+                "waiting": t.waiting,
+                "enqueue_per_s": t.enqueue_per_sec,
+                "dequeue_per_s": t.dequeue_per_sec,
+            })),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sample(
+    mq: &mq::Mq,
+    order_db: &MySqlPool,
+    inventory_db: &MySqlPool,
+    procs: &[&Proc],
+    work: &Path,
+    calls: &Mutex<Calls>,
+    (from, to): (Instant, Instant),
+    started: Instant,
+    pay_timeout: Duration,
+) -> anyhow::Result<Sample> {
+    let mut latencies: Vec<Duration> = calls
+        .lock()
+        .map_err(|_| anyhow::anyhow!("calls poisoned"))?
+        .calls
+        .iter()
+        .filter(|c| c.ok && c.at >= from && c.at < to)
+        .map(|c| c.latency)
+        .collect();
+    latencies.sort();
+    let seconds = to.duration_since(from).as_secs_f64().max(0.001);
+    let count = |sql: &'static str, pool: &MySqlPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .with_context(|| sql.to_owned())
+        }
+    };
+    let unpaid = count(
+        "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'",
+        order_db,
+    )
+    .await?;
+    // Unpaid past their pay timeout by more than the timer's one-second slots and a
+    // little: what the pay-timeout messages should have closed already.
+    let overdue: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY' \
+         AND created_at < NOW(6) - INTERVAL ? MICROSECOND",
+    )
+    .bind(u64::try_from((pay_timeout + Duration::from_secs(5)).as_micros()).unwrap_or(u64::MAX))
+    .fetch_one(order_db)
+    .await?;
+    let closed_by_timeout = count(
+        "SELECT COUNT(*) FROM order_info WHERE closed_by = 'pay_timeout'",
+        order_db,
+    )
+    .await?;
+    let closed_by_sweep = count(
+        "SELECT COUNT(*) FROM order_info WHERE closed_by = 'sweep'",
+        order_db,
+    )
+    .await?;
+    let mut rows = Vec::new();
+    for (table, sql, pool) in [
+        ("order_info", "SELECT COUNT(*) FROM order_info", order_db),
+        ("order_goods", "SELECT COUNT(*) FROM order_goods", order_db),
+        ("tx_barrier", "SELECT COUNT(*) FROM tx_barrier", order_db),
+        (
+            "shopping_cart",
+            "SELECT COUNT(*) FROM shopping_cart",
+            order_db,
+        ),
+        (
+            "stock_sell_detail",
+            "SELECT COUNT(*) FROM stock_sell_detail",
+            inventory_db,
+        ),
+    ] {
+        rows.push((table, count(sql, pool).await?));
+    }
+    let (_, connections): (String, String) =
+        sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            .fetch_one(order_db)
+            .await?;
+    Ok(Sample {
+        at_s: to.duration_since(started).as_secs_f64(),
+        orders_per_s: latencies.len() as f64 / seconds,
+        p50_ms: ms(percentile(&latencies, 0.5)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
+        unpaid,
+        overdue,
+        closed_by_timeout,
+        closed_by_sweep,
+        procs: procs
+            .iter()
+            .map(|p| {
+                let (rss, fds) = process_usage(p.pid());
+                (p.name.clone(), rss, fds)
+            })
+            .collect(),
+        mysql_connections: connections.parse().unwrap_or(-1),
+        rows,
+        broker_store_mib: dir_size(&work.join("store")) as f64 / (1024.0 * 1024.0),
+        timer: timer_backlog(mq).await,
+    })
+}
+
+/// The first broker's timer backlog, or `None` when it does not answer within 5 s.
+pub async fn timer_backlog(mq: &mq::Mq) -> Option<mq::TimerBacklog> {
+    match tokio::time::timeout(Duration::from_secs(5), mq.timer_backlogs()).await {
+        Ok(Ok(backlogs)) => backlogs.into_iter().next().map(|(_, backlog)| backlog),
+        _ => None,
+    }
+}
+
+fn print_sample_header() {
+    println!(
+        "{:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8}  timer",
+        "t(s)",
+        "ok/s",
+        "p50(ms)",
+        "p99(ms)",
+        "unpaid",
+        "overdue",
+        "timeout",
+        "swept",
+        "RSS MiB / open files",
+        "conns",
+        "orders",
+        "store MiB"
+    );
+}
+
+fn print_sample(s: &Sample) {
+    let procs: Vec<String> = s
+        .procs
+        .iter()
+        .map(|(name, rss, fds)| format!("{}={rss:.0}/{fds}", short(name)))
+        .collect();
+    let orders = s
+        .rows
+        .iter()
+        .find(|(t, _)| *t == "order_info")
+        .map_or(0, |(_, n)| *n);
+    println!(
+        "{:>7.0} {:>7.1} {:>8.1} {:>8.1} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8.0}  {}",
+        s.at_s,
+        s.orders_per_s,
+        s.p50_ms,
+        s.p99_ms,
+        s.unpaid,
+        s.overdue,
+        s.closed_by_timeout,
+        s.closed_by_sweep,
+        procs.join(" "),
+        s.mysql_connections,
+        orders,
+        s.broker_store_mib,
+        s.timer
+            .as_ref()
+            .map_or_else(|| "no answer".to_owned(), ToString::to_string)
+    );
+}
+
+fn short(name: &str) -> &str {
+    match name {
+        "order_srv" => "order",
+        "inventory_srv" => "inv",
+        other if other.starts_with("broker") => "broker",
+        other => other,
+    }
+}
+
+/// Resident memory (MiB) and open file descriptors of a process (0 when it is gone).
+fn process_usage(pid: u32) -> (f64, usize) {
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss_kib as f64 / 1024.0, fds)
+}
+
+/// Bytes under `dir` (files only; what the broker's store takes on disk, sparse files at
+/// their apparent size).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// order_srv's pay-timeout counters, as one line.
+async fn scrape_counters(addr: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let wanted = [
+        "order_pay_timeouts_total{outcome=\"closed\"}",
+        "order_overdue_closed_total",
+        "order_pay_timeout_lateness_seconds_count",
+        "order_rebacks_sent_total",
+    ];
+    let found: Vec<String> = text
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(str::to_owned)
+        .collect();
+    Ok(found.join(", "))
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
