@@ -63,9 +63,14 @@ struct AuditArgs {
     /// plus --liveness-slack); without it I6 is skipped.
     #[arg(long, env = "ORDER_PAY_TIMEOUT", value_parser = humantime::parse_duration)]
     pay_timeout: Option<Duration>,
-    /// How far past the pay timeout an unpaid order may still be open (I6).
+    /// How far past the pay timeout an unpaid order may still be open (I6), and past the
+    /// reconciler's horizon a deduction without a live order.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     liveness_slack: Duration,
+    /// inventory_srv's INVENTORY_RECONCILE_HORIZON, for I6's second half (deductions
+    /// without a live order); without it that half is skipped.
+    #[arg(long, env = "INVENTORY_RECONCILE_HORIZON", value_parser = humantime::parse_duration)]
+    reconcile_horizon: Option<Duration>,
 }
 
 #[derive(clap::Parser)]
@@ -177,6 +182,7 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
             .map(|pay_timeout| testkit::audit::Liveness {
                 pay_timeout,
                 slack: args.liveness_slack,
+                reconcile_horizon: args.reconcile_horizon,
             }),
     };
     let verdicts = testkit::audit::audit(&order, &inventory, &input).await?;

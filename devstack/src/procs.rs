@@ -396,6 +396,7 @@ impl Parts {
         let mut env: Vec<(String, String)> = vec![
             ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
             ("INVENTORY_GRPC_ADDR".into(), grpc.clone()),
+            ("INVENTORY_ORDER_ENDPOINT".into(), self.order_addr()),
             (
                 "INVENTORY_METRICS_ADDR".into(),
                 format!("127.0.0.1:{}", port(&self.ports.inventory_metrics, i)),

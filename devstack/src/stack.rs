@@ -91,6 +91,8 @@ async fn serve(
     on_ready: impl FnOnce(&StackAddrs),
 ) -> anyhow::Result<()> {
     inventory_config.namesrv_addr = namesrv.to_owned();
+    // The reconciler asks the first order_srv (it binds the configured address below).
+    inventory_config.order_endpoint = format!("http://{}", order_config.grpc_addr);
     let mut inventories = Vec::new();
     for i in 0..replicas {
         let mut config = inventory_config.clone();

@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_MQ_BLOCKING_THREADS", default_value_t = 64)]
     pub mq_blocking_threads: usize,
 
+    /// How many times a failing reback is retried (on the broker's retry schedule) before
+    /// it goes to the dead-letter queue `%DLQ%<group>`; the reconciler then returns its
+    /// stock once the detail is past INVENTORY_RECONCILE_HORIZON.
+    #[arg(long, env = "INVENTORY_REBACK_MAX_RECONSUME", default_value_t = 16, value_parser = clap::value_parser!(i32).range(0..=32))]
+    pub reback_max_reconsume: i32,
+
     /// How long RETURNED details (tombstones included) are kept.
     #[arg(long, env = "INVENTORY_TOMBSTONE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub tombstone_retention: std::time::Duration,
@@ -69,6 +75,30 @@ pub struct Config {
     /// How often expired RETURNED details are purged.
     #[arg(long, env = "INVENTORY_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub purge_interval: std::time::Duration,
+
+    /// gRPC endpoint of order_srv, which the reconciler asks what became of orders
+    /// (`http://host:port`; a name may resolve to several replicas).
+    #[arg(
+        long,
+        env = "INVENTORY_ORDER_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub order_endpoint: String,
+
+    /// The reconciler asks about DEDUCTED details older than this. Keep it longer than the
+    /// broker's check window (transactionCheckMax x transactionCheckInterval plus the
+    /// transaction timeout: 15 x 30 s + 6 s in deploy/broker.conf) and at most half of
+    /// INVENTORY_TOMBSTONE_RETENTION and of order_srv's ORDER_BARRIER_RETENTION.
+    #[arg(long, env = "INVENTORY_RECONCILE_HORIZON", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub reconcile_horizon: std::time::Duration,
+
+    /// How often the reconciler runs.
+    #[arg(long, env = "INVENTORY_RECONCILE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: std::time::Duration,
+
+    /// Details asked about per OrderOutcomes call (1..=500).
+    #[arg(long, env = "INVENTORY_RECONCILE_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub reconcile_batch: u32,
 }
 
 impl std::fmt::Debug for Config {

@@ -146,6 +146,55 @@ pub async fn set_stock(conn: &mut MySqlConnection, goods_id: i32, stocks: i32) -
     Ok(())
 }
 
+/// DEDUCTED details the reconciler should ask about: older than `horizon` by the
+/// database's clock, not confirmed, and not deferred to later; oldest first.
+pub async fn reconcile_candidates(
+    conn: &mut MySqlConnection,
+    horizon: std::time::Duration,
+    limit: u32,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT order_sn FROM stock_sell_detail \
+         WHERE status = 'DEDUCTED' AND confirmed_at IS NULL \
+           AND created_at < NOW(6) - INTERVAL ? MICROSECOND \
+           AND (ask_after IS NULL OR ask_after <= NOW(6)) \
+         ORDER BY created_at LIMIT ?",
+    )
+    .bind(u64::try_from(horizon.as_micros()).unwrap_or(u64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// The order of this deduction was paid: it stays, and is never asked about again.
+pub async fn confirm_deduction(conn: &mut MySqlConnection, order_sn: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE stock_sell_detail SET confirmed_at = NOW(6) \
+         WHERE order_sn = ? AND status = 'DEDUCTED'",
+    )
+    .bind(order_sn)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The order of this deduction is unpaid: ask again no sooner than `after`.
+pub async fn defer_deduction(
+    conn: &mut MySqlConnection,
+    order_sn: &str,
+    after: std::time::Duration,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE stock_sell_detail SET ask_after = NOW(6) + INTERVAL ? MICROSECOND \
+         WHERE order_sn = ? AND status = 'DEDUCTED'",
+    )
+    .bind(u64::try_from(after.as_micros()).unwrap_or(u64::MAX))
+    .bind(order_sn)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// RETURNED detail rows (tombstones and returned orders) not touched for the retention.
 /// DEDUCTED rows are live deductions and are never purged.
 pub const EXPIRED_RETURNED_DETAILS: service_db::Expiry = service_db::Expiry {

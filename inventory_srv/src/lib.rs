@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod grpc;
+pub mod reconcile;
 pub mod startup;
 pub mod stock;
 

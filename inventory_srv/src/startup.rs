@@ -34,6 +34,8 @@ pub struct Application {
     consuming: Option<Consuming>,
     tombstone_retention: Duration,
     purge_interval: Duration,
+    reconciler: crate::reconcile::Reconciler,
+    reconcile_interval: Duration,
     registry: observe::Registry,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
@@ -65,6 +67,7 @@ impl Application {
     }
 
     async fn assemble(config: &Config, pool: MySqlPool, consume: bool) -> anyhow::Result<Self> {
+        check_reconcile_horizon(config)?;
         service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the inventory database")?;
@@ -79,6 +82,18 @@ impl Application {
             .await
             .map_err(anyhow::Error::msg)?;
         let metrics_addr = metrics_listener.local_addr()?;
+        let orders = tonic::transport::Endpoint::from_shared(config.order_endpoint.clone())
+            .with_context(|| format!("INVENTORY_ORDER_ENDPOINT: {:?}", config.order_endpoint))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let reconciler = crate::reconcile::Reconciler {
+            pool: pool.clone(),
+            orders: proto::order::order_reconcile_client::OrderReconcileClient::new(orders),
+            horizon: config.reconcile_horizon,
+            batch: config.reconcile_batch,
+            call_timeout: Duration::from_secs(10),
+            counters: Arc::new(crate::reconcile::ReconcileCounters::register(&registry)),
+        };
         let consuming = if consume {
             Some(start_consuming(config, &pool, &counters).await?)
         } else {
@@ -92,6 +107,8 @@ impl Application {
             consuming,
             tombstone_retention: config.tombstone_retention,
             purge_interval: config.purge_interval,
+            reconciler,
+            reconcile_interval: config.reconcile_interval,
             registry,
             metrics_listener,
             metrics_addr,
@@ -118,7 +135,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
-    /// gRPC server drains its calls; one signal stops the purge and the metrics endpoint;
+    /// gRPC server drains its calls; one signal stops the purge, the reconciler and the
+    /// metrics endpoint;
     /// the reback consumer stops pulling and finishes its in-flight deliveries; the pool
     /// closes.
     pub async fn run_until(
@@ -136,14 +154,17 @@ impl Application {
             crate::db::EXPIRED_RETURNED_DETAILS,
             self.tombstone_retention,
             self.purge_interval,
-            stopped,
+            stopped.clone(),
         );
+        let reconciling =
+            crate::reconcile::spawn(self.reconciler, self.reconcile_interval, stopped);
         let service = InventoryServer::new(self.service);
         let served =
             observe::grpc::serve(self.listener, service, proto::FILE_DESCRIPTOR_SET, shutdown)
                 .await;
         let _ = stop.send(true);
         let _ = purger.await;
+        let _ = reconciling.await;
         let _ = metrics_server.await;
         if let Some(Consuming { mq, mut consumer }) = self.consuming {
             // Stops pulling and waits for in-flight callbacks before the pool closes.
@@ -154,6 +175,20 @@ impl Application {
         served?;
         Ok(())
     }
+}
+
+/// The reconciler's horizon must leave the tombstones (and order_srv's barrier rows, which
+/// order_srv checks on every call) long enough to outlive it.
+fn check_reconcile_horizon(config: &Config) -> anyhow::Result<()> {
+    let horizon = config.reconcile_horizon;
+    if horizon.is_zero() || horizon.saturating_mul(2) > config.tombstone_retention {
+        anyhow::bail!(
+            "INVENTORY_RECONCILE_HORIZON ({horizon:?}) must be above zero and at most half of \
+             INVENTORY_TOMBSTONE_RETENTION ({:?})",
+            config.tombstone_retention
+        );
+    }
+    Ok(())
 }
 
 async fn start_consuming(
@@ -181,6 +216,7 @@ async fn start_consuming(
         &config.reback_consumer_group,
         &config.reback_topic,
         config.consumer_threads,
+        Some(config.reback_max_reconsume),
         handler,
         tokio::runtime::Handle::current(),
     )

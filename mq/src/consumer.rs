@@ -72,16 +72,21 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Subscribes `group` to `topic` with `threads` concurrent callbacks and starts consuming;
-/// each delivery runs as a task on `runtime`.
+/// each delivery runs as a task on `runtime`. A message asked for again more than
+/// `max_reconsume_times` times (`None`: the client's 16) goes to `%DLQ%<group>`.
 pub async fn start<H: Handler>(
     mq: &Mq,
     group: &str,
     topic: &str,
     threads: u32,
+    max_reconsume_times: Option<i32>,
     handler: Arc<H>,
     runtime: Handle,
 ) -> Result<DefaultMQPushConsumer> {
     let mut consumer = mq.push_consumer(group, threads, None);
+    if let Some(times) = max_reconsume_times {
+        consumer.set_max_reconsume_times(times);
+    }
     consumer.subscribe(topic, "*").await?;
     consumer.register_message_listener_concurrently(
         move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {

@@ -41,12 +41,48 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_with_internal(listener, service, None::<S>, descriptors, shutdown).await
+}
+
+/// Like [`serve`], with a second service on the same port for other services of the
+/// system, not for the gateway (order_srv's `OrderReconcile`): it has its own health
+/// status and is left out of reflection.
+pub async fn serve_with_internal<S, I>(
+    listener: TcpListener,
+    service: S,
+    internal: Option<I>,
+    descriptors: &'static [u8],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    I: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    I::Future: Send + 'static,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<S>().await;
+    let has_internal = internal.is_some();
+    if has_internal {
+        health.set_serving::<I>().await;
+    }
     let (reflection, reflection_v1alpha) = reflection(S::NAME, descriptors)?;
     let draining = async move {
         shutdown.await;
         health.set_not_serving::<S>().await;
+        if has_internal {
+            health.set_not_serving::<I>().await;
+        }
         tracing::info!(
             service = S::NAME,
             "shutting down: NOT_SERVING, draining calls"
@@ -58,6 +94,7 @@ where
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_optional_service(internal)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             draining,

@@ -26,6 +26,8 @@ pub enum Reason {
     RequestInProgress,
     /// A row changed under the request: retry.
     ConcurrentChange,
+    /// The reconciler's horizon is too long for how long barrier rows are kept.
+    ReconcileHorizon,
 }
 
 impl Reason {
@@ -42,6 +44,7 @@ impl Reason {
             Self::CartInUse => "CART_IN_USE",
             Self::RequestInProgress => "REQUEST_IN_PROGRESS",
             Self::ConcurrentChange => "CONCURRENT_CHANGE",
+            Self::ReconcileHorizon => "RECONCILE_HORIZON",
         }
     }
 }

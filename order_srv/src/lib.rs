@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod inventory;
 pub mod metrics;
 pub mod orders;
+pub mod reconcile;
 pub mod startup;
 pub mod timeout;
 

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use mq::{Mq, MqConfig};
-use proto::{inventory::inventory_client::InventoryClient, order::order_server::OrderServer};
+use proto::{
+    inventory::inventory_client::InventoryClient,
+    order::{order_reconcile_server::OrderReconcileServer, order_server::OrderServer},
+};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
@@ -37,6 +40,8 @@ pub struct Application {
     /// An unpaid order is swept this long after it was placed (pay timeout plus grace).
     overdue_after: Duration,
     sweep_interval: Duration,
+    /// Answers inventory's reconciler.
+    reconcile: crate::reconcile::ReconcileService,
     metrics: OrderMetrics,
     registry: observe::Registry,
     metrics_listener: TcpListener,
@@ -134,6 +139,7 @@ impl Application {
             &config.timeout_consumer_group,
             &config.timeout_topic,
             config.timeout_consumer_threads,
+            None,
             closer.clone(),
             tokio::runtime::Handle::current(),
         )
@@ -148,6 +154,7 @@ impl Application {
             .await
             .map_err(anyhow::Error::msg)?;
         let metrics_addr = metrics_listener.local_addr()?;
+        let reconcile_pool = pool.clone();
         Ok(Self {
             metrics,
             registry,
@@ -168,6 +175,12 @@ impl Application {
                 .pay_timeout
                 .saturating_add(config.overdue_sweep_grace),
             sweep_interval: config.overdue_sweep_interval,
+            reconcile: crate::reconcile::ReconcileService::new(
+                reconcile_pool,
+                config.pay_timeout,
+                config.overdue_sweep_grace,
+                config.barrier_retention,
+            ),
             inventory_discovery,
         })
     }
@@ -222,6 +235,7 @@ impl Application {
             purge_interval,
             overdue_after,
             sweep_interval,
+            reconcile,
             metrics,
             registry,
             metrics_listener,
@@ -250,8 +264,14 @@ impl Application {
             closer,
             metrics,
         ));
-        let served =
-            observe::grpc::serve(listener, service, proto::FILE_DESCRIPTOR_SET, shutdown).await;
+        let served = observe::grpc::serve_with_internal(
+            listener,
+            service,
+            Some(OrderReconcileServer::new(reconcile)),
+            proto::FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
+        .await;
 
         let _ = stop.send(true);
         let _ = purger.await;

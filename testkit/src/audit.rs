@@ -48,11 +48,15 @@ pub struct AuditInput {
 }
 
 /// What I6 needs: the pay timeout the order services run with, and how late past it an
-/// unpaid order may still be open once the system is quiet.
+/// unpaid order may still be open once the system is quiet; with the reconciler's horizon,
+/// also how old a deduction without a live order may get.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
     pub pay_timeout: Duration,
     pub slack: Duration,
+    /// inventory_srv's INVENTORY_RECONCILE_HORIZON (its rounds' interval belongs in the
+    /// slack); `None` leaves that half of I6 unchecked.
+    pub reconcile_horizon: Option<Duration>,
 }
 
 impl Liveness {
@@ -64,6 +68,7 @@ impl Liveness {
         Self {
             pay_timeout,
             slack: Self::DEFAULT_SLACK,
+            reconcile_horizon: None,
         }
     }
 }
@@ -256,16 +261,25 @@ pub async fn audit(
             violations: i5,
             notes: Vec::new(),
         },
-        liveness(order_db, input.liveness).await?,
+        liveness(order_db, inventory_db, input.liveness).await?,
     ])
 }
 
 /// I6: once the system is quiet, no unpaid order is older than its pay timeout plus the
 /// slack. Notes: who closed the closed orders, how late after their pay timeout the
 /// pay-timeout messages closed theirs, and the overdue sweep's closes.
-async fn liveness(order_db: &MySqlPool, liveness: Option<Liveness>) -> anyhow::Result<Verdict> {
+async fn liveness(
+    order_db: &MySqlPool,
+    inventory_db: &MySqlPool,
+    liveness: Option<Liveness>,
+) -> anyhow::Result<Verdict> {
     const NAME: &str = "I6 liveness";
-    let Some(Liveness { pay_timeout, slack }) = liveness else {
+    let Some(Liveness {
+        pay_timeout,
+        slack,
+        reconcile_horizon,
+    }) = liveness
+    else {
         return Ok(Verdict {
             name: NAME,
             rule: "no unpaid order outlives its pay timeout (pay timeout not given)",
@@ -283,7 +297,7 @@ async fn liveness(order_db: &MySqlPool, liveness: Option<Liveness>) -> anyhow::R
     .fetch_all(order_db)
     .await
     .context("reading unpaid orders")?;
-    let violations = unpaid
+    let mut violations: Vec<String> = unpaid
         .iter()
         .filter(|(_, age)| Duration::from_micros(u64::try_from(*age).unwrap_or(0)) > limit)
         .map(|(order_sn, age)| {
@@ -295,14 +309,53 @@ async fn liveness(order_db: &MySqlPool, liveness: Option<Liveness>) -> anyhow::R
             )
         })
         .collect();
+    if let Some(horizon) = reconcile_horizon {
+        violations.extend(
+            stranded_deductions(order_db, inventory_db, horizon.saturating_add(slack)).await?,
+        );
+    }
     let closes = close_report(order_db, pay_timeout).await?;
     Ok(Verdict {
         name: NAME,
-        rule: "once quiet, no unpaid order is older than its pay timeout + slack",
+        rule: "once quiet, no unpaid order outlives its pay timeout + slack, no deduction without a live order its reconciler horizon + slack",
         checked: true,
         violations,
         notes: closes.notes(slack),
     })
+}
+
+/// DEDUCTED details older than `limit` whose order is missing or closed: stock nothing
+/// returned within the reconciler's horizon.
+async fn stranded_deductions(
+    order_db: &MySqlPool,
+    inventory_db: &MySqlPool,
+    limit: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let old: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT order_sn, TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM stock_sell_detail \
+         WHERE status = 'DEDUCTED' AND created_at < NOW(6) - INTERVAL ? MICROSECOND",
+    )
+    .bind(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
+    .fetch_all(inventory_db)
+    .await
+    .context("reading old deductions")?;
+    let live: BTreeSet<String> =
+        sqlx::query_scalar("SELECT order_sn FROM order_info WHERE status <> 'TRADE_CLOSED'")
+            .fetch_all(order_db)
+            .await
+            .context("reading live orders")?
+            .into_iter()
+            .collect();
+    Ok(old
+        .into_iter()
+        .filter(|(order_sn, _)| !live.contains(order_sn))
+        .map(|(order_sn, age)| {
+            format!(
+                "{order_sn}: stock deducted {:.1}s ago without a live order (reconciler horizon + slack {limit:?})",
+                age as f64 / 1e6
+            )
+        })
+        .collect())
 }
 
 /// Who closed the closed orders (`order_info.closed_by`), and how late the pay-timeout

@@ -79,6 +79,7 @@ async fn i6_fails_while_an_unpaid_order_outlives_its_pay_timeout_and_i1_to_i5_ho
     let liveness = Liveness {
         pay_timeout: std::time::Duration::from_secs(1),
         slack: std::time::Duration::from_secs(2),
+        reconcile_horizon: None,
     };
 
     let dropped =

@@ -402,6 +402,7 @@ async fn row09_a_reback_delivered_twice_or_concurrently_returns_once(
         &unique("inventory_reback_second"),
         &stack.config.reback_topic,
         4,
+        None,
         std::sync::Arc::new(inventory_srv::consumer::RebackHandler {
             pool: stack.inventory_pool.clone(),
             counters: second_counters.clone(),

@@ -71,6 +71,15 @@ pub async fn spawn_stack_with(
     order_db: MySqlConnectOptions,
     config: order_srv::config::Config,
 ) -> Stack {
+    spawn_stack_configured(order_db, config, |_| {}).await
+}
+
+/// Like [`spawn_stack_with`], with inventory_srv's settings changed by `inventory`.
+pub async fn spawn_stack_configured(
+    order_db: MySqlConnectOptions,
+    config: order_srv::config::Config,
+    inventory: impl FnOnce(&mut inventory_srv::config::Config),
+) -> Stack {
     // Every test of this binary runs under the span capture (see `traces`).
     testkit::spans::capture();
     let mq = Mq::new(&MqConfig::new(config.namesrv_addr.as_str()), "order-test")
@@ -95,7 +104,7 @@ pub async fn spawn_stack_with(
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
 
     let mut servers = Vec::new();
-    let inv_config = inventory_srv::config::Config {
+    let mut inv_config = inventory_srv::config::Config {
         database_url: String::new(),
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
         metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
@@ -105,6 +114,7 @@ pub async fn spawn_stack_with(
         reback_consumer_group: unique("inventory_reback"),
         ..inventory_srv::config::Config::try_parse_from(["inventory_srv"]).expect("defaults parse")
     };
+    inventory(&mut inv_config);
     let inventory_pool = service_db::connect(
         order_db.clone().database(&inventory_db),
         inv_config.db_max_connections,
@@ -131,7 +141,11 @@ pub async fn spawn_stack_with(
     let order_pool = service_db::connect(order_db.clone(), config.db_max_connections)
         .await
         .expect("order pool");
-    let order_app = order_srv::startup::Application::build_with_pool(&config, order_pool.clone())
+    // A pool of its own: the service closes it when it stops, and the tests read on.
+    let service_pool = service_db::connect(order_db.clone(), config.db_max_connections)
+        .await
+        .expect("order_srv pool");
+    let order_app = order_srv::startup::Application::build_with_pool(&config, service_pool)
         .await
         .expect("order_srv starts");
     let order_addr = order_app.grpc_addr();

@@ -13,6 +13,7 @@ mod orders;
 mod purge;
 mod reback_probe;
 mod rebalance_setting;
+mod reconcile;
 mod reflection;
 mod replicas;
 mod traces;
