@@ -32,7 +32,7 @@ fn the_demo_runs_every_scenario_to_its_end_state_and_the_audit_passes() {
             "missing scenario {heading:?}:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("PASS  I").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches("PASS  I").count(), 6, "{stdout}");
     assert!(
         stdout.contains("demo: every scenario ended as DESIGN.md §9 says"),
         "{stdout}"

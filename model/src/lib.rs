@@ -10,6 +10,12 @@
 //! seconds; the properties are DESIGN.md's I1-I5 plus "an order the caller was told is OK
 //! keeps its deduction unless the pay timeout closed it".
 //!
+//! The broker may give up on a pending half message at any time (after
+//! `transactionCheckMax` check-backs, or none if order_srv was away all along): it is then
+//! never delivered and never asked about again. The reconciler (`inventory_srv::reconcile`,
+//! `order_srv::reconcile`) returns the stock of a deduction whose order was never placed
+//! or is closed, at any time, racing the call it asks about.
+//!
 //! [`Bugs`] switches on mistakes the code must not make (the Go original's check-back, a
 //! barrier that is not first, a reback that is not idempotent, a Sell that ignores the
 //! tombstone, an unconditional timeout close, a pay timeout that does not claim the
@@ -44,6 +50,8 @@ pub struct Bugs {
     /// (the code before it did): an order committed after its pay timeout came never
     /// closes.
     pub timeout_without_barrier: bool,
+    /// No reconciler: nothing returns the stock of an order the broker gave up on.
+    pub no_reconciler: bool,
 }
 
 /// Where one CreateOrder call is (order_srv's side). The half message and the pay-timeout
@@ -79,6 +87,9 @@ pub enum Half {
     Committed,
     /// Resolved Rollback: never delivered.
     RolledBack,
+    /// The broker gave up (`transactionCheckMax` check-backs): discarded into
+    /// TRANS_CHECK_MAXTIME_TOPIC, never delivered, never checked back again.
+    Discarded,
 }
 
 /// The local transaction's writes (`write_order`: the barrier row first, then the order
@@ -212,6 +223,11 @@ pub enum Action {
     Crash(usize),
     /// `check_back::answer` (§5): the broker asks whether the order committed.
     CheckBack(usize),
+    /// The broker stops checking back a pending half message and discards it.
+    BrokerGivesUp(usize),
+    /// `Reconciler::round` asks `OrderOutcomes` about a deduction, answered from the order
+    /// row, else by claiming the barrier; never placed or closed: `stock::reback`.
+    Reconcile(usize),
     /// inventory's reback consumer (`RebackHandler::handle`, `stock::reback`) gets the
     /// reback; `true`: the broker will deliver it again (at least once).
     DeliverReback(usize, bool),
@@ -237,9 +253,10 @@ pub struct Protocol {
 }
 
 impl Protocol {
-    fn quiet(state: &State) -> bool {
+    fn quiet(&self, state: &State) -> bool {
         (0..CALLS).all(|i| {
-            matches!(state.call[i], Call::Idle | Call::Ended)
+            (self.bugs.no_reconciler || !Self::reconcilable(state, i))
+                && matches!(state.call[i], Call::Idle | Call::Ended)
                 && !state.half_in_flight[i]
                 && !state.timeout_in_flight[i]
                 && state.half[i] != Half::Pending
@@ -248,6 +265,30 @@ impl Protocol {
                 && state.timeouts[i] == 0
                 && !state.reback_to_send[i]
         })
+    }
+
+    /// What the reconciler would act on: stock deducted for an order that does not exist
+    /// (yet, or ever) or is closed.
+    fn reconcilable(state: &State, i: usize) -> bool {
+        state.detail[i] == Detail::Deducted && matches!(state.order[i], Order::None | Order::Closed)
+    }
+
+    /// `stock::reback`: the effect of a reback on inventory (the consumer and the
+    /// reconciler alike).
+    fn reback(state: &mut State, i: usize, bugs: Bugs) {
+        match state.detail[i] {
+            Detail::Deducted => {
+                state.stock += 1;
+                state.returned[i] = state.returned[i].saturating_add(1);
+                state.detail[i] = Detail::Returned { deducted: true };
+            }
+            Detail::Returned { deducted: true } if bugs.reback_not_idempotent => {
+                state.stock += 1;
+                state.returned[i] = state.returned[i].saturating_add(1);
+            }
+            Detail::Returned { .. } => {}
+            Detail::None => state.detail[i] = Detail::Returned { deducted: false },
+        }
     }
 
     /// With a shared request_id: the order an attempt already placed, if any.
@@ -379,6 +420,12 @@ impl Model for Protocol {
                     && s.reback_deliveries[i] < MAX_DELIVERIES)
             {
                 actions.push(Action::CheckBack(i));
+            }
+            if s.half[i] == Half::Pending {
+                actions.push(Action::BrokerGivesUp(i));
+            }
+            if !self.bugs.no_reconciler && Self::reconcilable(s, i) {
+                actions.push(Action::Reconcile(i));
             }
             if s.sell_in_flight[i] {
                 actions.push(Action::SellArrives(i));
@@ -554,19 +601,22 @@ impl Model for Protocol {
                     s.rebacks[i] -= 1;
                 }
                 s.reback_deliveries[i] = s.reback_deliveries[i].saturating_add(1);
-                match s.detail[i] {
-                    Detail::Deducted => {
-                        s.stock += 1;
-                        s.returned[i] = s.returned[i].saturating_add(1);
-                        s.detail[i] = Detail::Returned { deducted: true };
+                Self::reback(&mut s, i, bugs);
+            }
+            Action::BrokerGivesUp(i) => s.half[i] = Half::Discarded,
+            Action::Reconcile(i) => {
+                if s.order[i] == Order::None {
+                    // `ReconcileService::fate`: no order row, so claim the barrier as the
+                    // check-back does (an uncommitted 'committed' row is waited for).
+                    match s.barrier[i] {
+                        Barrier::CommittedUncommitted => return None,
+                        Barrier::None => s.barrier[i] = Barrier::Aborted,
+                        Barrier::Aborted => {}
+                        // COMMIT writes the barrier and the order together.
+                        Barrier::Committed => return None,
                     }
-                    Detail::Returned { deducted: true } if bugs.reback_not_idempotent => {
-                        s.stock += 1;
-                        s.returned[i] = s.returned[i].saturating_add(1);
-                    }
-                    Detail::Returned { .. } => {}
-                    Detail::None => s.detail[i] = Detail::Returned { deducted: false },
                 }
+                Self::reback(&mut s, i, bugs);
             }
             Action::DeliverTimeout(i, again) => {
                 if !again {
@@ -622,19 +672,32 @@ impl Model for Protocol {
                     == i16::from(s.stock) + i16::from(Protocol::deducted_in_details(s))
             }),
             // I2 when quiet: DEDUCTED <=> the order exists and is not closed.
-            Property::always("I2 agreement (quiet)", |_: &Protocol, s: &State| {
-                !Protocol::quiet(s)
+            Property::always("I2 agreement (quiet)", |p: &Protocol, s: &State| {
+                !p.quiet(s)
                     || (0..CALLS).all(|i| {
                         (s.detail[i] == Detail::Deducted)
                             == matches!(s.order[i], Order::WaitBuyerPay | Order::Paid)
                     })
             }),
+            // When quiet, no stock is held for an order that does not exist or is closed,
+            // even when the broker gave up on its half message (half of I2, named for the
+            // reconciler).
+            Property::always(
+                "every deduction without a live order comes back (quiet)",
+                |p: &Protocol, s: &State| {
+                    !p.quiet(s)
+                        || (0..CALLS).all(|i| {
+                            s.detail[i] != Detail::Deducted
+                                || matches!(s.order[i], Order::WaitBuyerPay | Order::Paid)
+                        })
+                },
+            ),
             // I3 in every state.
             Property::always("I3 no oversell", |_: &Protocol, s: &State| s.stock >= 0),
             // I4 when quiet: an order told OK exists with its deduction, or was closed by
             // its pay timeout and has its stock back.
-            Property::always("I4 durability (quiet)", |_: &Protocol, s: &State| {
-                !Protocol::quiet(s)
+            Property::always("I4 durability (quiet)", |p: &Protocol, s: &State| {
+                !p.quiet(s)
                     || s.told.iter().flatten().all(|j| match s.order[*j] {
                         Order::WaitBuyerPay | Order::Paid => s.detail[*j] == Detail::Deducted,
                         Order::Closed => s.detail[*j] != Detail::Deducted,
@@ -657,9 +720,7 @@ impl Model for Protocol {
             // When quiet every pay timeout has come: an unpaid order is closed by it.
             Property::always(
                 "every unpaid order closes (quiet)",
-                |_: &Protocol, s: &State| {
-                    !Protocol::quiet(s) || !s.order.contains(&Order::WaitBuyerPay)
-                },
+                |p: &Protocol, s: &State| !p.quiet(s) || !s.order.contains(&Order::WaitBuyerPay),
             ),
             Property::always("a paid order is never closed", |_: &Protocol, s: &State| {
                 (0..CALLS).all(|i| !(s.paid[i] && s.order[i] == Order::Closed))
@@ -676,6 +737,15 @@ impl Model for Protocol {
             Property::sometimes("an order is paid", |_: &Protocol, s: &State| {
                 s.paid.iter().any(|p| *p)
             }),
+            Property::sometimes(
+                "the broker gives up and the stock still comes back",
+                |_: &Protocol, s: &State| {
+                    (0..CALLS).any(|i| {
+                        s.half[i] == Half::Discarded
+                            && s.detail[i] == Detail::Returned { deducted: true }
+                    }) && s.stock == INITIAL_STOCK
+                },
+            ),
             Property::sometimes(
                 "an order is closed by its timeout",
                 |_: &Protocol, s: &State| {
@@ -703,6 +773,8 @@ impl fmt::Display for Action {
             Action::EndTransactionLost(i) => ("END_TRANSACTION is lost", i),
             Action::Crash(i) => ("order_srv crashes", i),
             Action::CheckBack(i) => ("broker checks back", i),
+            Action::BrokerGivesUp(i) => ("broker gives up on the half message", i),
+            Action::Reconcile(i) => ("reconciler asks order_srv, returns the stock", i),
             Action::DeliverReback(i, false) => ("reback delivered to inventory", i),
             Action::DeliverReback(i, true) => ("reback delivered (it will come again)", i),
             Action::DeliverTimeout(i, false) => ("pay timeout delivered", i),
