@@ -47,6 +47,12 @@ pub struct Config {
     #[arg(long, env = "ORDER_INVENTORY_PROBE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub inventory_probe_interval: Duration,
 
+    /// The longest a CreateOrder caller waits for its answer (a shorter `grpc-timeout`
+    /// from the caller wins). Past it: UNAVAILABLE, outcome unknown; the order goes on and
+    /// ends as it would have, and a retry with the same request_id finds it.
+    #[arg(long, env = "ORDER_CREATE_ORDER_BUDGET", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub create_order_budget: Duration,
+
     /// Deadline of one inventory Sell call; past it the outcome counts as unknown.
     #[arg(long, env = "ORDER_SELL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub sell_timeout: Duration,

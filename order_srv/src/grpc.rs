@@ -94,8 +94,13 @@ impl Order for OrderService {
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::OrderInfo>, Status> {
         let started = std::time::Instant::now();
+        let deadline = grpc_timeout(request.metadata());
         let placed = match NewOrder::try_from(request.into_inner()) {
-            Ok(new_order) => self.placer.place(new_order).await.map_err(Status::from),
+            Ok(new_order) => self
+                .placer
+                .place(new_order, deadline)
+                .await
+                .map_err(Status::from),
             Err(e) => Err(Status::from(e)),
         };
         match placed {
@@ -214,5 +219,53 @@ fn order_goods(row: OrderGoodsRow) -> pb::OrderGoods {
         goods_name: row.goods_name,
         price_cents: row.price_cents,
         nums: row.nums,
+    }
+}
+
+/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2: an integer of
+/// at most 8 digits and a unit, H M S m u n); `None` when absent or malformed.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => std::time::Duration::from_secs(amount.checked_mul(60)?),
+        "S" => std::time::Duration::from_secs(amount),
+        "m" => std::time::Duration::from_millis(amount),
+        "u" => std::time::Duration::from_micros(amount),
+        "n" => std::time::Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    fn parse(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().ok()?);
+        grpc_timeout(&metadata)
+    }
+
+    #[test]
+    fn grpc_timeout_reads_every_unit_and_refuses_the_rest() {
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse("99n"), Some(Duration::from_nanos(99)));
+        assert_eq!(parse("123456789S"), None, "more than 8 digits");
+        assert_eq!(parse("S"), None);
+        assert_eq!(parse("5x"), None);
+        assert_eq!(parse("-5S"), None);
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
 }

@@ -124,7 +124,12 @@ impl Application {
                 mq::describe(&e)
             )
         })?;
-        let placer = OrderPlacer::new(tx_producer, config.reback_topic.clone(), local_transaction);
+        let placer = OrderPlacer::new(
+            tx_producer,
+            config.reback_topic.clone(),
+            local_transaction,
+            config.create_order_budget,
+        );
 
         let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
         let closer = Arc::new(OrderCloser {

@@ -156,6 +156,8 @@ pub struct OrderPlacer {
     local_transaction: Arc<LocalTransaction>,
     /// Every call runs as a task of its own (see [`OrderPlacer::place`]).
     calls: TaskTracker,
+    /// The longest a caller waits for its answer (`ORDER_CREATE_ORDER_BUDGET`).
+    budget: Duration,
 }
 
 impl OrderPlacer {
@@ -163,12 +165,14 @@ impl OrderPlacer {
         producer: TransactionMQProducer,
         reback_topic: String,
         local_transaction: Arc<LocalTransaction>,
+        budget: Duration,
     ) -> Self {
         Self {
             producer,
             reback_topic,
             local_transaction,
             calls: TaskTracker::new(),
+            budget,
         }
     }
 
@@ -190,8 +194,18 @@ impl OrderPlacer {
     /// Steps 2-5. The call runs as a task of its own: a caller that hangs up does not cut
     /// a local transaction in the middle, and the sends finish (END_TRANSACTION, and the
     /// pay-timeout of a refused call) after the caller has its answer.
+    ///
+    /// The caller waits at most the budget, or its own `deadline` when that is shorter
+    /// (DESIGN.md §13): past it the answer is UNAVAILABLE, outcome unknown. The call goes
+    /// on in its task and ends as it would have (committed, or rolled back and its stock
+    /// returned, or left to the check-back); a retry with the same request_id finds its
+    /// order, or places one if none was placed.
     #[tracing::instrument(skip_all, fields(user_id = order.user_id, order_sn))]
-    pub async fn place(self: &Arc<Self>, order: NewOrder) -> Result<OrderRow> {
+    pub async fn place(
+        self: &Arc<Self>,
+        order: NewOrder,
+        deadline: Option<Duration>,
+    ) -> Result<OrderRow> {
         let (reply, replied) = oneshot::channel();
         let placer = self.clone();
         // Boxed: the send's and the local transaction's futures are large, and a future
@@ -199,9 +213,18 @@ impl OrderPlacer {
         self.calls.spawn(
             Box::pin(async move { placer.place_in_task(order, reply).await }).in_current_span(),
         );
-        replied
-            .await
-            .unwrap_or_else(|_| Err(Error::Internal("the CreateOrder task failed".into())))
+        let budget = deadline.map_or(self.budget, |deadline| deadline.min(self.budget));
+        match tokio::time::timeout(budget, replied).await {
+            Ok(answer) => answer
+                .unwrap_or_else(|_| Err(Error::Internal("the CreateOrder task failed".into()))),
+            Err(_) => {
+                tracing::warn!(?budget, "CreateOrder answered unknown: its budget ran out");
+                Err(Error::Unavailable(format!(
+                    "CreateOrder did not finish within {budget:?}; its outcome is unknown: \
+                     retry with the same request_id to see it"
+                )))
+            }
+        }
     }
 
     async fn place_in_task(&self, order: NewOrder, reply: oneshot::Sender<Result<OrderRow>>) {

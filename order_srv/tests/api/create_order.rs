@@ -326,3 +326,62 @@ async fn a_create_order_of_a_cart_another_order_holds_is_aborted_before_sell(
     stack.audit(&[(1, 10)], &[order.order_sn]).await;
     stack.stop().await;
 }
+
+/// DESIGN.md §13: CreateOrder has a server-side budget. A call that cannot finish within
+/// it (here: COMMIT held up 3 s, the budget 1 s) is answered UNAVAILABLE, outcome unknown,
+/// when the budget runs out, not when the call ends; the call goes on and commits, and a
+/// retry with the same request_id finds that order. Before, the caller waited as long as
+/// the slowest wait inside (a silent database: the whole cut).
+#[sqlx::test(migrations = false)]
+async fn a_create_order_past_its_budget_is_answered_unknown_and_a_retry_finds_the_order(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let user = 5_100_001;
+    let mut config = order_config();
+    config.create_order_budget = Duration::from_secs(1);
+    let stack = spawn_stack_with(db, config).await;
+    stack.goods(1, 100, 10).await;
+    stack.add_to_cart(user, 1, 2).await;
+    let request = pb::CreateOrderRequest {
+        request_id: "budget-retry-1".into(),
+        ..crate::helpers::create_order_request(user)
+    };
+
+    let armed_order_pause_before_commit =
+        arm("order.pause_before_commit", &format!("return({user}:3000)")).await;
+    let started = std::time::Instant::now();
+    let status = stack
+        .order
+        .clone()
+        .create_order(request.clone())
+        .await
+        .expect_err("the budget ran out");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("outcome is unknown"),
+        "{status:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2_500),
+        "answered after {took:?}, not at the 1 s budget"
+    );
+    // The call went on and committed after its pause.
+    eventually(PATIENCE, "the order committed", || async {
+        (stack.order_count().await == 1).then_some(())
+    })
+    .await;
+    drop(armed_order_pause_before_commit);
+    let order = stack
+        .order
+        .clone()
+        .create_order(request)
+        .await
+        .expect("the retry finds the order")
+        .into_inner();
+    assert_eq!(order.user_id, user);
+    assert_eq!(stack.stock(1).await, 8);
+    stack.audit(&[(1, 10)], &[order.order_sn]).await;
+    stack.stop().await;
+}

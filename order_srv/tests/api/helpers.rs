@@ -57,6 +57,9 @@ pub fn order_config() -> order_srv::config::Config {
     config.plain_producer_group = unique("order_plain");
     config.timeout_consumer_group = unique("order_timeout");
     config.pay_timeout = Duration::from_secs(3600);
+    // Tests hold calls up on purpose (pauses of up to 4 s) on a loaded machine: only the
+    // budget's own test shortens it.
+    config.create_order_budget = Duration::from_secs(30);
     config.db_max_connections = 64;
     config
 }
