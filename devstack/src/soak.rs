@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 use testkit::audit::{AuditInput, Liveness, audit, close_report, report};
 
-use crate::procs::{Parts, Proc};
+use crate::procs::Parts;
 
 #[derive(Debug, Clone, clap::Parser)]
 pub struct SoakArgs {
@@ -136,6 +136,24 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let calls = Arc::new(Mutex::new(Calls::default()));
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
+    let pids = [
+        (broker.name.clone(), broker.pid()),
+        (inventory.name.clone(), inventory.pid()),
+        (order.name.clone(), order.pid()),
+    ];
+    let take_sample = |from: Instant| {
+        sample(
+            &mq,
+            &order_pool,
+            &inventory_pool,
+            &pids,
+            &work,
+            &calls,
+            (from, Instant::now()),
+            started,
+            args.pay_timeout,
+        )
+    };
     let mut samples = Vec::new();
     let mut next_sample = started + args.sample_every;
     let mut sampled_at = started;
@@ -150,18 +168,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             break;
         }
         if Instant::now() >= next_sample {
-            let sample = sample(
-                &mq,
-                &order_pool,
-                &inventory_pool,
-                &[&broker, &inventory, &order],
-                &work,
-                &calls,
-                (sampled_at, Instant::now()),
-                started,
-                args.pay_timeout,
-            )
-            .await?;
+            let sample = take_sample(sampled_at).await?;
             print_sample(&sample);
             samples.push(sample);
             sampled_at = Instant::now();
@@ -181,18 +188,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let placed_in = started.elapsed();
     let started_orders = i;
     let achieved = started_orders as f64 / placed_in.as_secs_f64().max(0.001);
-    let last = sample(
-        &mq,
-        &order_pool,
-        &inventory_pool,
-        &[&broker, &inventory, &order],
-        &work,
-        &calls,
-        (sampled_at, Instant::now()),
-        started,
-        args.pay_timeout,
-    )
-    .await?;
+    let last = take_sample(sampled_at).await?;
     print_sample(&last);
     samples.push(last);
 
@@ -472,7 +468,7 @@ async fn sample(
     mq: &mq::Mq,
     order_db: &MySqlPool,
     inventory_db: &MySqlPool,
-    procs: &[&Proc],
+    procs: &[(String, u32)],
     work: &Path,
     calls: &Mutex<Calls>,
     (from, to): (Instant, Instant),
@@ -555,9 +551,9 @@ async fn sample(
         closed_by_sweep,
         procs: procs
             .iter()
-            .map(|p| {
-                let (rss, fds) = process_usage(p.pid());
-                (p.name.clone(), rss, fds)
+            .map(|(name, pid)| {
+                let (rss, fds) = process_usage(*pid);
+                (name.clone(), rss, fds)
             })
             .collect(),
         mysql_connections: connections.parse().unwrap_or(-1),

@@ -203,14 +203,12 @@ enum Settled {
 pub fn spawn(
     reconciler: Reconciler,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
+    let reconciler = Arc::new(reconciler);
+    service_db::spawn_periodic(every, stop, move || {
+        let reconciler = reconciler.clone();
+        async move {
             match reconciler.round().await {
                 Ok(round) if round.returned > 0 || round.undecided > 0 => {
                     tracing::info!(?round, "reconciler round");

@@ -313,14 +313,11 @@ pub fn spawn_sweep(
     deps: Arc<OrderCloser>,
     overdue_after: Duration,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
+    service_db::spawn_periodic(every, stop, move || {
+        let deps = deps.clone();
+        async move {
             match sweep_overdue(&deps, overdue_after).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(

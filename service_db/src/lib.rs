@@ -166,14 +166,11 @@ pub fn spawn_purge(
     expiry: Expiry,
     retention: Duration,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
+    spawn_periodic(every, stop, move || {
+        let pool = pool.clone();
+        async move {
             match purge_once(&pool, expiry, retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "purged expired {}", expiry.what),
@@ -181,6 +178,29 @@ pub fn spawn_purge(
                     tracing::warn!(error = %e, "purging expired {} failed; will retry", expiry.what);
                 }
             }
+        }
+    })
+}
+
+/// Runs `round` every `every` (the first one interval after start) until `stop` turns
+/// true: a service's background work (purge, overdue sweep, reconciler). A round in
+/// progress when `stop` turns true is finished first.
+pub fn spawn_periodic<F, Fut>(
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut round: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            round().await;
         }
     })
 }
