@@ -252,24 +252,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             liveness: Some(Liveness::new(args.pay_timeout)),
         }
     };
-    let settle_deadline = Instant::now() + args.settle_within + args.pay_timeout;
-    let mut passes = 0;
-    let verdicts = loop {
-        let verdicts = audit(&order_pool, &inventory_pool, &input).await?;
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
-                .fetch_one(&order_pool)
-                .await?;
-        passes = if verdicts.iter().all(|v| v.passed()) && waiting == 0 {
-            passes + 1
-        } else {
-            0
-        };
-        if passes >= 2 || Instant::now() >= settle_deadline {
-            break verdicts;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let verdicts = audit_once_quiet(
+        &order_pool,
+        &inventory_pool,
+        &input,
+        Instant::now() + args.settle_within + args.pay_timeout,
+    )
+    .await?;
     let quiescent_after = started.elapsed() - placed_at;
 
     let closed: i64 =
@@ -381,6 +370,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("chaos: invariants violated (see above)")
+    }
+}
+
+/// The audit once the system is quiet: every unpaid order closed and every invariant
+/// holding twice in a row, a second apart (I2 compares two databases that settle at
+/// different moments); or, at `deadline`, the last verdicts, to report what is wrong.
+pub(crate) async fn audit_once_quiet(
+    order_db: &sqlx::MySqlPool,
+    inventory_db: &sqlx::MySqlPool,
+    input: &AuditInput,
+    deadline: Instant,
+) -> anyhow::Result<Vec<testkit::audit::Verdict>> {
+    let mut passes = 0;
+    loop {
+        let verdicts = audit(order_db, inventory_db, input).await?;
+        let unpaid: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
+                .fetch_one(order_db)
+                .await?;
+        passes = if verdicts.iter().all(|v| v.passed()) && unpaid == 0 {
+            passes + 1
+        } else {
+            0
+        };
+        if passes >= 2 || Instant::now() >= deadline {
+            return Ok(verdicts);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -24,7 +24,7 @@ use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
-use testkit::audit::{AuditInput, Liveness, audit, close_report, report};
+use testkit::audit::{AuditInput, Liveness, close_report, report};
 
 use crate::procs::Parts;
 
@@ -199,24 +199,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         acknowledged: Vec::new(),
         liveness: Some(liveness),
     };
-    let settle_deadline = Instant::now() + args.pay_timeout + args.settle_within;
-    let mut passes = 0;
-    let verdicts = loop {
-        let verdicts = audit(&order_pool, &inventory_pool, &input).await?;
-        let unpaid: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
-                .fetch_one(&order_pool)
-                .await?;
-        passes = if verdicts.iter().all(|v| v.passed()) && unpaid == 0 {
-            passes + 1
-        } else {
-            0
-        };
-        if passes >= 2 || Instant::now() >= settle_deadline {
-            break verdicts;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let verdicts = crate::chaos::audit_once_quiet(
+        &order_pool,
+        &inventory_pool,
+        &input,
+        Instant::now() + args.pay_timeout + args.settle_within,
+    )
+    .await?;
     let quiet_after = started.elapsed().saturating_sub(placed_in);
     let closes = close_report(&order_pool, args.pay_timeout).await?;
     let timer = scrape_counters(&parts.order_metrics_addr()).await.ok();

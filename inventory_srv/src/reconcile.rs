@@ -27,6 +27,13 @@ use tonic::transport::Channel;
 
 use crate::{db, domain::OrderSn, error::Result, stock};
 
+/// The longest one reconciler round may take (each call to order_srv has its own
+/// deadline; the rest waits for the next round).
+const ROUND_WITHIN: Duration = Duration::from_secs(120);
+
+/// The longest an unpaid order's deduction is left before it is asked about again.
+const ASK_AGAIN_AT_MOST_SECS: u64 = 30 * 86_400;
+
 /// What the reconciler did since start (`inventory_reconciled_total{result}`).
 #[derive(Debug, Clone)]
 pub struct ReconcileCounters {
@@ -99,7 +106,7 @@ impl Reconciler {
                 return Ok(round);
             }
             let asked = candidates.len() as u64;
-            round.found += asked;
+            round.found = round.found.saturating_add(asked);
             self.counters.found.inc_by(asked);
             let mut request = tonic::Request::new(pb::OrderOutcomesRequest {
                 order_sns: candidates.clone(),
@@ -115,7 +122,7 @@ impl Reconciler {
                         undecided = asked,
                         "reconciler: order_srv did not answer; asking again next round"
                     );
-                    round.undecided += asked;
+                    round.undecided = round.undecided.saturating_add(asked);
                     self.counters.undecided.inc_by(asked);
                     return Ok(round);
                 }
@@ -129,20 +136,20 @@ impl Reconciler {
                 };
                 match settled {
                     Some(Settled::Returned) => {
-                        round.returned += 1;
+                        round.returned = round.returned.saturating_add(1);
                         progressed = true;
                     }
                     Some(Settled::AlreadyReturned) => progressed = true,
                     Some(Settled::Confirmed) => {
-                        round.confirmed += 1;
+                        round.confirmed = round.confirmed.saturating_add(1);
                         progressed = true;
                     }
                     Some(Settled::Deferred) => {
-                        round.deferred += 1;
+                        round.deferred = round.deferred.saturating_add(1);
                         progressed = true;
                     }
                     None => {
-                        round.undecided += 1;
+                        round.undecided = round.undecided.saturating_add(1);
                         self.counters.undecided.inc();
                     }
                 }
@@ -182,7 +189,13 @@ impl Reconciler {
                 Ok(Some(Settled::Confirmed))
             }
             Outcome::Unpaid => {
-                let after = Duration::from_secs(answer.ask_again_after_seconds.max(60));
+                // From the network: kept between a minute and 30 days, so a wild answer can
+                // neither spin nor overflow the database's date arithmetic.
+                let after = Duration::from_secs(
+                    answer
+                        .ask_again_after_seconds
+                        .clamp(60, ASK_AGAIN_AT_MOST_SECS),
+                );
                 db::defer_deduction(&mut *self.pool.acquire().await?, order_sn, after).await?;
                 self.counters.deferred.inc();
                 Ok(Some(Settled::Deferred))
@@ -206,7 +219,7 @@ pub fn spawn(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let reconciler = Arc::new(reconciler);
-    service_db::spawn_periodic(every, stop, move || {
+    service_db::spawn_periodic("reconciler", every, ROUND_WITHIN, stop, move || {
         let reconciler = reconciler.clone();
         async move {
             match reconciler.round().await {

@@ -226,6 +226,9 @@ fn order_goods(row: OrderGoodsRow) -> pb::OrderGoods {
 /// at most 8 digits and a unit, H M S m u n); `None` when absent or malformed.
 fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;

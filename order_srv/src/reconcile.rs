@@ -26,6 +26,10 @@ use crate::{
 /// Most order numbers one call may ask about.
 pub const MAX_BATCH: usize = 500;
 
+/// Bounds of the "ask again after" of an unpaid order.
+const ASK_AGAIN_AT_LEAST: Duration = Duration::from_secs(60);
+const ASK_AGAIN_AT_MOST: Duration = Duration::from_secs(30 * 86_400);
+
 /// What became of one order, as the reconciler needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
@@ -88,13 +92,16 @@ impl ReconcileService {
             OrderStatus::TradeSuccess | OrderStatus::TradeFinished => Fate::Paid,
             OrderStatus::WaitBuyerPay | OrderStatus::Paying => {
                 // When the pay timeout or, at the latest, the sweep will have decided it.
-                let decided_at = order.created_at
-                    + chrono::Duration::from_std(
-                        self.pay_timeout.saturating_add(self.overdue_grace),
-                    )
-                    .unwrap_or(chrono::TimeDelta::MAX);
-                let left = (decided_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                Fate::Unpaid(left.max(Duration::from_secs(60)))
+                // Checked: a row's created_at far in the future (or settings of centuries)
+                // must not panic; such an order is asked about again after the cap.
+                let decided_at =
+                    chrono::Duration::from_std(self.pay_timeout.saturating_add(self.overdue_grace))
+                        .ok()
+                        .and_then(|wait| order.created_at.checked_add_signed(wait));
+                let left = decided_at
+                    .and_then(|at| (at - Utc::now()).to_std().ok())
+                    .unwrap_or(ASK_AGAIN_AT_MOST);
+                Fate::Unpaid(left.clamp(ASK_AGAIN_AT_LEAST, ASK_AGAIN_AT_MOST))
             }
         }
     }

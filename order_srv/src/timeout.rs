@@ -158,7 +158,7 @@ impl OrderCloser {
         };
         tracing::Span::current().record("order_sn", order_sn.as_str());
         match close_unpaid_order(self, &order_sn, CloseCause::PayTimeout).await {
-            Ok(()) => Outcome::Done,
+            Ok(_) => Outcome::Done,
             Err(e) => {
                 self.counters.retried.inc();
                 Outcome::Retry(format!("pay timeout failed: {e}"))
@@ -204,11 +204,12 @@ impl OrderCloser {
 }
 
 /// Closes the order if it is still unpaid; sends the reback whenever it is closed.
+/// `true` when this call closed it.
 pub async fn close_unpaid_order(
     deps: &OrderCloser,
     order_sn: &str,
     cause: CloseCause,
-) -> Result<()> {
+) -> Result<bool> {
     let mut conn = deps.pool.acquire().await?;
     // Looked up before the close, not after: an order committed between a close that
     // found nothing and a read that finds it unpaid would never be closed.
@@ -219,7 +220,7 @@ pub async fn close_unpaid_order(
         // return here (the half message's own answer or check-back returns its stock).
         tracing::info!("pay timeout of an order that does not exist; acknowledged");
         deps.counters.left_alone.inc();
-        return Ok(());
+        return Ok(false);
     }
     let closed_now = db::close_if_unpaid(&mut conn, order_sn, cause).await?;
     let Some(OrderRow {
@@ -250,9 +251,10 @@ pub async fn close_unpaid_order(
     if status != OrderStatus::TradeClosed {
         tracing::info!(status = ?status, "order paid or moving on; left alone");
         deps.counters.left_alone.inc();
-        return Ok(());
+        return Ok(false);
     }
-    send_reback(deps, order_sn, user_id).await
+    send_reback(deps, order_sn, user_id).await?;
+    Ok(closed_now)
 }
 
 /// A pay timeout found no order: its CreateOrder was refused or failed, or is still
@@ -286,6 +288,9 @@ async fn send_reback(deps: &OrderCloser, order_sn: &str, user_id: i64) -> Result
 /// Orders one sweep pass takes at most per statement.
 const SWEEP_BATCH: u32 = 500;
 
+/// The longest one sweep round may take (the rest waits for the next round).
+const SWEEP_WITHIN: Duration = Duration::from_secs(120);
+
 /// The overdue-order sweep, once: closes every order still unpaid `overdue_after` after it
 /// was placed, through the pay timeout's own conditional close and reback (so it races a
 /// payment, a cancel or the late message itself safely, on any number of replicas at
@@ -297,11 +302,11 @@ pub async fn sweep_overdue(deps: &OrderCloser, overdue_after: Duration) -> Resul
         let mut conn = deps.pool.acquire().await?;
         let overdue = db::overdue_unpaid(&mut conn, overdue_after, SWEEP_BATCH).await?;
         drop(conn);
-        let before = deps.counters.swept.get();
         for order_sn in &overdue {
-            close_unpaid_order(deps, order_sn, CloseCause::Sweep).await?;
+            if close_unpaid_order(deps, order_sn, CloseCause::Sweep).await? {
+                closed = closed.saturating_add(1);
+            }
         }
-        closed = closed.saturating_add(deps.counters.swept.get().saturating_sub(before));
         if overdue.len() < SWEEP_BATCH as usize {
             return Ok(closed);
         }
@@ -315,7 +320,7 @@ pub fn spawn_sweep(
     every: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    service_db::spawn_periodic(every, stop, move || {
+    service_db::spawn_periodic("overdue sweep", every, SWEEP_WITHIN, stop, move || {
         let deps = deps.clone();
         async move {
             match sweep_overdue(&deps, overdue_after).await {

@@ -138,6 +138,9 @@ pub struct Expiry {
 
 const PURGE_BATCH: u32 = 1_000;
 
+/// The longest one purge round may take; what is left waits for the next round.
+const PURGE_WITHIN: Duration = Duration::from_secs(600);
+
 /// Deletes the expired rows now, in batches (so no statement holds many locks); returns
 /// how many.
 pub async fn purge_once(
@@ -168,7 +171,7 @@ pub fn spawn_purge(
     every: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    spawn_periodic(every, stop, move || {
+    spawn_periodic("purge", every, PURGE_WITHIN, stop, move || {
         let pool = pool.clone();
         async move {
             match purge_once(&pool, expiry, retention).await {
@@ -183,10 +186,15 @@ pub fn spawn_purge(
 }
 
 /// Runs `round` every `every` (the first one interval after start) until `stop` turns
-/// true: a service's background work (purge, overdue sweep, reconciler). A round in
-/// progress when `stop` turns true is finished first.
+/// true: a service's background work (purge, overdue sweep, reconciler), each round
+/// resumable. A round that takes longer than `within` (a database or a peer gone silent)
+/// is dropped there, with one WARN, and the next round starts on time: an open
+/// transaction rolls back when dropped. A round in progress when `stop` turns true is
+/// finished first (within `within`).
 pub fn spawn_periodic<F, Fut>(
+    what: &'static str,
     every: Duration,
+    within: Duration,
     mut stop: watch::Receiver<bool>,
     mut round: F,
 ) -> JoinHandle<()>
@@ -200,7 +208,13 @@ where
                 () = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            round().await;
+            if tokio::time::timeout(within, round()).await.is_err() {
+                tracing::warn!(
+                    what,
+                    ?within,
+                    "background round did not finish in time; the rest waits for the next round"
+                );
+            }
         }
     })
 }
@@ -238,4 +252,43 @@ pub async fn record_dead_message(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod periodic_tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use std::time::Duration;
+
+    use super::spawn_periodic;
+
+    /// A round that never ends (a silent database) is cut at its deadline and the next
+    /// rounds still run.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_hangs_is_cut_at_its_deadline_and_the_next_ones_run() {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let started = Arc::new(AtomicUsize::new(0));
+        let counted = started.clone();
+        let task = spawn_periodic(
+            "test",
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            stopped,
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>()
+            },
+        );
+        // Round 1 starts at 1 s and is cut at 6 s; round 2 starts at 7 s.
+        tokio::time::sleep(Duration::from_millis(7_500)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        let _ = stop.send(true);
+        // Stop is seen once the hanging round 2 is cut (12 s).
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
 }

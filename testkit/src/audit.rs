@@ -472,6 +472,15 @@ pub fn report(verdicts: &[Verdict]) -> String {
     out
 }
 
+/// The names of the invariants that failed, in order.
+pub fn failed(verdicts: &[Verdict]) -> Vec<&'static str> {
+    verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(|v| v.name)
+        .collect()
+}
+
 /// Panics with every violation: for tests.
 pub fn assert_all_hold(verdicts: &[Verdict]) {
     let failed: Vec<String> = verdicts

@@ -23,11 +23,7 @@ async fn the_audit_passes_a_consistent_stack_and_names_what_breaks_each_invarian
     let verdicts = audit(&stack.order_pool, &stack.inventory_pool, &input)
         .await
         .expect("audit");
-    let failed: Vec<&str> = verdicts
-        .iter()
-        .filter(|v| !v.passed())
-        .map(|v| v.name)
-        .collect();
+    let failed = testkit::audit::failed(&verdicts);
     assert_eq!(failed, ["I4 durability"], "{}", report(&verdicts));
     assert!(report(&verdicts).contains("GHOST-1"));
 
@@ -44,11 +40,7 @@ async fn the_audit_passes_a_consistent_stack_and_names_what_breaks_each_invarian
     let verdicts = audit(&stack.order_pool, &stack.inventory_pool, &input)
         .await
         .expect("audit");
-    let failed: Vec<&str> = verdicts
-        .iter()
-        .filter(|v| !v.passed())
-        .map(|v| v.name)
-        .collect();
+    let failed = testkit::audit::failed(&verdicts);
     assert_eq!(
         failed,
         ["I1 conservation", "I2 agreement", "I4 durability"],
@@ -103,11 +95,7 @@ async fn i6_fails_while_an_unpaid_order_outlives_its_pay_timeout_and_i1_to_i5_ho
         (!i6.passed() && closed && returned).then_some(verdicts)
     })
     .await;
-    let failed: Vec<&str> = verdicts
-        .iter()
-        .filter(|v| !v.passed())
-        .map(|v| v.name)
-        .collect();
+    let failed = testkit::audit::failed(&verdicts);
     assert_eq!(failed, ["I6 liveness"], "{}", report(&verdicts));
     assert!(report(&verdicts).contains(&stuck.order_sn));
     assert!(

@@ -530,14 +530,16 @@ async fn row11_a_pay_timeout_that_comes_before_its_order_is_written_keeps_it_fro
             stack.sell_details().await.first().map(|(sn, _)| sn.clone())
         })
         .await;
-        // What the pay-timeout consumer does with a delivery of this order's pay timeout.
-        order_srv::timeout::close_unpaid_order(
+        // What the pay-timeout consumer does with a delivery of this order's pay timeout:
+        // no order to close.
+        let closed = order_srv::timeout::close_unpaid_order(
             &stack.closer,
             &order_sn,
             order_srv::db::CloseCause::PayTimeout,
         )
         .await
         .expect("the pay timeout handled");
+        assert!(!closed);
         // It claimed the barrier itself: the broker's check-back, which would claim it
         // too, comes a second or more after the half message, this within milliseconds.
         assert_eq!(stack.barrier(&order_sn).await.as_deref(), Some("aborted"));

@@ -145,11 +145,7 @@ async fn stock_caught_when_the_broker_stops_asking_comes_back_through_the_reconc
     let verdicts = testkit::audit::audit(&stack.order_pool, &stack.inventory_pool, &input)
         .await
         .expect("audit");
-    let failed: Vec<&str> = verdicts
-        .iter()
-        .filter(|v| !v.passed())
-        .map(|v| v.name)
-        .collect();
+    let failed = testkit::audit::failed(&verdicts);
     assert_eq!(
         failed,
         ["I2 agreement", "I6 liveness"],
