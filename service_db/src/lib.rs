@@ -266,27 +266,33 @@ mod periodic_tests {
 
     /// A round that never ends (a silent database) is cut at its deadline and the next
     /// rounds still run.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_round_that_hangs_is_cut_at_its_deadline_and_the_next_ones_run() {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let started = Arc::new(AtomicUsize::new(0));
         let counted = started.clone();
         let task = spawn_periodic(
             "test",
-            Duration::from_secs(1),
-            Duration::from_secs(5),
+            Duration::from_millis(10),
+            Duration::from_millis(50),
             stopped,
             move || {
                 counted.fetch_add(1, Ordering::SeqCst);
                 std::future::pending::<()>()
             },
         );
-        // Round 1 starts at 1 s and is cut at 6 s; round 2 starts at 7 s.
-        tokio::time::sleep(Duration::from_millis(7_500)).await;
-        assert_eq!(started.load(Ordering::SeqCst), 2);
+        // Without the deadline the first round would hang forever.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while started.load(Ordering::SeqCst) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rounds stuck at {}",
+                started.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let _ = stop.send(true);
-        // Stop is seen once the hanging round 2 is cut (12 s).
-        tokio::time::timeout(Duration::from_secs(10), task)
+        tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("stops")
             .expect("no panic");
