@@ -1,7 +1,17 @@
 //! `devstack chaos`: the broker and both services as separate OS processes, concurrent
 //! CreateOrders, payments and pay timeouts, while order_srv is crashed at protocol steps
 //! (failpoints armed through `FAILPOINTS`) or SIGKILLed, inventory_srv is killed and the
-//! broker restarted. Then it waits for quiescence and audits I1-I5.
+//! broker restarted. Then it waits for quiescence and audits I1-I6.
+//!
+//! With `--partitions` the schedule also cuts each link (order_srv and inventory_srv to
+//! MySQL, order_srv to inventory_srv, the services to the broker) for `--cut-for`,
+//! order_srv's MySQL once more for `--long-cut`, and keeps an order_srv that crashed
+//! after Sell away for `--away-for` (past the broker's check window: the reconciler
+//! returns that stock). Per cut the summary adds the slowest CreateOrder answer, the time
+//! from the heal to the first success and the WARN/ERROR lines each service logged; a
+//! CreateOrder slower than its budget (plus a second), a first success later than 5 s
+//! after a heal, or more than 10 such lines per process in a cut is a violation
+//! (`partition` says how the cuts are made; root and nftables needed).
 //!
 //! order_srv must be built with the `failpoints` feature (the debug binaries `scripts/test`
 //! builds are; for release: `--features order_srv/failpoints`).
@@ -26,7 +36,10 @@ use tokio::sync::RwLock;
 
 use testkit::audit::{AuditInput, Liveness, audit, report};
 
-use crate::procs::{Parts, Proc};
+use crate::{
+    partition::{self, Link, Partitions, Side},
+    procs::{Parts, Proc},
+};
 
 /// The protocol steps where order_srv is crashed.
 pub const CRASH_POINTS: [&str; 5] = [
@@ -82,7 +95,29 @@ pub struct ChaosArgs {
     /// summary shows how soon). With one replica it restarts at once.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub down_for: Duration,
+    /// Cut links too (nftables; needs root): each link for --cut-for, order_srv's MySQL
+    /// for --long-cut, and an order_srv crashed after Sell kept away for --away-for.
+    #[arg(long)]
+    pub partitions: bool,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub cut_for: Duration,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub long_cut: Duration,
+    /// Longer than the chaos broker's check window (30 check-backs a second apart, after
+    /// a 1 s transaction timeout): the broker gives up on that order's half message.
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    pub away_for: Duration,
+    /// inventory_srv's reconciler horizon in this run (longer than the check window).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_horizon: Duration,
 }
+
+/// order_srv's budget in chaos runs (its default, `ORDER_CREATE_ORDER_BUDGET`).
+const CREATE_ORDER_BUDGET: Duration = Duration::from_secs(5);
+/// A heal must be followed by a successful CreateOrder within this.
+const FIRST_SUCCESS_WITHIN: Duration = Duration::from_secs(5);
+/// WARN/ERROR lines a service may log during one cut.
+const WARNINGS_PER_CUT: usize = 10;
 
 /// One fault; the number is the replica it hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +133,11 @@ enum Kill {
     BrokerStop(usize),
     /// Every order_srv in turn: SIGTERM, wait until it exits, start it, next.
     RollingRestart,
+    /// A link silent both ways for a while, then healed.
+    Partition(Link, Duration),
+    /// order_srv crashes after Sell and stays away this long: past the broker's check
+    /// window, the reconciler returns the stock.
+    OrderAwayAfterSell(usize, Duration),
 }
 
 impl Kill {
@@ -110,6 +150,10 @@ impl Kill {
             Kill::Broker => "broker restart (with the name server)".into(),
             Kill::BrokerStop(_) => "broker stop, then restart".into(),
             Kill::RollingRestart => "rolling restart of every order_srv".into(),
+            Kill::Partition(link, cut) => format!("{link} cut for {cut:?}"),
+            Kill::OrderAwayAfterSell(_, away) => {
+                format!("order_srv crash after Sell, away {away:?}")
+            }
         }
     }
 }
@@ -133,8 +177,17 @@ struct Tally {
     failed: BTreeMap<String, usize>,
     paid: usize,
     payment_refused: usize,
-    /// Every CreateOrder answer: when, and its gRPC code ("Ok" for success).
-    answers: Vec<(Instant, String)>,
+    /// Every CreateOrder answer: when the call started, when it was answered, and its
+    /// gRPC code ("Ok" for success).
+    answers: Vec<(Instant, Instant, String)>,
+}
+
+/// A fault's span of time, and for a cut, when it healed (wall clock, for the logs).
+struct Window {
+    label: String,
+    from: Instant,
+    to: Instant,
+    cut: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
@@ -150,13 +203,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         args.seed,
         work.display()
     );
-    let parts = Arc::new(
-        Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?.replicas(
+    let mut parts = Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?
+        .replicas(
             usize::from(args.order_replicas),
             usize::from(args.inventory_replicas),
             usize::from(args.brokers),
-        )?,
-    );
+        )?
+        .with_inventory_env(
+            "INVENTORY_RECONCILE_HORIZON",
+            humantime::format_duration(args.reconcile_horizon).to_string(),
+        )
+        .with_inventory_env("INVENTORY_RECONCILE_INTERVAL", "5s".into());
+    let partitions = if args.partitions {
+        let ports = partition::Ports {
+            mysql: base.get_port(),
+            order: parts.order_ports(),
+            inventory: parts.inventory_ports(),
+            broker: parts.broker_ports(),
+        };
+        let partitions = Partitions::set_up(ports).await?;
+        parts = parts.in_cgroups(
+            partitions.procs_file(Side::Order),
+            partitions.procs_file(Side::Inventory),
+        );
+        Some(partitions)
+    } else {
+        None
+    };
+    let parts = Arc::new(parts);
     let kills = schedule(&args, &mut rng);
     let every = (args.orders / (kills.len() + 1)).max(1);
 
@@ -215,7 +289,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     // The killer follows the orders' progress.
     let mut kills_by_point: BTreeMap<String, usize> = BTreeMap::new();
-    let mut windows: Vec<(String, Instant, Instant)> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
     for (k, kill) in kills.iter().enumerate() {
         let due = every * (k + 1);
         while next.load(Ordering::SeqCst) < due && !workers.iter().all(|w| w.is_finished()) {
@@ -227,9 +301,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             k + 1,
             kill.label()
         );
-        let from = Instant::now();
-        execute(*kill, &parts, &procs, &args).await?;
-        windows.push((kill.label(), from, Instant::now()));
+        let (from, wall_from) = (Instant::now(), chrono::Utc::now());
+        execute(*kill, &parts, &procs, &args, partitions.as_ref()).await?;
+        windows.push(Window {
+            label: kill.label(),
+            from,
+            to: Instant::now(),
+            cut: matches!(kill, Kill::Partition(..)).then(|| (wall_from, chrono::Utc::now())),
+        });
         *kills_by_point.entry(kill.label()).or_default() += 1;
     }
     for worker in workers {
@@ -249,14 +328,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         AuditInput {
             initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
             acknowledged: t.acknowledged.clone(),
-            liveness: Some(Liveness::new(args.pay_timeout)),
+            liveness: Some(Liveness {
+                reconcile_horizon: Some(args.reconcile_horizon),
+                ..Liveness::new(args.pay_timeout)
+            }),
         }
     };
     let verdicts = audit_once_quiet(
         &order_pool,
         &inventory_pool,
         &input,
-        Instant::now() + args.settle_within + args.pay_timeout,
+        Instant::now() + args.settle_within + args.pay_timeout + args.reconcile_horizon,
     )
     .await?;
     let quiescent_after = started.elapsed() - placed_at;
@@ -296,6 +378,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     {
         proc.stop(Duration::from_secs(20)).await;
     }
+    if let Some(partitions) = partitions {
+        partitions.tear_down().await;
+    }
 
     let t = tally
         .lock()
@@ -323,11 +408,18 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
          the consumers handled what fell due in it (pay timeouts closing orders, stock returns \
          after a close)"
     );
-    for (label, from, to) in &windows {
-        let to = &(*to + Duration::from_secs(5));
+    let mut budget_violations = Vec::new();
+    for Window {
+        label,
+        from,
+        to: until,
+        cut,
+    } in &windows
+    {
+        let to = &(*until + Duration::from_secs(5));
         let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
         let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, code) in t.answers.iter().filter(|(at, _)| at >= from && at <= to) {
+        for (_, _, code) in t.answers.iter().filter(|(_, at, _)| at >= from && at <= to) {
             *codes.entry(code.as_str()).or_default() += 1;
         }
         let ok = codes.remove("Ok").unwrap_or(0);
@@ -345,6 +437,26 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             Lags::of(&lags.timeouts, span),
             Lags::of(&lags.rebacks, span),
         );
+        if let Some((wall_from, wall_to)) = cut {
+            let cut = Cut::of(&t.answers, *from, *until);
+            let warnings: Vec<(String, usize)> = parts
+                .service_logs()
+                .into_iter()
+                .map(|(name, log)| {
+                    let until = *wall_to + chrono::Duration::seconds(5);
+                    (name, partition::warnings_between(&log, *wall_from, until))
+                })
+                .collect();
+            println!("    {:<40} {cut}; WARN/ERROR lines {warnings:?}", "");
+            budget_violations.extend(cut.violations(label));
+            for (name, lines) in warnings {
+                if lines > WARNINGS_PER_CUT {
+                    budget_violations.push(format!(
+                        "{label}: {name} logged {lines} WARN/ERROR lines (at most {WARNINGS_PER_CUT})"
+                    ));
+                }
+            }
+        }
     }
     println!(
         "  consumer lag over the whole run: timeouts {}, stock returns {}",
@@ -364,7 +476,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     );
     println!("\naudit:");
     print!("{}", report(&verdicts));
-    if verdicts.iter().all(|v| v.passed()) {
+    for violation in &budget_violations {
+        println!("time budget violated: {violation}");
+    }
+    if verdicts.iter().all(|v| v.passed()) && budget_violations.is_empty() {
         println!("\nchaos: 0 violations");
         let _ = std::fs::remove_dir_all(&work);
         Ok(())
@@ -398,6 +513,68 @@ pub(crate) async fn audit_once_quiet(
             return Ok(verdicts);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What the CreateOrder callers saw of one cut: the slowest answer to a call the cut met
+/// (in flight when it began, or started before the heal), and how soon after the heal a
+/// call succeeded.
+struct Cut {
+    calls: usize,
+    slowest: Duration,
+    first_success: Option<Duration>,
+}
+
+impl Cut {
+    fn of(answers: &[(Instant, Instant, String)], cut: Instant, healed: Instant) -> Self {
+        let met: Vec<Duration> = answers
+            .iter()
+            .filter(|(started, answered, _)| *answered > cut && *started < healed)
+            .map(|(started, answered, _)| answered.duration_since(*started))
+            .collect();
+        Self {
+            calls: met.len(),
+            slowest: met.iter().copied().max().unwrap_or_default(),
+            first_success: answers
+                .iter()
+                .filter(|(_, answered, code)| *answered >= healed && code == "Ok")
+                .map(|(_, answered, _)| answered.duration_since(healed))
+                .min(),
+        }
+    }
+
+    fn violations(&self, label: &str) -> Vec<String> {
+        let mut violations = Vec::new();
+        let limit = CREATE_ORDER_BUDGET + Duration::from_secs(1);
+        if self.slowest > limit {
+            violations.push(format!(
+                "{label}: a CreateOrder took {:.1?} (budget {CREATE_ORDER_BUDGET:?})",
+                self.slowest
+            ));
+        }
+        match self.first_success {
+            Some(after) if after <= FIRST_SUCCESS_WITHIN => {}
+            Some(after) => violations.push(format!(
+                "{label}: first success {after:.1?} after the heal (at most {FIRST_SUCCESS_WITHIN:?})"
+            )),
+            None => violations.push(format!("{label}: no success after the heal")),
+        }
+        violations
+    }
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} CreateOrders met the cut, slowest answered in {:.1}s; first success {} after the heal",
+            self.calls,
+            self.slowest.as_secs_f64(),
+            self.first_success.map_or_else(
+                || "never".to_owned(),
+                |d| format!("{:.1}s", d.as_secs_f64())
+            )
+        )
     }
 }
 
@@ -516,12 +693,27 @@ fn schedule(args: &ChaosArgs, rng: &mut StdRng) -> Vec<Kill> {
             rng.random_range(1..usize::from(args.brokers)),
         ));
     }
-    while kills.len() < args.kills.max(2) {
+    let mut required = kills.len();
+    if args.partitions {
+        kills.extend(Link::ALL.map(|link| Kill::Partition(link, args.cut_for)));
+        kills.push(Kill::Partition(Link::OrderMysql, args.long_cut));
+        kills.push(Kill::OrderAwayAfterSell(
+            rng.random_range(0..orders),
+            args.away_for,
+        ));
+        required = kills.len();
+    }
+    while kills.len() < args.kills.max(required) {
         let order = rng.random_range(0..orders);
-        kills.push(match rng.random_range(0..10) {
+        let extra = if args.partitions { 13 } else { 10 };
+        kills.push(match rng.random_range(0..extra) {
             0..=6 => Kill::OrderAt(order, CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())]),
             7 => Kill::InventoryInConsumer(rng.random_range(0..inventories)),
-            _ => Kill::OrderSigkill(order),
+            8 | 9 => Kill::OrderSigkill(order),
+            _ => Kill::Partition(
+                Link::ALL[rng.random_range(0..Link::ALL.len())],
+                Duration::from_secs(rng.random_range(3..=20)),
+            ),
         });
     }
     kills.shuffle(rng);
@@ -533,7 +725,15 @@ async fn execute(
     parts: &Parts,
     procs: &RwLock<Procs>,
     args: &ChaosArgs,
+    partitions: Option<&Partitions>,
 ) -> anyhow::Result<()> {
+    if let Kill::Partition(link, cut_for) = kill {
+        // The processes keep running: no lock on them.
+        let partitions = partitions.context("a cut without --partitions")?;
+        partitions.cut(link).await?;
+        tokio::time::sleep(cut_for).await;
+        return partitions.heal().await;
+    }
     let mut procs = procs.write().await;
     let procs = &mut *procs;
     // A replica that others stand in for stays dead a while, so they must take over.
@@ -560,6 +760,21 @@ async fn execute(
             order.kill().await;
             *order = parts.order_at(i, None).await?;
         }
+        Kill::OrderAwayAfterSell(i, away) => {
+            let order = slot(&mut procs.orders, i)?;
+            order.kill().await;
+            *order = parts
+                .order_at(i, Some("order.after_sell=1*return(*:crash)".into()))
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while order.is_running() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            order.kill().await;
+            tokio::time::sleep(away).await;
+            *order = parts.order_at(i, None).await?;
+        }
+        Kill::Partition(..) => {}
         Kill::OrderSigkill(i) => {
             slot(&mut procs.orders, i)?.kill().await;
             tokio::time::sleep(down_for(&procs.orders)).await;
@@ -715,12 +930,14 @@ async fn place_one(
             post: String::new(),
             request_id: String::new(),
         };
+        let started = Instant::now();
         let answer = client.create_order(request).await;
         if let Ok(mut t) = tally.lock() {
             let code = answer
                 .as_ref()
                 .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-            t.answers.push((Instant::now(), format!("{code:?}")));
+            t.answers
+                .push((started, Instant::now(), format!("{code:?}")));
         }
         match answer {
             Ok(order) => break order.into_inner(),

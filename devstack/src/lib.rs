@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod demo;
+pub mod partition;
 pub mod procs;
 pub mod soak;
 pub mod stack;

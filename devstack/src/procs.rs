@@ -51,13 +51,38 @@ impl Proc {
         env: &[(String, String)],
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn_in(name, binary, args, env, log, None)
+    }
+
+    /// Like [`Proc::spawn`]; with `cgroup` (a `cgroup.procs` file) the process joins that
+    /// cgroup before the binary starts, so every socket it opens belongs to it
+    /// (`partition`). A shell writes its pid there and execs the binary in its place.
+    pub fn spawn_in(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+        cgroup: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(binary)
+        let mut command = match cgroup {
+            None => Command::new(binary),
+            Some(procs) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(r#"echo $$ > "$0" || exit 97; exec "$@""#)
+                    .arg(procs)
+                    .arg(binary);
+                sh
+            }
+        };
+        let child = command
             .args(args)
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -202,6 +227,10 @@ pub struct Parts {
     otlp_endpoint: Option<String>,
     /// More settings for every order_srv (e.g. the overdue sweep's).
     order_env: Vec<(String, String)>,
+    /// More settings for every inventory_srv (e.g. the reconciler's).
+    inventory_env: Vec<(String, String)>,
+    /// The `cgroup.procs` files order_srv and inventory_srv processes join (`partition`).
+    cgroups: Option<(PathBuf, PathBuf)>,
 }
 
 impl Parts {
@@ -232,6 +261,8 @@ impl Parts {
             service_log: Some("warn,order_srv=info,inventory_srv=info"),
             otlp_endpoint: None,
             order_env: Vec::new(),
+            inventory_env: Vec::new(),
+            cgroups: None,
         })
     }
 
@@ -287,6 +318,51 @@ impl Parts {
     pub fn with_order_env(mut self, name: &str, value: String) -> Self {
         self.order_env.push((name.to_owned(), value));
         self
+    }
+
+    /// Every inventory_srv also gets `name=value`.
+    pub fn with_inventory_env(mut self, name: &str, value: String) -> Self {
+        self.inventory_env.push((name.to_owned(), value));
+        self
+    }
+
+    /// Every order_srv joins the cgroup of `order` (its `cgroup.procs` file), every
+    /// inventory_srv that of `inventory`.
+    pub fn in_cgroups(mut self, order: PathBuf, inventory: PathBuf) -> Self {
+        self.cgroups = Some((order, inventory));
+        self
+    }
+
+    /// The broker ports the services use: the name server's, and each broker's two (it
+    /// also listens on its port - 2).
+    pub fn broker_ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.ports.namesrv];
+        for port in &self.ports.brokers {
+            ports.push(*port);
+            ports.extend(port.checked_sub(2));
+        }
+        ports
+    }
+
+    /// Every service replica's name and log file.
+    pub fn service_logs(&self) -> Vec<(String, PathBuf)> {
+        let order = (0..self.order_replicas()).map(|i| replica_name("order_srv", i));
+        let inventory = (0..self.inventory_replicas()).map(|i| replica_name("inventory_srv", i));
+        order
+            .chain(inventory)
+            .map(|name| {
+                let log = self.logs.join(format!("{name}.log"));
+                (name, log)
+            })
+            .collect()
+    }
+
+    pub fn order_ports(&self) -> Vec<u16> {
+        self.ports.order.clone()
+    }
+
+    pub fn inventory_ports(&self) -> Vec<u16> {
+        self.ports.inventory.clone()
     }
 
     /// Services that export their spans over OTLP/gRPC to `endpoint`.
@@ -403,6 +479,7 @@ impl Parts {
             ),
         ];
         env.extend(self.common_env());
+        env.extend(self.inventory_env.iter().cloned());
         if crash_in_consumer {
             env.push((
                 "FAILPOINTS".into(),
@@ -410,12 +487,15 @@ impl Parts {
             ));
         }
         let name = replica_name("inventory_srv", i);
-        let mut proc = Proc::spawn(
+        let mut proc = Proc::spawn_in(
             &name,
             &sibling_binary("inventory_srv")?,
             &[],
             &env,
             &self.logs.join(format!("{name}.log")),
+            self.cgroups
+                .as_ref()
+                .map(|(_, inventory)| inventory.as_path()),
         )?;
         proc.listening(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)
@@ -462,12 +542,13 @@ impl Parts {
             env.push(("FAILPOINTS".into(), failpoints));
         }
         let name = replica_name("order_srv", i);
-        let mut proc = Proc::spawn(
+        let mut proc = Proc::spawn_in(
             &name,
             &sibling_binary("order_srv")?,
             &[],
             &env,
             &self.logs.join(format!("{name}.log")),
+            self.cgroups.as_ref().map(|(order, _)| order.as_path()),
         )?;
         proc.listening(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)

@@ -95,13 +95,12 @@ impl From<Error> for Status {
                 Status::internal("internal error")
             }
             Error::Database(db) => {
-                tracing::error!(error = %db, "database error");
+                service_db::log_error(db);
                 // Pool exhaustion and lost connections are worth a retry; the rest is ours.
-                match db {
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                        Status::unavailable("database unavailable")
-                    }
-                    _ => Status::internal("internal error"),
+                if service_db::is_unreachable(db) {
+                    Status::unavailable("database unavailable")
+                } else {
+                    Status::internal("internal error")
                 }
             }
         }

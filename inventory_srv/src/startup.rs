@@ -82,9 +82,8 @@ impl Application {
             .await
             .map_err(anyhow::Error::msg)?;
         let metrics_addr = metrics_listener.local_addr()?;
-        let orders = tonic::transport::Endpoint::from_shared(config.order_endpoint.clone())
+        let orders = observe::grpc::endpoint(&config.order_endpoint, Duration::from_secs(2))
             .with_context(|| format!("INVENTORY_ORDER_ENDPOINT: {:?}", config.order_endpoint))?
-            .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
         let reconciler = crate::reconcile::Reconciler {
             pool: pool.clone(),

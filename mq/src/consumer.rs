@@ -4,7 +4,7 @@
 //! step: it sees one delivery and says whether it is done, should come again, or can
 //! never succeed; only this module speaks the broker's statuses.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use observe::trace::Carrier;
 use rocketmq_client_rust::{
@@ -71,6 +71,10 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = std::result::Result<(), String>> + Send;
 }
 
+/// The longest one delivery's handling may take (its bury included) before it is
+/// dropped and delivered again later.
+pub const HANDLE_WITHIN: Duration = Duration::from_secs(10);
+
 /// Subscribes `group` to `topic` with `threads` concurrent callbacks and starts consuming;
 /// each delivery runs as a task on `runtime`. A message asked for again more than
 /// `max_reconsume_times` times (`None`: the client's 16) goes to `%DLQ%<group>`.
@@ -119,11 +123,37 @@ pub async fn start<H: Handler>(
 
 /// Runs the handler and maps its outcome to the broker's status, in the span of the
 /// delivery (a child of the sender's span: the message's trace continues here).
+/// The handling has [`HANDLE_WITHIN`]: when the database (or a peer) goes silent the
+/// work is dropped (an open transaction rolls back) and the broker delivers the message
+/// again later.
 async fn settle<H: Handler>(handler: &H, delivery: &Delivery) -> ConsumeConcurrentlyStatus {
+    tokio::time::timeout(HANDLE_WITHIN, settle_now(handler, delivery))
+        .await
+        .inspect(|_| HANDLING.answered())
+        .unwrap_or_else(|_| {
+            HANDLING.failed(&format_args!(
+                "a delivery was not handled within {HANDLE_WITHIN:?}"
+            ));
+            tracing::info!(
+                reconsume_times = delivery.reconsume_times,
+                "delivery not handled in time; redelivery requested"
+            );
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        })
+}
+
+/// Deliveries that time out (their database or a peer silent): one WARN per stretch of
+/// them, one INFO once deliveries are handled in time again.
+static HANDLING: observe::outage::Outage =
+    observe::outage::Outage::new("handling deliveries in time");
+
+async fn settle_now<H: Handler>(handler: &H, delivery: &Delivery) -> ConsumeConcurrentlyStatus {
     match handler.handle(delivery).await {
         Outcome::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,
         Outcome::Retry(reason) => {
-            tracing::warn!(
+            // Expected (a dependency away, an order still being placed): the message
+            // comes back. What is away is logged once by its own outage.
+            tracing::info!(
                 reason,
                 reconsume_times = delivery.reconsume_times,
                 "redelivery requested"

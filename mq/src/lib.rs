@@ -24,6 +24,10 @@ pub mod consumer;
 
 pub use body::OrderSnBody;
 
+/// The brokers as this process sees them: one WARN when sends stop reaching them, one
+/// INFO when one is stored again ([`observe::outage`]).
+pub static BROKER: observe::outage::Outage = observe::outage::Outage::new("the message broker");
+
 /// How far a broker's timer (delayed messages: the pay timeouts) is behind, as the broker
 /// reports it in its runtime info.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -5,10 +5,18 @@
 //! Serving through `serve_with_incoming_shutdown` with a plain `TcpListenerStream` drops
 //! tonic's default TCP_NODELAY; `TcpIncoming` with nodelay keeps it (small replies are not
 //! held back by Nagle's algorithm waiting for a delayed ACK).
+//!
+//! A peer can go silent without a reset (a partition, a host that froze). Both sides of
+//! every gRPC connection notice: HTTP/2 PINGs every [`HTTP2_KEEPALIVE_INTERVAL`]
+//! (unanswered within [`HTTP2_KEEPALIVE_TIMEOUT`]: the connection is closed, its calls
+//! fail, the next call reconnects) and TCP keepalive after [`TCP_KEEPALIVE`] idle. No
+//! handler runs longer than [`HANDLER_WITHIN`] (a shorter `grpc-timeout` from the caller
+//! wins; CreateOrder has its own, shorter budget).
 
 use std::{
     convert::Infallible,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use tokio::net::TcpListener;
@@ -16,11 +24,31 @@ use tonic::{
     body::Body,
     codegen::http::{HeaderMap, HeaderName, HeaderValue, Request, Response},
     server::NamedService,
-    transport::server::TcpIncoming,
+    transport::{Endpoint, server::TcpIncoming},
 };
 use tower_service::Service;
 
 use crate::trace::Carrier;
+
+/// An HTTP/2 PING goes out on every connection this often...
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and a connection whose PING is not answered this soon is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive probes start after this long without traffic.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// The longest any handler runs, whatever the caller's deadline.
+pub const HANDLER_WITHIN: Duration = Duration::from_secs(10);
+
+/// A client endpoint with the keepalives above, TCP_NODELAY and a connect deadline.
+pub fn endpoint(uri: &str, connect_within: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri.to_owned())?
+        .connect_timeout(connect_within)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+        .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
 
 /// Serves `service` on `listener` until `shutdown` resolves, with gRPC health (SERVING,
 /// then NOT_SERVING as soon as shutdown starts, while the server drains its calls) and
@@ -89,6 +117,9 @@ where
         );
     };
     tonic::transport::Server::builder()
+        .timeout(HANDLER_WITHIN)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .trace_fn(server_span)
         .add_service(health_service)
         .add_service(reflection)
@@ -96,7 +127,9 @@ where
         .add_service(service)
         .add_optional_service(internal)
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE)),
             draining,
         )
         .await?;

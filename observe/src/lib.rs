@@ -5,6 +5,7 @@
 //! registry and a bound listener to [`serve`].
 
 pub mod grpc;
+pub mod outage;
 pub mod telemetry;
 pub mod trace;
 

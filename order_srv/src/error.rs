@@ -100,22 +100,24 @@ impl From<Error> for Status {
             ),
             Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Database(db) => {
-                tracing::error!(error = %db, "database error");
-                match db {
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                        Status::unavailable("database unavailable")
-                    }
-                    _ => Status::internal("internal error"),
+                service_db::log_error(&db);
+                if service_db::is_unreachable(&db) {
+                    Status::unavailable("database unavailable")
+                } else {
+                    Status::internal("internal error")
                 }
             }
             Error::Mq(e) => {
                 let reason = mq::describe(&e);
-                tracing::warn!(error = %reason, "message broker error");
                 match e {
                     mq::MqError::Client(_) => {
+                        mq::BROKER.failed(&reason);
                         Status::unavailable(format!("message broker unavailable: {reason}"))
                     }
-                    _ => Status::internal("internal error"),
+                    _ => {
+                        tracing::error!(error = %reason, "message broker error");
+                        Status::internal("internal error")
+                    }
                 }
             }
             Error::Internal(msg) => {

@@ -32,6 +32,10 @@ use tonic_health::pb::{
 /// The gRPC service a replica must report SERVING to receive Sells.
 const SERVICE: &str = "inventory.v1.Inventory";
 
+/// inventory_srv as order_srv sees it: one WARN when Sell stops being answered, one INFO
+/// when it is answered again.
+pub static INVENTORY: observe::outage::Outage = observe::outage::Outage::new("inventory_srv");
+
 /// How replicas are found and checked.
 #[derive(Clone, Debug)]
 pub struct Discovery {
@@ -97,12 +101,7 @@ impl Discovery {
 
     /// The endpoint of one replica (a socket address always makes a valid URI).
     fn endpoint(&self, addr: SocketAddr) -> Option<Endpoint> {
-        Some(
-            Endpoint::from_shared(format!("http://{addr}"))
-                .ok()?
-                .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true),
-        )
+        observe::grpc::endpoint(&format!("http://{addr}"), self.connect_timeout).ok()
     }
 }
 

@@ -4,6 +4,8 @@ use sqlx::mysql::MySqlDatabaseError;
 
 const ER_DB_CREATE_EXISTS: u16 = 1007;
 const ER_DUP_ENTRY: u16 = 1062;
+/// `SET` of a variable this server does not have.
+const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 /// MariaDB's answer to a `NOWAIT` locking read that meets a lock (and to a lock wait that
 /// timed out).
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
@@ -23,6 +25,11 @@ fn error_number(err: &sqlx::Error) -> Option<u16> {
 /// `CREATE DATABASE` of a database that exists.
 pub fn is_database_exists(err: &sqlx::Error) -> bool {
     error_number(err) == Some(ER_DB_CREATE_EXISTS)
+}
+
+/// A `SET` of a system variable this server does not have (MySQL vs MariaDB).
+pub fn is_unknown_variable(err: &sqlx::Error) -> bool {
+    error_number(err) == Some(ER_UNKNOWN_SYSTEM_VARIABLE)
 }
 
 /// A deadlock rolled the whole transaction back; running it again is the documented fix.

@@ -12,6 +12,24 @@
 //! longer than [`PING_IF_IDLE_FOR`] (one that may have been dropped by the server or a
 //! restart); a connection that was just used by another request is known to be alive.
 //! The release ping is sqlx's own and stays.
+//!
+//! Every wait on MySQL has a bound (the README's time-budget table):
+//! - acquiring a connection (connecting, or the idle ping) gives up after [`ACQUIRE_WITHIN`];
+//! - each session carries server-side limits, set when it connects: a statement is
+//!   killed after [`STATEMENT_WITHIN`] (MariaDB's `max_statement_time`, any statement;
+//!   MySQL's `max_execution_time` covers only `SELECT`) and a row lock is waited for at
+//!   most [`LOCK_WAIT_WITHIN`] (`innodb_lock_wait_timeout`, both servers);
+//! - on the client side every unit of work (a gRPC handler, a CreateOrder, a consumer
+//!   callback, a check-back, a background round) runs under its own deadline, which drops
+//!   the work, and with it the statement, BEGIN or COMMIT in flight, when MySQL goes silent;
+//! - a connection dropped in the middle of a statement (or with a ROLLBACK queued by a
+//!   dropped transaction) has unfinished business on its socket. Before sqlx's release
+//!   ping, [`drain_within`] gives it [`RELEASE_WITHIN`] to finish; one that does not is
+//!   closed, never returned to the pool, so a silent MySQL cannot strand pool slots.
+//!   sqlx's own release ping has no deadline (sqlx issue #4349, fixes not released in
+//!   0.8.6): a connection whose work finished waits in it only if the link goes silent
+//!   in the instant between its last answer and that ping; it is freed when the link
+//!   heals (or TCP gives up).
 
 use std::time::Duration;
 
@@ -27,8 +45,49 @@ pub mod errors;
 pub use errors::ResultExt;
 use tokio::{sync::watch, task::JoinHandle};
 
+/// MySQL as this process sees it: one WARN when it stops answering, one INFO when it is
+/// back ([`observe::outage`]).
+pub static MYSQL: observe::outage::Outage = observe::outage::Outage::new("MySQL");
+
+/// Whether `err` says MySQL did not answer (no connection within the acquire bound, a
+/// connection lost or cut, the pool closed) rather than refused a statement.
+pub fn is_unreachable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}
+
+/// Logs a database error of a request: an unreachable MySQL once per outage
+/// ([`MYSQL`]), anything else as an ERROR of its own.
+pub fn log_error(err: &sqlx::Error) {
+    if is_unreachable(err) {
+        MYSQL.failed(err);
+    } else {
+        tracing::error!(error = %err, "database error");
+    }
+}
+
 /// A connection idle for longer than this is pinged before it is handed out.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The longest wait for a pooled connection: a free slot, a new connection or the ping
+/// of an idle one.
+pub const ACQUIRE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The longest a released connection may take to finish what a dropped statement or
+/// transaction left on it; one that takes longer is closed.
+pub const RELEASE_WITHIN: Duration = Duration::from_secs(1);
+
+/// The server kills a statement that runs longer (MariaDB: any statement).
+pub const STATEMENT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The server gives up waiting for a row lock after this long (error 1205).
+pub const LOCK_WAIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// The longest a starting service waits for its database (a silent one must not hang
+/// the start: the process exits with the reason and its supervisor retries).
+pub const OPEN_WITHIN: Duration = Duration::from_secs(60);
 
 /// How long a starting instance waits for another one that is migrating the same database.
 pub const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
@@ -39,6 +98,16 @@ pub const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
 /// Replicas start together: another instance may create the database between our check
 /// and our `CREATE DATABASE` (sqlx's is a plain one), which is fine.
 pub async fn open(url: &str, max_connections: u32, variable: &str) -> anyhow::Result<MySqlPool> {
+    tokio::time::timeout(OPEN_WITHIN, open_unbounded(url, max_connections, variable))
+        .await
+        .with_context(|| format!("{variable}: MySQL did not answer within {OPEN_WITHIN:?}"))?
+}
+
+async fn open_unbounded(
+    url: &str,
+    max_connections: u32,
+    variable: &str,
+) -> anyhow::Result<MySqlPool> {
     if !MySql::database_exists(url)
         .await
         .with_context(|| format!("{variable}: cannot reach MySQL"))?
@@ -104,14 +173,9 @@ pub async fn connect(
     let database = options.get_database().unwrap_or_default().to_owned();
     MySqlPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                Ok(())
-            })
-        })
+        .acquire_timeout(ACQUIRE_WITHIN)
+        .after_connect(|conn, _meta| Box::pin(set_session_limits(conn)))
+        .after_release(|conn, _meta| Box::pin(drain_within(conn, RELEASE_WITHIN)))
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
@@ -124,6 +188,52 @@ pub async fn connect(
         .connect_with(options)
         .await
         .with_context(|| format!("connecting to the database {database:?}"))
+}
+
+/// The session settings of every pooled connection: READ COMMITTED and the server-side
+/// limits. MariaDB has `max_statement_time` (seconds, every statement); MySQL does not
+/// (error 1193) and gets `max_execution_time` (milliseconds, `SELECT` only) instead.
+async fn set_session_limits(conn: &mut MySqlConnection) -> sqlx::Result<()> {
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    let (lock_wait, statement) = (LOCK_WAIT_WITHIN.as_secs(), STATEMENT_WITHIN.as_secs());
+    let mariadb = format!(
+        "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_statement_time = {statement}"
+    );
+    if let Err(e) = conn.execute(mariadb.as_str()).await {
+        if !errors::is_unknown_variable(&e) {
+            return Err(e);
+        }
+        let mysql = format!(
+            "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {}",
+            STATEMENT_WITHIN.as_millis()
+        );
+        conn.execute(mysql.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// sqlx's `after_release` hook: finishes what a dropped statement or transaction left on
+/// the connection (reads the rest of its answer, sends a queued ROLLBACK) within
+/// `within`. On a connection whose work finished this does nothing and costs nothing.
+/// An error (or the deadline) makes sqlx close the connection instead of pinging it.
+pub async fn drain_within(conn: &mut MySqlConnection, within: Duration) -> sqlx::Result<bool> {
+    // `flush` is sqlx's (hidden) "wait until ready": the first half of its release ping,
+    // without the round trip.
+    match tokio::time::timeout(within, conn.flush()).await {
+        Ok(Ok(())) => {
+            MYSQL.answered();
+            Ok(true)
+        }
+        Ok(Err(e)) => {
+            MYSQL.failed(&e);
+            Err(e)
+        }
+        Err(_) => {
+            MYSQL.failed(&"a released connection did not answer in time; closed");
+            Err(sqlx::Error::PoolTimedOut)
+        }
+    }
 }
 
 /// Rows that can go once they are older than a retention: what they are (for the log)

@@ -11,9 +11,18 @@ use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::db::{self, BarrierOutcome};
 
+/// The longest a check-back's answer may take; past it the answer is UNKNOWN and the
+/// broker asks again later (the claim's transaction, if any, rolls back).
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[tracing::instrument(skip(pool))]
 pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
-    match outcome(pool, order_sn).await {
+    let Ok(outcome) = tokio::time::timeout(ANSWER_WITHIN, outcome(pool, order_sn)).await else {
+        service_db::MYSQL.failed(&"a check-back's statements did not finish in time");
+        tracing::info!(within = ?ANSWER_WITHIN, "check-back: no answer from the database in time, answering unknown");
+        return LocalTransactionState::Unknown;
+    };
+    match outcome {
         Ok(Some(BarrierOutcome::Committed)) => {
             tracing::info!("check-back: committed, keep the stock deducted");
             LocalTransactionState::RollbackMessage
@@ -28,7 +37,8 @@ pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
         }
         Err(e) => {
             // The broker asks again later; guessing either way could be wrong.
-            tracing::warn!(error = %e, "check-back: database error, answering unknown");
+            service_db::log_error(&e);
+            tracing::info!(error = %e, "check-back: database error, answering unknown");
             LocalTransactionState::Unknown
         }
     }

@@ -289,7 +289,8 @@ impl LocalTransaction {
             return Some(if is_definitive_refusal(&status) {
                 (KeepStock, Err(Error::InventoryRefused(status)))
             } else {
-                tracing::warn!(code = ?status.code(), message = status.message(), "Sell outcome unknown");
+                crate::inventory::INVENTORY.failed(&status.message());
+                tracing::info!(code = ?status.code(), message = status.message(), "Sell outcome unknown");
                 (
                     ReturnStock,
                     Err(Error::Unavailable(format!(
@@ -338,8 +339,16 @@ impl LocalTransaction {
         request.set_timeout(self.sell_timeout);
         let mut client = self.inventory.clone();
         match tokio::time::timeout(self.sell_timeout, client.sell(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status),
+            Ok(Ok(_)) => {
+                crate::inventory::INVENTORY.answered();
+                Ok(())
+            }
+            Ok(Err(status)) => {
+                if is_definitive_refusal(&status) {
+                    crate::inventory::INVENTORY.answered();
+                }
+                Err(status)
+            }
             Err(_) => Err(tonic::Status::deadline_exceeded("Sell deadline passed")),
         }
     }

@@ -149,6 +149,14 @@ impl HalfMessage {
     }
 }
 
+/// How much longer than its budget a call's task may go on after the caller has its
+/// answer (finishing a commit, its sends) before it is dropped where it is. Dropping it
+/// is a crash at that step, which the protocol is built for: an uncommitted local
+/// transaction rolls back and the check-back answers from the barrier. Without this a
+/// silent database would hold the call, and its pool connections, for as long as the
+/// silence lasts.
+pub const WORK_GRACE: Duration = Duration::from_secs(10);
+
 /// Places orders: owns the transactional producer of `order_reback`.
 pub struct OrderPlacer {
     producer: TransactionMQProducer,
@@ -197,8 +205,8 @@ impl OrderPlacer {
     ///
     /// The caller waits at most the budget, or its own `deadline` when that is shorter
     /// (DESIGN.md §13): past it the answer is UNAVAILABLE, outcome unknown. The call goes
-    /// on in its task and ends as it would have (committed, or rolled back and its stock
-    /// returned, or left to the check-back); a retry with the same request_id finds its
+    /// on in its task (for at most [`WORK_GRACE`] more) and ends as it would have
+    /// (committed, or rolled back and its stock returned, or left to the check-back); a retry with the same request_id finds its
     /// order, or places one if none was placed.
     #[tracing::instrument(skip_all, fields(user_id = order.user_id, order_sn))]
     pub async fn place(
@@ -210,15 +218,29 @@ impl OrderPlacer {
         let placer = self.clone();
         // Boxed: the send's and the local transaction's futures are large, and a future
         // is moved on the stack until it is spawned.
+        let work_within = self.budget.saturating_add(WORK_GRACE);
         self.calls.spawn(
-            Box::pin(async move { placer.place_in_task(order, reply).await }).in_current_span(),
+            Box::pin(async move {
+                if tokio::time::timeout(work_within, placer.place_in_task(order, reply))
+                    .await
+                    .is_err()
+                {
+                    tracing::info!(
+                        within = ?work_within,
+                        "CreateOrder's work did not finish in time; dropped where it was \
+                         (the check-back decides its half message)"
+                    );
+                }
+            })
+            .in_current_span(),
         );
         let budget = deadline.map_or(self.budget, |deadline| deadline.min(self.budget));
         match tokio::time::timeout(budget, replied).await {
             Ok(answer) => answer
                 .unwrap_or_else(|_| Err(Error::Internal("the CreateOrder task failed".into()))),
             Err(_) => {
-                tracing::warn!(?budget, "CreateOrder answered unknown: its budget ran out");
+                // Counted by the caller's status; what was away is logged once per outage.
+                tracing::info!(?budget, "CreateOrder answered unknown: its budget ran out");
                 Err(Error::Unavailable(format!(
                     "CreateOrder did not finish within {budget:?}; its outcome is unknown: \
                      retry with the same request_id to see it"
@@ -297,7 +319,10 @@ impl OrderPlacer {
                     retried = true;
                 }
                 Err(e) => break Err(mq::describe(&e)),
-                Ok(_) => break Ok(()),
+                Ok(_) => {
+                    mq::BROKER.answered();
+                    break Ok(());
+                }
             }
         };
         if let Some(answered_at) = call.answered_at() {
@@ -306,7 +331,8 @@ impl OrderPlacer {
                 .step_took(Step::EndTransaction, answered_at.elapsed());
         } else if let Err(reason) = &outcome {
             // The half message was not stored: nothing was touched.
-            tracing::warn!(error = %reason, "half message not stored");
+            mq::BROKER.failed(reason);
+            tracing::info!(error = %reason, "half message not stored");
         }
         let _ = sent.send(outcome.err());
     }

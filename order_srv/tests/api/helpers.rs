@@ -25,6 +25,8 @@ pub struct Stack {
     pub order_metrics_addr: std::net::SocketAddr,
     pub inventory_metrics_addr: std::net::SocketAddr,
     pub order_pool: MySqlPool,
+    /// The first order_srv's own pool.
+    pub service_pool: MySqlPool,
     pub inventory_pool: MySqlPool,
     pub config: order_srv::config::Config,
     pub mq: Mq,
@@ -80,6 +82,18 @@ pub async fn spawn_stack_with(
 /// Like [`spawn_stack_with`], with inventory_srv's settings changed by `inventory`.
 pub async fn spawn_stack_configured(
     order_db: MySqlConnectOptions,
+    config: order_srv::config::Config,
+    inventory: impl FnOnce(&mut inventory_srv::config::Config),
+) -> Stack {
+    let service_db = order_db.clone();
+    spawn_stack_reaching(order_db, service_db, config, inventory).await
+}
+
+/// Like [`spawn_stack_configured`], with order_srv reaching its database through
+/// `service_db` (a [`testkit::link::Link`] to cut); the test's own pool does not.
+pub async fn spawn_stack_reaching(
+    order_db: MySqlConnectOptions,
+    service_db: MySqlConnectOptions,
     config: order_srv::config::Config,
     inventory: impl FnOnce(&mut inventory_srv::config::Config),
 ) -> Stack {
@@ -145,10 +159,10 @@ pub async fn spawn_stack_configured(
         .await
         .expect("order pool");
     // A pool of its own: the service closes it when it stops, and the tests read on.
-    let service_pool = service_db::connect(order_db.clone(), config.db_max_connections)
+    let service_pool = service_db::connect(service_db, config.db_max_connections)
         .await
         .expect("order_srv pool");
-    let order_app = order_srv::startup::Application::build_with_pool(&config, service_pool)
+    let order_app = order_srv::startup::Application::build_with_pool(&config, service_pool.clone())
         .await
         .expect("order_srv starts");
     let order_addr = order_app.grpc_addr();
@@ -176,6 +190,7 @@ pub async fn spawn_stack_configured(
         order_metrics_addr,
         inventory_metrics_addr,
         order_pool,
+        service_pool,
         inventory_pool,
         config,
         mq,

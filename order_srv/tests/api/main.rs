@@ -16,5 +16,6 @@ mod rebalance_setting;
 mod reconcile;
 mod reflection;
 mod replicas;
+mod silent_database;
 mod traces;
 mod two_brokers;
