@@ -101,6 +101,10 @@ pub struct ChaosArgs {
     pub partitions: bool,
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub cut_for: Duration,
+    /// How many times each link is cut for --cut-for (and order_srv's MySQL for
+    /// --long-cut).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub cut_rounds: u8,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub long_cut: Duration,
     /// Longer than the chaos broker's check window (30 check-backs a second apart, after
@@ -111,6 +115,10 @@ pub struct ChaosArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub reconcile_horizon: Duration,
 }
+
+/// How long after a fault its window goes on: the answers, consumer lags and log lines
+/// counted for it.
+const WINDOW_AFTER: Duration = Duration::from_secs(5);
 
 /// order_srv's budget in chaos runs (its default, `ORDER_CREATE_ORDER_BUDGET`).
 const CREATE_ORDER_BUDGET: Duration = Duration::from_secs(5);
@@ -180,6 +188,8 @@ struct Tally {
     /// Every CreateOrder answer: when the call started, when it was answered, and its
     /// gRPC code ("Ok" for success).
     answers: Vec<(Instant, Instant, String)>,
+    /// The same for every other call that reached order_srv (cart adds, payments).
+    other_answers: Vec<(Instant, Instant, String)>,
 }
 
 /// A fault's span of time, and for a cut, when it healed (wall clock, for the logs).
@@ -268,20 +278,29 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(AtomicUsize::new(0));
+    // The callers go on past --orders until the last fault is over (calls that fail fast
+    // during a cut would otherwise use them up before the schedule ends).
+    let faults_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pay_seed = rng.random::<u64>();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|w| {
             let (next, tally, order_addrs) = (next.clone(), tally.clone(), order_addrs.clone());
+            let faults_done = faults_done.clone();
             let orders = args.orders;
             let pay_timeout = args.pay_timeout;
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(pay_seed ^ w as u64);
+                let mut payments = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= orders {
-                        return;
+                    if i >= orders && faults_done.load(Ordering::SeqCst) {
+                        break;
                     }
-                    place_one(&order_addrs, i, &mut rng, pay_timeout, &tally).await;
+                    payments
+                        .extend(place_one(&order_addrs, i, &mut rng, pay_timeout, &tally).await);
+                }
+                for payment in payments {
+                    let _ = payment.await;
                 }
             })
         })
@@ -303,14 +322,24 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         );
         let (from, wall_from) = (Instant::now(), chrono::Utc::now());
         execute(*kill, &parts, &procs, &args, partitions.as_ref()).await?;
+        let to = Instant::now();
         windows.push(Window {
             label: kill.label(),
             from,
-            to: Instant::now(),
+            to,
             cut: matches!(kill, Kill::Partition(..)).then(|| (wall_from, chrono::Utc::now())),
         });
         *kills_by_point.entry(kill.label()).or_default() += 1;
+        // The next fault starts once orders succeed again (or a minute passed), and not
+        // before the end of this one's window (5 s after it), so each fault's recovery
+        // and log lines are measured on their own.
+        let calm = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < calm && !succeeded_since(&tally, to) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep_until((to + WINDOW_AFTER).into()).await;
     }
+    faults_done.store(true, Ordering::SeqCst);
     for worker in workers {
         let _ = worker.await;
     }
@@ -389,7 +418,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "\nchaos summary (seed {}; {} order_srv, {} inventory_srv, {} brokers):",
         args.seed, args.order_replicas, args.inventory_replicas, args.brokers
     );
-    println!("  orders attempted       {}", args.orders);
+    println!(
+        "  orders attempted       {}",
+        next.load(Ordering::SeqCst)
+            .saturating_sub(args.concurrency.max(1))
+    );
     println!("  acknowledged (OK)      {}", t.acknowledged.len());
     for (code, n) in &t.failed {
         println!("  failed {code:<16} {n}");
@@ -416,7 +449,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         cut,
     } in &windows
     {
-        let to = &(*until + Duration::from_secs(5));
+        let to = &(*until + WINDOW_AFTER);
         let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
         let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, _, code) in t.answers.iter().filter(|(_, at, _)| at >= from && at <= to) {
@@ -438,12 +471,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             Lags::of(&lags.rebacks, span),
         );
         if let Some((wall_from, wall_to)) = cut {
-            let cut = Cut::of(&t.answers, *from, *until);
+            let cut = Cut::of(&t, *from, *until);
             let warnings: Vec<(String, usize)> = parts
                 .service_logs()
                 .into_iter()
                 .map(|(name, log)| {
-                    let until = *wall_to + chrono::Duration::seconds(5);
+                    let until = *wall_to + WINDOW_AFTER;
                     (name, partition::warnings_between(&log, *wall_from, until))
                 })
                 .collect();
@@ -516,26 +549,43 @@ pub(crate) async fn audit_once_quiet(
     }
 }
 
-/// What the CreateOrder callers saw of one cut: the slowest answer to a call the cut met
-/// (in flight when it began, or started before the heal), and how soon after the heal a
-/// call succeeded.
+/// Whether a CreateOrder succeeded after `since`.
+fn succeeded_since(tally: &Mutex<Tally>, since: Instant) -> bool {
+    tally.lock().is_ok_and(|t| {
+        t.answers
+            .iter()
+            .any(|(_, answered, code)| *answered >= since && code == "Ok")
+    })
+}
+
+/// What the buyers saw of one cut: the slowest answer to a CreateOrder the cut met (in
+/// flight when it began, or started before the heal), the same for their other calls
+/// (cart adds, payments), and how soon after the heal a CreateOrder succeeded.
 struct Cut {
     calls: usize,
     slowest: Duration,
+    other_calls: usize,
+    other_slowest: Duration,
     first_success: Option<Duration>,
 }
 
 impl Cut {
-    fn of(answers: &[(Instant, Instant, String)], cut: Instant, healed: Instant) -> Self {
-        let met: Vec<Duration> = answers
-            .iter()
-            .filter(|(started, answered, _)| *answered > cut && *started < healed)
-            .map(|(started, answered, _)| answered.duration_since(*started))
-            .collect();
+    fn of(t: &Tally, cut: Instant, healed: Instant) -> Self {
+        let met = |answers: &[(Instant, Instant, String)]| -> Vec<Duration> {
+            answers
+                .iter()
+                .filter(|(started, answered, _)| *answered > cut && *started < healed)
+                .map(|(started, answered, _)| answered.duration_since(*started))
+                .collect()
+        };
+        let (creates, others) = (met(&t.answers), met(&t.other_answers));
         Self {
-            calls: met.len(),
-            slowest: met.iter().copied().max().unwrap_or_default(),
-            first_success: answers
+            calls: creates.len(),
+            slowest: creates.iter().copied().max().unwrap_or_default(),
+            other_calls: others.len(),
+            other_slowest: others.iter().copied().max().unwrap_or_default(),
+            first_success: t
+                .answers
                 .iter()
                 .filter(|(_, answered, code)| *answered >= healed && code == "Ok")
                 .map(|(_, answered, _)| answered.duration_since(healed))
@@ -545,11 +595,18 @@ impl Cut {
 
     fn violations(&self, label: &str) -> Vec<String> {
         let mut violations = Vec::new();
-        let limit = CREATE_ORDER_BUDGET + Duration::from_secs(1);
-        if self.slowest > limit {
+        let slack = Duration::from_secs(1);
+        if self.slowest > CREATE_ORDER_BUDGET + slack {
             violations.push(format!(
                 "{label}: a CreateOrder took {:.1?} (budget {CREATE_ORDER_BUDGET:?})",
                 self.slowest
+            ));
+        }
+        if self.other_slowest > observe::grpc::HANDLER_WITHIN + slack {
+            violations.push(format!(
+                "{label}: a cart or payment call took {:.1?} (handlers are cut at {:?})",
+                self.other_slowest,
+                observe::grpc::HANDLER_WITHIN
             ));
         }
         match self.first_success {
@@ -567,9 +624,12 @@ impl std::fmt::Display for Cut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} CreateOrders met the cut, slowest answered in {:.1}s; first success {} after the heal",
+            "{} CreateOrders met the cut, slowest answered in {:.1}s; {} other calls, slowest \
+             {:.1}s; first success {} after the heal",
             self.calls,
             self.slowest.as_secs_f64(),
+            self.other_calls,
+            self.other_slowest.as_secs_f64(),
             self.first_success.map_or_else(
                 || "never".to_owned(),
                 |d| format!("{:.1}s", d.as_secs_f64())
@@ -695,8 +755,10 @@ fn schedule(args: &ChaosArgs, rng: &mut StdRng) -> Vec<Kill> {
     }
     let mut required = kills.len();
     if args.partitions {
-        kills.extend(Link::ALL.map(|link| Kill::Partition(link, args.cut_for)));
-        kills.push(Kill::Partition(Link::OrderMysql, args.long_cut));
+        for _ in 0..args.cut_rounds {
+            kills.extend(Link::ALL.map(|link| Kill::Partition(link, args.cut_for)));
+            kills.push(Kill::Partition(Link::OrderMysql, args.long_cut));
+        }
         kills.push(Kill::OrderAwayAfterSell(
             rng.random_range(0..orders),
             args.away_for,
@@ -846,13 +908,14 @@ pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> 
 }
 
 /// One user: fill the cart, CreateOrder (retrying while order_srv is down), maybe pay.
+/// Returns the task that goes on trying to pay, if the first attempt failed.
 async fn place_one(
     order_addrs: &[String],
     i: usize,
     rng: &mut StdRng,
     pay_timeout: Duration,
-    tally: &Mutex<Tally>,
-) {
+    tally: &Arc<Mutex<Tally>>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let user_id = 1_000 + i as i64;
     // Round-robin over the replicas, as a gateway spreads calls; a replica that refuses
     // the connection (it is restarting) passes the call to the next one.
@@ -883,33 +946,46 @@ async fn place_one(
             *t.failed.entry(code).or_default() += 1;
         }
     };
-    // The cart: retried until order_srv answers (it may be restarting).
-    for goods_id in &goods {
+    // The cart: retried while order_srv refuses connections (it may be restarting). An
+    // add that order_srv answers with an error (its MySQL cut off) is not retried: the
+    // buyer goes on to CreateOrder with what the cart holds, so CreateOrders meet such
+    // cuts too (with an empty cart it is refused, counted under its code).
+    'goods: for goods_id in &goods {
         loop {
-            let added = match OrderClient::connect(order_addr()).await {
-                Ok(mut c) => c
-                    .create_cart_item(pb::CreateCartItemRequest {
-                        user_id,
-                        goods_id: *goods_id,
-                        nums,
-                        checked: Some(true),
-                    })
-                    .await
-                    .is_ok(),
-                Err(_) => false,
+            let Ok(mut client) = OrderClient::connect(order_addr()).await else {
+                if Instant::now() > deadline {
+                    record_failure("cart unreachable".into());
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             };
-            if added {
-                break;
+            let started = Instant::now();
+            let added = client
+                .create_cart_item(pb::CreateCartItemRequest {
+                    user_id,
+                    goods_id: *goods_id,
+                    nums,
+                    checked: Some(true),
+                })
+                .await;
+            let code = added
+                .as_ref()
+                .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+            if let Ok(mut t) = tally.lock() {
+                t.other_answers
+                    .push((started, Instant::now(), format!("{code:?}")));
             }
-            if Instant::now() > deadline {
-                record_failure("cart unreachable".into());
-                return;
+            if added.is_err() {
+                record_failure(format!("cart {code:?}"));
+                break 'goods;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            break;
         }
     }
-    // CreateOrder once: a call cut by a crash is exactly what chaos is about, and a retry
-    // would be a new order. Connection refused (nothing sent) is retried.
+    // CreateOrder once: a call cut by a crash is exactly what chaos is about (it sends no
+    // request_id, so a retry would be a new order; the request_id retry has tests of its
+    // own). Connection refused (nothing sent) is retried.
     let order = loop {
         let mut client = match OrderClient::connect(order_addr()).await {
             Ok(c) => c,
@@ -919,7 +995,7 @@ async fn place_one(
             }
             Err(_) => {
                 record_failure("order_srv unreachable".into());
-                return;
+                return None;
             }
         };
         let request = pb::CreateOrderRequest {
@@ -943,7 +1019,7 @@ async fn place_one(
             Ok(order) => break order.into_inner(),
             Err(status) => {
                 record_failure(format!("{:?}", status.code()));
-                return;
+                return None;
             }
         }
     };
@@ -951,43 +1027,61 @@ async fn place_one(
         t.acknowledged.push(order.order_sn.clone());
     }
     if !pays {
-        return;
+        return None;
     }
     tokio::time::sleep(pay_after).await;
-    loop {
-        let paid = match OrderClient::connect(order_addr()).await {
-            Ok(mut c) => c
-                .update_order_status(pb::UpdateOrderStatusRequest {
-                    order_sn: order.order_sn.clone(),
-                    status: pb::OrderStatus::TradeSuccess as i32,
-                    pay_type: "chaos".into(),
-                    trade_no: format!("T{}", order.order_sn),
-                })
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code()),
-            Err(_) => Err(tonic::Code::Unavailable),
-        };
-        match paid {
-            Ok(()) => {
-                if let Ok(mut t) = tally.lock() {
-                    t.paid += 1;
-                }
+    // The first attempt here; if it fails (order_srv away or its MySQL cut off), the
+    // retries go on beside the buyer's next orders, as a payment provider's would.
+    let order_sn = order.order_sn;
+    if pay_once(order_addr(), &order_sn, tally).await.is_some() {
+        return None;
+    }
+    let (addrs, tally) = (order_addrs.to_vec(), tally.clone());
+    Some(tokio::spawn(async move {
+        let mut turn = i;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            turn = turn.wrapping_add(1);
+            let addr = addrs
+                .get(turn % addrs.len().max(1))
+                .cloned()
+                .unwrap_or_default();
+            if pay_once(addr, &order_sn, &tally).await.is_some() {
                 return;
             }
-            Err(tonic::Code::FailedPrecondition) => {
+            if Instant::now() > deadline {
                 if let Ok(mut t) = tally.lock() {
-                    t.payment_refused += 1;
+                    *t.failed.entry("payment unanswered".into()).or_default() += 1;
                 }
-                return;
-            }
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(code) => {
-                record_failure(format!("payment {code:?}"));
                 return;
             }
         }
+    }))
+}
+
+/// One payment call; `Some` when it settled the payment (paid, or refused because the
+/// order was closed first), `None` when it should be tried again.
+async fn pay_once(addr: String, order_sn: &str, tally: &Mutex<Tally>) -> Option<()> {
+    let mut client = OrderClient::connect(addr).await.ok()?;
+    let started = Instant::now();
+    let paid = client
+        .update_order_status(pb::UpdateOrderStatusRequest {
+            order_sn: order_sn.to_owned(),
+            status: pb::OrderStatus::TradeSuccess as i32,
+            pay_type: "chaos".into(),
+            trade_no: format!("T{order_sn}"),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| s.code());
+    let mut t = tally.lock().ok()?;
+    let code = paid.err().unwrap_or(tonic::Code::Ok);
+    t.other_answers
+        .push((started, Instant::now(), format!("{code:?}")));
+    match code {
+        tonic::Code::Ok => t.paid += 1,
+        tonic::Code::FailedPrecondition => t.payment_refused += 1,
+        _ => return None,
     }
+    Some(())
 }

@@ -105,6 +105,7 @@ impl Partitions {
             );
         }
         let root = cgroup2_mount()?;
+        remove_leftovers(&root).await;
         let run = format!("shop-chaos-{}", std::process::id());
         let order = Cgroup::create(&root, &format!("{run}-order"))?;
         let inventory = Cgroup::create(&root, &format!("{run}-inventory"))?;
@@ -185,6 +186,33 @@ impl Cgroup {
             .to_string_lossy()
             .into_owned();
         Ok(Self { dir, nft_path })
+    }
+}
+
+/// The tables and cgroups of earlier runs that did not end normally (killed), so none of
+/// their cuts outlives them. A run's pid names them; those of a live run stay.
+async fn remove_leftovers(root: &Path) {
+    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+    if let Ok(out) = Command::new("nft").args(["list", "tables"]).output().await {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(pid) = line.trim().strip_prefix("table inet shop_chaos_")
+                && !alive(pid)
+            {
+                let _ = nft(&format!("delete table inet shop_chaos_{pid}\n")).await;
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("shop-chaos-")
+            .and_then(|rest| rest.split('-').next());
+        if pid.is_some_and(|pid| !alive(pid)) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 

@@ -374,7 +374,10 @@ impl Parts {
     /// What every service's environment has besides its own settings.
     fn common_env(&self) -> Vec<(String, String)> {
         let mut env = vec![("NAMESRV_ADDR".to_owned(), self.namesrv())];
-        env.extend(self.service_log.map(|log| ("RUST_LOG".into(), log.into())));
+        env.extend(self.service_log.map(|log| {
+            let log = format!("{log},{}", observe::telemetry::CLIENT_FILTER);
+            ("RUST_LOG".into(), log)
+        }));
         env.extend(
             self.otlp_endpoint
                 .clone()

@@ -114,9 +114,13 @@ impl Reconciler {
             });
             request.set_timeout(self.call_timeout);
             let outcomes = match self.orders.clone().order_outcomes(request).await {
-                Ok(answer) => answer.into_inner().outcomes,
+                Ok(answer) => {
+                    ORDER_SRV.answered();
+                    answer.into_inner().outcomes
+                }
                 Err(status) => {
-                    tracing::warn!(
+                    ORDER_SRV.failed(&format_args!("{:?}: {}", status.code(), status.message()));
+                    tracing::info!(
                         code = ?status.code(),
                         message = status.message(),
                         undecided = asked,
@@ -174,7 +178,8 @@ impl Reconciler {
                 match stock::reback(&self.pool, &sn).await? {
                     stock::RebackOutcome::Returned => {
                         self.counters.returned.inc();
-                        tracing::warn!(order_sn, why, "reconciler: stock returned");
+                        // The round's WARN counts them; each one is here.
+                        tracing::info!(order_sn, why, "reconciler: stock returned");
                         Ok(Some(Settled::Returned))
                     }
                     // A reback message or another replica was first: nothing to do.
@@ -212,6 +217,10 @@ enum Settled {
     Deferred,
 }
 
+/// order_srv as the reconciler sees it: one WARN when its OrderOutcomes stops being
+/// answered, one INFO when it is answered again.
+static ORDER_SRV: observe::outage::Outage = observe::outage::Outage::new("order_srv");
+
 /// Runs a round every `every` (the first one interval after start) until `stop`.
 pub fn spawn(
     reconciler: Reconciler,
@@ -223,10 +232,21 @@ pub fn spawn(
         let reconciler = reconciler.clone();
         async move {
             match reconciler.round().await {
-                Ok(round) if round.returned > 0 || round.undecided > 0 => {
+                Ok(round) if round.returned > 0 => {
+                    tracing::warn!(
+                        returned = round.returned,
+                        ?round,
+                        "reconciler returned the stock of orders nothing else would have \
+                         (the broker had stopped asking, or their reback was dead-lettered)"
+                    );
+                }
+                Ok(round) if round.undecided > 0 => {
                     tracing::info!(?round, "reconciler round");
                 }
                 Ok(_) => {}
+                Err(crate::error::Error::Database(e)) if service_db::is_unreachable(&e) => {
+                    service_db::MYSQL.failed(&e);
+                }
                 Err(e) => tracing::warn!(error = %e, "reconciler round failed; will retry"),
             }
         }

@@ -28,6 +28,41 @@ pub use body::OrderSnBody;
 /// INFO when one is stored again ([`observe::outage`]).
 pub static BROKER: observe::outage::Outage = observe::outage::Outage::new("the message broker");
 
+/// Every [`WATCH_EVERY`], whether a TCP connection to one of the name servers opens
+/// within [`WATCH_WITHIN`]: a process that only consumes (inventory_srv) sends nothing
+/// whose failure would tell it the broker side went away. The client logs nothing per
+/// failed pull or heartbeat (`observe::telemetry::DEFAULT_FILTER`); this logs the outage
+/// once ([`BROKER`]), sends report their own failures too.
+async fn watch_name_servers(namesrv_addr: String) {
+    let addrs: Vec<String> = namesrv_addr
+        .split(';')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let mut reached = false;
+        for addr in &addrs {
+            let connect = tokio::net::TcpStream::connect(addr.as_str());
+            if matches!(tokio::time::timeout(WATCH_WITHIN, connect).await, Ok(Ok(_))) {
+                reached = true;
+                break;
+            }
+        }
+        if reached {
+            BROKER.answered();
+        } else {
+            BROKER.failed(&format_args!(
+                "no name server of {namesrv_addr} accepts a connection"
+            ));
+        }
+    }
+}
+
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const WATCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How far a broker's timer (delayed messages: the pay timeouts) is behind, as the broker
 /// reports it in its runtime info.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -212,6 +247,8 @@ pub struct Mq {
     /// The client's tasks on that runtime (cancelled by [`Mq::shutdown`]).
     tasks: RuntimeContext,
     namesrv_addr: String,
+    /// Checks that a name server answers ([`BROKER`]); aborted by [`Mq::shutdown`].
+    watch: tokio::task::JoinHandle<()>,
 }
 
 impl Mq {
@@ -244,6 +281,7 @@ impl Mq {
             runtime,
             tasks,
             namesrv_addr: config.namesrv_addr.clone(),
+            watch: tokio::spawn(watch_name_servers(config.namesrv_addr.clone())),
         })
     }
 
@@ -408,6 +446,7 @@ impl Mq {
     /// The report of tasks that had to be cancelled is routine at shutdown (the client's
     /// periodic tasks never end by themselves), so it goes to debug.
     pub async fn shutdown(self) {
+        self.watch.abort();
         self.runtime.shutdown().await;
         let report = self.tasks.shutdown_tasks(SHUTDOWN_WITHIN).await;
         if !report.is_healthy() {

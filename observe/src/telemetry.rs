@@ -9,6 +9,26 @@ use tracing_subscriber::{
     EnvFilter, Layer, fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
 };
 
+/// The RocketMQ client's and sqlx's part of the services' log filter (see
+/// [`DEFAULT_FILTER`]); `devstack` appends it to the filters it gives the services.
+macro_rules! client_filter {
+    () => {
+        "rocketmq_client_rust=warn,\
+         rocketmq_client_rust::implementation::mq_client_api_impl::route=error,\
+         rocketmq_client_rust::factory::route_update=error,\
+         rocketmq_transport=warn,rocketmq_remoting=warn,rocketmq_runtime=warn,rocketmq_model=warn,\
+         rocketmq_observability=warn,\
+         rocketmq_transport::clients::rocketmq_tokio_client::connect_flight=off,\
+         rocketmq_transport::clients::rocketmq_tokio_client::request=off,\
+         rocketmq_client_rust::consumer::pull_callback=error,\
+         rocketmq_client_rust::factory::mq_client_instance=error,\
+         rocketmq_client_rust::consumer::consumer_impl::re_balance=error,\
+         rocketmq_client_rust::producer::producer_impl::default_mq_producer_impl::lifecycle=off,\
+         rocketmq_runtime::blocking::executor=error,\
+         sqlx_core::pool::connection=error"
+    };
+}
+
 /// The services' log filter when `RUST_LOG` is unset: their own lines from info up, the
 /// RocketMQ client's only from warn up. A healthy service logs no WARN and no ERROR. The
 /// client's route lookup warns while a retry topic (`%RETRY%<group>`) does not exist yet,
@@ -17,11 +37,23 @@ use tracing_subscriber::{
 /// logged by the service. Its route refresh also warns when two refreshes of one topic
 /// race and the older result is dropped (an optimistic-concurrency conflict, resolved by
 /// the newer one: `factory/route_update.rs`), which happens under load at start.
-pub const DEFAULT_FILTER: &str = "info,rocketmq_client_rust=warn,\
-     rocketmq_client_rust::implementation::mq_client_api_impl::route=error,\
-     rocketmq_client_rust::factory::route_update=error,\
-     rocketmq_transport=warn,rocketmq_remoting=warn,rocketmq_runtime=warn,rocketmq_model=warn,\
-     rocketmq_observability=warn";
+///
+/// An outage is logged once by the service ([`crate::outage`]), so the lines written per
+/// failed attempt are left out: the RocketMQ transport's for every refused or failed
+/// connect and every request that found no connection (1,130 in a 20 s broker
+/// partition), the client's for every failed pull, heartbeat, rebalance and route lookup
+/// and every listener call slower than a second, the producer's for every check-back
+/// answer it could not deliver (361 ERROR lines for one broker restart after a MySQL cut;
+/// the broker asks again, and that module logs nothing else a service here can act on:
+/// a send without callback, which the services never make, or a check-back listener
+/// that panicked: order_srv's runs its work as a task (`mq::run_on`), whose panic the
+/// panic hook prints and which answers UNKNOWN), and
+/// sqlx's pool's for every connection it closes after its release check failed.
+pub const DEFAULT_FILTER: &str = concat!("info,", client_filter!());
+
+/// [`DEFAULT_FILTER`] without its first directive: what a tool appends to its own
+/// (e.g. `warn,order_srv=info,` + this).
+pub const CLIENT_FILTER: &str = client_filter!();
 
 /// Who is exporting spans: the OpenTelemetry resource of a service.
 #[derive(Clone, Copy, Debug)]

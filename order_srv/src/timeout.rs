@@ -329,6 +329,10 @@ pub fn spawn_sweep(
                     closed = n,
                     "the overdue sweep closed unpaid orders whose pay-timeout message never came"
                 ),
+                // MySQL away: its outage is logged once (service_db::MYSQL).
+                Err(crate::error::Error::Database(e)) if service_db::is_unreachable(&e) => {
+                    service_db::MYSQL.failed(&e);
+                }
                 Err(e) => tracing::warn!(error = %e, "overdue sweep failed; will retry"),
             }
         }

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use sqlx::{
-    Connection, Executor, MySql, MySqlConnection, MySqlPool,
+    ConnectOptions as _, Connection, Executor, MySql, MySqlConnection, MySqlPool,
     migrate::{MigrateDatabase, Migrator},
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
 };
@@ -84,6 +84,15 @@ pub const STATEMENT_WITHIN: Duration = Duration::from_secs(10);
 
 /// The server gives up waiting for a row lock after this long (error 1205).
 pub const LOCK_WAIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// The server ends a session whose transaction waits this long for its next statement,
+/// rolling it back. A client cut off by a silent network closes its side, but the server
+/// never hears of it: without this its session kept the transaction, and the rows it
+/// locked, open for hours (`wait_timeout`), and every order touching them waited (seen in
+/// `devstack chaos --partitions`). The longest a transaction of ours idles normally is a
+/// CreateOrder's waiting for Sell and its sends before COMMIT, which its work bound ends
+/// well before this (`create_order::WORK_GRACE`).
+pub const IDLE_TRANSACTION_WITHIN: Duration = Duration::from_secs(20);
 
 /// The longest a starting service waits for its database (a silent one must not hang
 /// the start: the process exits with the reason and its supervisor retries).
@@ -171,9 +180,16 @@ pub async fn connect(
     max_connections: u32,
 ) -> anyhow::Result<MySqlPool> {
     let database = options.get_database().unwrap_or_default().to_owned();
+    // A statement slower than a second is worth a line, not a warning: during an outage
+    // every statement that finishes after it is one (the latency histograms and the
+    // outage's own WARN say more).
+    let options = options.log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_WITHIN)
+        // A slow acquire (a busy pool, or MySQL away: then the outage has its WARN) is a
+        // line per call; INFO, like the slow statements.
+        .acquire_slow_level(log::LevelFilter::Info)
         .after_connect(|conn, _meta| Box::pin(set_session_limits(conn)))
         .after_release(|conn, _meta| Box::pin(drain_within(conn, RELEASE_WITHIN)))
         .test_before_acquire(false)
@@ -191,21 +207,30 @@ pub async fn connect(
 }
 
 /// The session settings of every pooled connection: READ COMMITTED and the server-side
-/// limits. MariaDB has `max_statement_time` (seconds, every statement); MySQL does not
-/// (error 1193) and gets `max_execution_time` (milliseconds, `SELECT` only) instead.
+/// limits. MariaDB has `max_statement_time` (seconds, every statement) and
+/// `idle_transaction_timeout`; MySQL has neither (error 1193) and gets
+/// `max_execution_time` (milliseconds, `SELECT` only) and a `wait_timeout` of
+/// [`IDLE_TRANSACTION_WITHIN`] instead (which also ends pooled connections idle that long:
+/// the pool's ping on acquire replaces them).
 async fn set_session_limits(conn: &mut MySqlConnection) -> sqlx::Result<()> {
     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await?;
-    let (lock_wait, statement) = (LOCK_WAIT_WITHIN.as_secs(), STATEMENT_WITHIN.as_secs());
+    let lock_wait = LOCK_WAIT_WITHIN.as_secs();
+    let (statement, idle) = (
+        STATEMENT_WITHIN.as_secs(),
+        IDLE_TRANSACTION_WITHIN.as_secs(),
+    );
     let mariadb = format!(
-        "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_statement_time = {statement}"
+        "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_statement_time = {statement}, \
+         idle_transaction_timeout = {idle}"
     );
     if let Err(e) = conn.execute(mariadb.as_str()).await {
         if !errors::is_unknown_variable(&e) {
             return Err(e);
         }
         let mysql = format!(
-            "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {}",
+            "SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {}, \
+             wait_timeout = {idle}",
             STATEMENT_WITHIN.as_millis()
         );
         conn.execute(mysql.as_str()).await?;
@@ -287,6 +312,9 @@ pub fn spawn_purge(
             match purge_once(&pool, expiry, retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "purged expired {}", expiry.what),
+                Err(e) if is_unreachable(&e) => {
+                    MYSQL.failed(&e);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "purging expired {} failed; will retry", expiry.what);
                 }

@@ -96,12 +96,14 @@ async fn every_session_carries_the_server_side_limits(
     let pool = service_db::connect(db, 1)
         .await
         .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
-    let (lock_wait, statement): (u64, f64) =
-        sqlx::query_as("SELECT @@innodb_lock_wait_timeout, @@max_statement_time")
-            .fetch_one(&pool)
-            .await
-            .expect("session limits");
+    let (lock_wait, statement, idle): (u64, f64, u64) = sqlx::query_as(
+        "SELECT @@innodb_lock_wait_timeout, @@max_statement_time, @@idle_transaction_timeout",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("session limits");
     assert_eq!(lock_wait, service_db::LOCK_WAIT_WITHIN.as_secs());
+    assert_eq!(idle, service_db::IDLE_TRANSACTION_WITHIN.as_secs());
     assert!((statement - service_db::STATEMENT_WITHIN.as_secs_f64()).abs() < 1e-9);
     // The server enforces it: a statement longer than the limit is killed (error 1969).
     let started = Instant::now();
@@ -112,4 +114,67 @@ async fn every_session_carries_the_server_side_limits(
         started.elapsed()
     );
     pool.close().await;
+}
+
+/// A client cut off in the middle of a transaction closes its side, but a silent network
+/// never tells the server: the server itself ends the transaction once it has waited
+/// `IDLE_TRANSACTION_WITHIN` for its next statement, and its row locks go with it.
+#[sqlx::test(migrations = false)]
+async fn a_transaction_whose_client_went_silent_releases_its_locks(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let direct = service_db::connect(db.clone(), 2)
+        .await
+        .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
+    sqlx::query("CREATE TABLE stock (id INT PRIMARY KEY, n INT NOT NULL)")
+        .execute(&direct)
+        .await
+        .expect("table");
+    sqlx::query("INSERT INTO stock VALUES (1, 10)")
+        .execute(&direct)
+        .await
+        .expect("row");
+    let target = format!("127.0.0.1:{}", db.get_port())
+        .parse()
+        .expect("a socket address");
+    let link = Link::start(target).await.expect("link");
+    let cut_off = pool_through(&link, &db, 1).await;
+
+    let mut tx = cut_off.begin().await.expect("begin");
+    sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .expect("the row is locked");
+    link.cut();
+    // The client gives up on its transaction (a deadline), and with the link cut the
+    // server hears nothing of it.
+    let commit = tokio::time::timeout(Duration::from_millis(300), tx.commit());
+    assert!(commit.await.is_err(), "the link is cut: no answer");
+
+    let started = Instant::now();
+    let limit = service_db::IDLE_TRANSACTION_WITHIN + Duration::from_secs(15);
+    loop {
+        let locked = sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1")
+            .execute(&direct)
+            .await;
+        match locked {
+            Ok(_) => break,
+            Err(e) if service_db::errors::is_lock_not_granted(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the row is still locked after {:?}",
+            started.elapsed()
+        );
+    }
+    // The cut transaction was rolled back: only the second decrement stands.
+    let n: i32 = sqlx::query_scalar("SELECT n FROM stock WHERE id = 1")
+        .fetch_one(&direct)
+        .await
+        .expect("row");
+    assert_eq!(n, 9);
+    drop(link);
+    direct.close().await;
 }

@@ -42,6 +42,20 @@ async fn for_each(
             format!("cannot reach MySQL: start it on 127.0.0.1:3306 or set {variable}")
         })?;
     for name in names {
+        // A session left on the database by a process that was cut off from MySQL and
+        // then killed (a chaos run's partition) may still hold an open transaction, and
+        // DROP DATABASE would wait for it: these databases belong to the tool, so their
+        // sessions go first.
+        let sessions: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+        )
+        .bind(name)
+        .fetch_all(&mut conn)
+        .await?;
+        for id in sessions {
+            // Gone already is fine.
+            let _ = conn.execute(format!("KILL {id}").as_str()).await;
+        }
         for statement in statements {
             conn.execute(format!("{statement} `{name}`").as_str())
                 .await?;

@@ -36,8 +36,12 @@ pub async fn answer(pool: &MySqlPool, order_sn: &str) -> LocalTransactionState {
             LocalTransactionState::Unknown
         }
         Err(e) => {
-            // The broker asks again later; guessing either way could be wrong.
-            service_db::log_error(&e);
+            // The broker asks again later; guessing either way could be wrong. A lock the
+            // order's own transaction holds (a deadlock, a lock wait) is expected here.
+            if !(service_db::errors::is_deadlock(&e) || service_db::errors::is_lock_not_granted(&e))
+            {
+                service_db::log_error(&e);
+            }
             tracing::info!(error = %e, "check-back: database error, answering unknown");
             LocalTransactionState::Unknown
         }
