@@ -93,6 +93,9 @@ struct BrokerArgs {
     /// The broker also listens on this port minus 2.
     #[arg(long, env = "DEVSTACK_BROKER_PORT", default_value_t = 10911)]
     broker_port: u16,
+    /// The first broker's HA listener; 0 picks a free port.
+    #[arg(long, env = "DEVSTACK_HA_PORT", default_value_t = 0)]
+    ha_port: u16,
     /// Store directory, kept across runs. `up` defaults to ~/.cache/shop-devstack/store;
     /// `broker` to a throwaway directory.
     #[arg(long, env = "DEVSTACK_STORE_DIR")]
@@ -252,6 +255,7 @@ impl BrokerArgs {
             join_namesrv: self.join,
             broker_names,
             broker_port: self.broker_port,
+            ha_port: self.ha_port,
             store_dir: self.store_dir,
             ..base
         }

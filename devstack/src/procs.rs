@@ -10,6 +10,9 @@ use std::{
 use anyhow::{Context, bail};
 use testkit::broker::{free_broker_port, free_port};
 use tokio::process::{Child, Command};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream arch.
 const TICKS_PER_SEC: u64 = 100;
@@ -125,6 +128,38 @@ impl Proc {
         )
     }
 
+    /// Waits until the gRPC server on `addr` answers its health check with SERVING (a
+    /// service is ready when it says so, not when something accepts connections on its
+    /// port: that may be another process that took the port). Fails like [`listening`].
+    ///
+    /// [`listening`]: Self::listening
+    pub async fn serving(&mut self, addr: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let uri = format!("http://{addr}");
+        let failure = loop {
+            let last = match health_of(&uri).await {
+                Ok(ServingStatus::Serving) => return Ok(()),
+                Ok(status) => format!("health status {status:?}"),
+                Err(e) => e,
+            };
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break format!("{} exited ({status}) before serving on {addr}", self.name);
+            }
+            if Instant::now() >= deadline {
+                break format!(
+                    "{} does not answer SERVING on {addr} after {within:?} ({last})",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        bail!(
+            "{failure}; the end of {}:\n{}",
+            self.log.display(),
+            log_tail(&self.log, 40)
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -204,6 +239,10 @@ pub fn pid_named(names: &[&str]) -> Option<String> {
 pub struct Ports {
     namesrv: u16,
     brokers: Vec<u16>,
+    /// Each broker's HA listener. Picked here with the others, not by the broker's own
+    /// process: two processes picking free ports on their own can pick the same one (a
+    /// bench run once had inventory_srv fail on the broker's HA port).
+    broker_ha: Vec<u16>,
     inventory: Vec<u16>,
     inventory_metrics: Vec<u16>,
     order: Vec<u16>,
@@ -249,6 +288,7 @@ impl Parts {
             ports: Ports {
                 namesrv: free_port("127.0.0.1")?,
                 brokers: vec![free_broker_port("127.0.0.1")?],
+                broker_ha: vec![free_port("127.0.0.1")?],
                 inventory: vec![free_port("127.0.0.1")?],
                 inventory_metrics: vec![free_port("127.0.0.1")?],
                 order: vec![free_port("127.0.0.1")?],
@@ -285,6 +325,7 @@ impl Parts {
         }
         while ports.brokers.len() < brokers {
             ports.brokers.push(free_broker_port("127.0.0.1")?);
+            ports.broker_ha.push(free_port("127.0.0.1")?);
         }
         Ok(self)
     }
@@ -440,7 +481,11 @@ impl Parts {
     pub async fn broker_at(&self, i: usize) -> anyhow::Result<Proc> {
         let broker_port = port(&self.ports.brokers, i);
         let name = broker_name(i);
-        let mut args = vec!["broker".into(), format!("--broker-port={broker_port}")];
+        let mut args = vec![
+            "broker".into(),
+            format!("--broker-port={broker_port}"),
+            format!("--ha-port={}", port(&self.ports.broker_ha, i)),
+        ];
         let log = if i == 0 {
             args.push(format!("--namesrv-port={}", self.ports.namesrv));
             args.push(format!("--store-dir={}", self.store.display()));
@@ -500,7 +545,7 @@ impl Parts {
                 .as_ref()
                 .map(|(_, inventory)| inventory.as_path()),
         )?;
-        proc.listening(&grpc, Duration::from_secs(120)).await?;
+        proc.serving(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)
     }
 
@@ -553,9 +598,28 @@ impl Parts {
             &self.logs.join(format!("{name}.log")),
             self.cgroups.as_ref().map(|(order, _)| order.as_path()),
         )?;
-        proc.listening(&grpc, Duration::from_secs(120)).await?;
+        proc.serving(&grpc, Duration::from_secs(120)).await?;
         Ok(proc)
     }
+}
+
+/// The overall health status of the gRPC server at `uri`, each step bounded.
+async fn health_of(uri: &str) -> Result<ServingStatus, String> {
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(uri.to_owned())
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok(ServingStatus::try_from(answer.into_inner().status).unwrap_or(ServingStatus::Unknown))
+    };
+    tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 2 s".to_owned()))
 }
 
 /// Replica `i`'s port; an index past the replicas gets port 1 (nothing listens there),
@@ -575,5 +639,52 @@ fn replica_name(service: &str, i: usize) -> String {
     match i {
         0 => service.to_owned(),
         _ => format!("{service}-{}", i + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Proc;
+
+    /// A part is ready when its own server answers SERVING, not when something accepts
+    /// connections on its port: here another listener holds the port (as the broker's HA
+    /// listener once held inventory_srv's), and the process never serves.
+    #[tokio::test]
+    async fn a_port_held_by_something_else_does_not_make_a_part_ready() {
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let addr = other.local_addr().expect("its address").to_string();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = other.accept().await {
+                held.push(socket);
+            }
+        });
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut part = Proc::spawn(
+            "sleeper",
+            std::path::Path::new("sleep"),
+            &["30".to_owned()],
+            &[],
+            &dir.path().join("sleeper.log"),
+        )
+        .expect("sleep starts");
+        let within = Duration::from_secs(2);
+        assert!(
+            part.listening(&addr, within).await.is_ok(),
+            "something listens there"
+        );
+        let refused = part
+            .serving(&addr, within)
+            .await
+            .expect_err("it is not a gRPC server answering SERVING");
+        assert!(
+            refused.to_string().contains("does not answer SERVING"),
+            "{refused:#}"
+        );
+        accept.abort();
     }
 }

@@ -5,7 +5,7 @@
 //! deducting twice; a Sell that finds it RETURNED (a reback got there first) is refused,
 //! so stock returned for an order can never be taken again by that order.
 //!
-//! Connections run at READ COMMITTED (see `startup`): locking reads and conditional
+//! Connections run at READ COMMITTED (`service_db::connect` sets it on every connection): locking reads and conditional
 //! updates always see the latest committed rows, and no gap locks are taken, so two
 //! rebacks of an unknown order cannot deadlock on the tombstone insert.
 

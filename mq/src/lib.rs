@@ -1,8 +1,9 @@
 //! RocketMQ client plumbing shared by the services, the dev stack and the tests: the client
 //! on the process's own tokio runtime, and the producers and consumers built on it.
 //!
-//! The client runs listeners (transaction listeners, check-backs and push-consumer
-//! callbacks) on a bounded blocking lane. A slot it cannot get turns into `Unknown` or
+//! The client runs check-backs and push-consumer callbacks on a bounded blocking lane (a
+//! transaction listener's local transaction runs on the send's own task instead: the
+//! patched client's `execute_local_transaction_async`). A slot it cannot get turns into `Unknown` or
 //! `ReconsumeLater`, so the lane is sized from configuration here instead of left at the
 //! library's small default.
 
@@ -108,8 +109,8 @@ pub enum MqError {
 /// Runs `work` as a task of `runtime` and parks this thread until it is done; `None` when
 /// the task panicked.
 ///
-/// The RocketMQ client calls its listeners (transaction listener, check-backs, consumer
-/// callbacks) on its own blocking threads. Their work is async (MySQL, gRPC), and it runs
+/// The RocketMQ client calls check-backs and consumer callbacks on its own blocking
+/// threads. Their work is async (MySQL, gRPC), and it runs
 /// on the service's runtime, where its connections live. Running it on the blocking
 /// thread with `block_on` works too, but then every I/O wake-up crosses from the runtime's
 /// driver to that thread; measured under load, those context switches were the largest

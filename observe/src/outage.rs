@@ -22,8 +22,20 @@ use std::{
 pub struct Outage {
     what: &'static str,
     down: AtomicBool,
-    since: Mutex<Option<Away>>,
+    state: Mutex<State>,
 }
+
+#[derive(Debug, Default)]
+struct State {
+    away: Option<Away>,
+    /// When the last outage ended: a failure soon after it is the same outage's tail
+    /// (calls that were already waiting when the link healed), not a new one.
+    back_at: Option<Instant>,
+}
+
+/// A failure this soon after the dependency answered again is logged at INFO, not as a
+/// new outage's WARN.
+pub const RELAPSE_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 struct Away {
@@ -36,38 +48,51 @@ impl Outage {
         Self {
             what,
             down: AtomicBool::new(false),
-            since: Mutex::new(None),
+            state: Mutex::new(State {
+                away: None,
+                back_at: None,
+            }),
         }
     }
 
     /// A failure that means the dependency does not answer. The first one of an outage
-    /// is logged as a WARN (with `error`); the rest are only counted. Returns whether
-    /// this one was logged.
+    /// is logged as a WARN (with `error`), or at INFO when the last outage ended less than
+    /// [`RELAPSE_WITHIN`] ago; the rest are only counted. Returns whether this one was
+    /// logged as a WARN.
     pub fn failed(&self, error: &dyn std::fmt::Display) -> bool {
-        let Ok(mut away) = self.since.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        match away.as_mut() {
-            Some(away) => {
-                away.failures = away.failures.saturating_add(1);
-                tracing::debug!(what = self.what, %error, "still unreachable");
-                false
-            }
-            None => {
-                *away = Some(Away {
-                    since: Instant::now(),
-                    failures: 1,
-                });
-                self.down.store(true, Ordering::Release);
-                tracing::warn!(
-                    what = self.what,
-                    %error,
-                    "{} unreachable; further failures are counted until it answers again",
-                    self.what
-                );
-                true
-            }
+        if let Some(away) = state.away.as_mut() {
+            away.failures = away.failures.saturating_add(1);
+            tracing::debug!(what = self.what, %error, "still unreachable");
+            return false;
         }
+        let now = Instant::now();
+        state.away = Some(Away {
+            since: now,
+            failures: 1,
+        });
+        self.down.store(true, Ordering::Release);
+        let relapse = state
+            .back_at
+            .is_some_and(|back| now.saturating_duration_since(back) < RELAPSE_WITHIN);
+        if relapse {
+            tracing::info!(
+                what = self.what,
+                %error,
+                "{} unreachable again shortly after it came back",
+                self.what
+            );
+            return false;
+        }
+        tracing::warn!(
+            what = self.what,
+            %error,
+            "{} unreachable; further failures are counted until it answers again",
+            self.what
+        );
+        true
     }
 
     /// The dependency answered: ends an outage (one INFO line), else nothing.
@@ -75,12 +100,14 @@ impl Outage {
         if !self.down.load(Ordering::Acquire) {
             return;
         }
-        let Ok(mut away) = self.since.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if let Some(Away { since, failures }) = away.take() {
+        if let Some(Away { since, failures }) = state.away.take() {
             self.down.store(false, Ordering::Release);
-            let away_for = since.elapsed();
+            let now = Instant::now();
+            state.back_at = Some(now);
+            let away_for = now.saturating_duration_since(since);
             tracing::info!(
                 what = self.what,
                 away_for = ?Duration::from_millis(u64::try_from(away_for.as_millis()).unwrap_or(u64::MAX)),
@@ -114,7 +141,25 @@ mod tests {
         assert!(mysql.is_down());
         mysql.answered();
         assert!(!mysql.is_down());
-        // The next outage is logged again.
-        assert!(mysql.failed(&"connection refused"));
+        // Calls that were waiting when it came back fail after the answer: the same
+        // outage's tail, no second WARN (it still counts as down until the next answer).
+        assert!(!mysql.failed(&"pool timed out"));
+        assert!(mysql.is_down());
+        mysql.answered();
+        assert!(!mysql.is_down());
+    }
+
+    #[test]
+    fn a_failure_long_after_the_last_outage_is_a_new_one() {
+        let mysql = Outage::new("MySQL");
+        assert!(mysql.failed(&"connection timed out"));
+        mysql.answered();
+        if let Ok(mut state) = mysql.state.lock() {
+            state.back_at = std::time::Instant::now().checked_sub(super::RELAPSE_WITHIN);
+        }
+        assert!(
+            mysql.failed(&"connection refused"),
+            "a new outage is a WARN"
+        );
     }
 }

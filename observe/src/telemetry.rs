@@ -5,8 +5,13 @@ use anyhow::Context;
 use opentelemetry::{KeyValue, trace::TracerProvider};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use std::time::{Duration, Instant};
+use tracing::{Level, Metadata, subscriber::Interest};
 use tracing_subscriber::{
-    EnvFilter, Layer, fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+    EnvFilter, Layer, fmt,
+    layer::{Context as LayerContext, Filter, SubscriberExt},
+    registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 /// The RocketMQ client's and sqlx's part of the services' log filter (see
@@ -114,7 +119,7 @@ pub fn init(
     };
     let installed = tracing_subscriber::registry()
         .with(env_filter(default_filter))
-        .with(fmt::layer())
+        .with(fmt::layer().with_filter(RepeatLimit::default()))
         .with(provider.as_ref().map(|p| layer(p, service)))
         .try_init()
         .is_ok();
@@ -122,6 +127,61 @@ pub fn init(
         tracing::info!(endpoint, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
+}
+
+/// Libraries whose WARN and ERROR lines [`RepeatLimit`] thins out.
+const LIBRARIES: [&str; 6] = ["rocketmq_", "sqlx", "tonic", "h2", "hyper", "tower"];
+
+/// The log lines' filter: a WARN or ERROR statement of a library ([`LIBRARIES`]) writes at
+/// most one line per [`REPEAT_WITHIN`]; its repeats are dropped. During an outage the
+/// libraries write a line per attempt (the RocketMQ consumer one per offset it could not
+/// persist and per message it could not send back for retry, every few seconds per
+/// queue), while the service says once that the broker is away and once that it is back
+/// ([`crate::outage`], with the number of failed attempts). The service's own lines are
+/// never dropped.
+#[derive(Debug, Default)]
+pub struct RepeatLimit {
+    last: std::sync::Mutex<std::collections::HashMap<tracing::callsite::Identifier, Instant>>,
+}
+
+/// How often one library log statement may write a WARN or ERROR line.
+pub const REPEAT_WITHIN: Duration = Duration::from_secs(60);
+
+impl RepeatLimit {
+    fn limited(metadata: &Metadata<'_>) -> bool {
+        metadata.is_event()
+            && *metadata.level() <= Level::WARN
+            && LIBRARIES.iter().any(|l| metadata.target().starts_with(l))
+    }
+
+    /// Whether this line of `callsite` may be written `now`.
+    fn admit(&self, callsite: tracing::callsite::Identifier, now: Instant) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return true;
+        };
+        match last.get(&callsite) {
+            Some(at) if now.saturating_duration_since(*at) < REPEAT_WITHIN => false,
+            _ => {
+                last.insert(callsite, now);
+                true
+            }
+        }
+    }
+}
+
+impl<S> Filter<S> for RepeatLimit {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &LayerContext<'_, S>) -> bool {
+        !Self::limited(metadata) || self.admit(metadata.callsite(), Instant::now())
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if Self::limited(metadata) {
+            // Asked again for every line: the answer depends on time.
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    }
 }
 
 /// The layer that turns `tracing` spans into OpenTelemetry spans of `provider`'s tracer.
@@ -180,4 +240,68 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt};
+
+    use super::RepeatLimit;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut lines) = self.0.lock() {
+                lines.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_library_statement_repeating_writes_one_line_and_the_services_write_every_one() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .with_filter(RepeatLimit::default()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            for queue in 0..50 {
+                tracing::error!(
+                    target: "rocketmq_client_rust::consumer::store::remote_broker_offset_store",
+                    queue,
+                    "updateConsumeOffsetToBroker exception"
+                );
+                tracing::warn!(target: "order_srv::timeout", queue, "the service's own line");
+                tracing::info!(target: "rocketmq_client_rust::consumer", queue, "an info line");
+            }
+            tracing::error!(
+                target: "rocketmq_client_rust::consumer::consumer_impl",
+                "another statement of the library"
+            );
+        });
+        let text = lines
+            .0
+            .lock()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(count("updateConsumeOffsetToBroker"), 1, "{text}");
+        assert_eq!(count("the service's own line"), 50);
+        assert_eq!(count("an info line"), 50);
+        assert_eq!(count("another statement of the library"), 1);
+    }
 }

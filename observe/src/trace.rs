@@ -3,7 +3,7 @@
 //! properties of every message (the half message, the delayed pay-timeout, the reback).
 //!
 //! A message continues the trace of the span that sent it, however late it arrives: the
-//! pay-timeout is consumed a pay timeout after the order (15 minutes by default), and an
+//! pay-timeout is consumed a pay timeout after the order (30 minutes by default), and an
 //! operator looking at an order wants its close and its stock coming back in the same
 //! trace as its creation, not in a linked one to be found separately. The consumer's span
 //! starts when the message is handled, so the gap shows as what it is.

@@ -42,6 +42,10 @@ pub struct BrokerSettings {
     /// Port of the first broker; 0 picks a free one (a broker also listens on its port
     /// - 2). Further brokers take free ports.
     pub broker_port: u16,
+    /// Port of the first broker's HA listener; 0 picks a free one. A process that starts
+    /// other parts too picks it with theirs (`free_port` keeps one process's picks
+    /// apart, not two processes').
+    pub ha_port: u16,
     /// Where the broker keeps its store; `None` makes a throwaway directory.
     pub store_dir: Option<PathBuf>,
     /// A half message older than this is checked back.
@@ -76,6 +80,7 @@ impl Default for BrokerSettings {
             join_namesrv: None,
             broker_names: vec!["broker-a".into()],
             broker_port: 10911,
+            ha_port: 0,
             store_dir: None,
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(30),
@@ -100,6 +105,7 @@ impl BrokerSettings {
         Self {
             namesrv_port: 0,
             broker_port: 0,
+            ha_port: 0,
             transaction_timeout: Duration::from_secs(1),
             transaction_check_interval: Duration::from_secs(1),
             transaction_check_max: 30,
@@ -188,7 +194,10 @@ impl EmbeddedBroker {
                 port if port != 0 && i == 0 => port,
                 _ => free_broker_port(&settings.host)?,
             };
-            let ha_port = free_port(&settings.host)?;
+            let ha_port = match settings.ha_port {
+                port if port != 0 && i == 0 => port,
+                _ => free_port(&settings.host)?,
+            };
             // The first broker keeps the store layout of a single-broker stack.
             let store = match i {
                 0 => stack.store_dir.join("broker"),

@@ -438,7 +438,7 @@ async fn write_order_rows(
         // "aborted": the reback is committed and the stock goes back, so this order must
         // not exist.
         return Err(Error::Unavailable(
-            "order took too long and was rolled back; please retry".into(),
+            "the order was given up meanwhile (its stock goes back); please retry".into(),
         ));
     }
     // The only unique key a new order_sn can hit is (user_id, request_id): an earlier

@@ -9,7 +9,7 @@
 //! | 4.1-4.2 | claim the checked cart, price it on the server | [`local_transaction::claim_priced_cart`] |
 //! | 4.3 | `Sell` on inventory | [`local_transaction`] |
 //! | 4.4 | the local transaction: barrier row first, order, cart (beside Sell); COMMIT once Sell and the pay-timeout are done | [`local_transaction`] |
-//! | 4.5 | COMMIT succeeded: roll the half message back (keep the stock) | [`local_transaction::LocalTransaction::run`] |
+//! | 4.5 | COMMIT succeeded: roll the half message back (keep the stock) | `local_transaction::LocalTransaction::sell_and_commit` |
 //! | 5 | answer the caller | [`OrderPlacer::place`] (here) |
 //! | §5 | the broker asks "did order X commit?" | [`check_back`] |
 //!
