@@ -11,14 +11,12 @@ pub mod trace;
 
 use std::net::SocketAddr;
 
+use axum::http;
 use prometheus::{Encoder, TextEncoder};
 pub use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::TcpListener;
 
 /// Resolves once a service's stop signal turns true (or its sender is gone): the one
 /// shutdown broadcast that reaches its background tasks (metrics endpoint, purge).
@@ -78,18 +76,37 @@ pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 /// Serves `GET /metrics` (text format 0.0.4) until `shutdown` resolves. Anything else
-/// gets a 404.
+/// gets a 404. Every connection is bounded: its request head must arrive within
+/// [`METRICS_HEAD_WITHIN`] and the whole exchange end within [`METRICS_EXCHANGE_WITHIN`]
+/// (one request per connection), so a client that connects and goes silent holds
+/// nothing for long.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()>) {
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move { metrics_text(&registry) }
+            }),
+        )
+        .fallback(|| async { (http::StatusCode::NOT_FOUND, "try /metrics\n") });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let registry = registry.clone();
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &registry).await {
-                            tracing::debug!(%peer, error = %e, "metrics request failed");
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(METRICS_HEAD_WITHIN)
+                            .keep_alive(false)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        match tokio::time::timeout(METRICS_EXCHANGE_WITHIN, connection).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics request failed"),
+                            Err(_) => tracing::debug!(%peer, "metrics request cut at its deadline"),
                         }
                     });
                 }
@@ -99,31 +116,25 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Fut
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    let mut request = [0_u8; 1024];
-    let n = stream.read(&mut request).await?;
-    let head = String::from_utf8_lossy(&request[..n]);
-    let (status, content_type, body) = if head.starts_with("GET /metrics") {
-        let mut body = Vec::new();
-        let encoder = TextEncoder::new();
-        encoder
-            .encode(&registry.gather(), &mut body)
-            .map_err(std::io::Error::other)?;
-        ("200 OK", encoder.format_type().to_owned(), body)
-    } else {
-        (
-            "404 Not Found",
-            "text/plain".to_owned(),
-            b"try /metrics\n".to_vec(),
+/// How long a metrics client has to send its request head.
+pub const METRICS_HEAD_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long one metrics connection may last in all.
+pub const METRICS_EXCHANGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The registry in Prometheus' text format.
+fn metrics_text(registry: &Registry) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&registry.gather(), &mut body) {
+        Ok(()) => (
+            [(http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            body,
         )
-    };
-    let header = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(header.as_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.shutdown().await
+            .into_response(),
+        Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// Binds the metrics listener, naming the variable on failure.
@@ -131,4 +142,76 @@ pub async fn bind(addr: SocketAddr, variable: &str) -> Result<TcpListener, Strin
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{variable}: cannot bind {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{METRICS_HEAD_WITHIN, Registry, serve};
+
+    async fn endpoint() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        let registry = Registry::new();
+        let counter =
+            prometheus::IntCounter::new("shop_test_total", "a test counter").expect("a counter");
+        counter.inc();
+        registry.register(Box::new(counter)).expect("registered");
+        tokio::spawn(serve(listener, registry, std::future::pending()));
+        addr
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_and_anything_else_is_not_found() {
+        let addr = endpoint().await;
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("shop_test_total 1"), "{metrics}");
+        assert!(
+            metrics
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4")
+        );
+        let other = get(addr, "/").await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    }
+
+    /// A client that connects and sends nothing is let go (the hand-written responder
+    /// this replaced waited for its first bytes for ever).
+    #[tokio::test]
+    async fn a_silent_client_is_disconnected_after_the_head_deadline() {
+        let addr = endpoint().await;
+        let mut silent = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            METRICS_HEAD_WITHIN + Duration::from_secs(5),
+            silent.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(
+            read.is_ok(),
+            "still connected after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() >= METRICS_HEAD_WITHIN - Duration::from_millis(500));
+    }
 }
