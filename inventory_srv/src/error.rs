@@ -94,15 +94,8 @@ impl From<Error> for Status {
                 tracing::error!(error = %err, "corrupt sell detail");
                 Status::internal("internal error")
             }
-            Error::Database(db) => {
-                service_db::log_error(db);
-                // Pool exhaustion and lost connections are worth a retry; the rest is ours.
-                if service_db::is_unreachable(db) {
-                    Status::unavailable("database unavailable")
-                } else {
-                    Status::internal("internal error")
-                }
-            }
+            // Pool exhaustion and lost connections are worth a retry; the rest is ours.
+            Error::Database(db) => service_db::status_of(db),
         }
     }
 }

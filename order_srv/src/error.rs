@@ -99,14 +99,7 @@ impl From<Error> for Status {
                 status.details().to_vec().into(),
             ),
             Error::Unavailable(msg) => Status::unavailable(msg),
-            Error::Database(db) => {
-                service_db::log_error(&db);
-                if service_db::is_unreachable(&db) {
-                    Status::unavailable("database unavailable")
-                } else {
-                    Status::internal("internal error")
-                }
-            }
+            Error::Database(db) => service_db::status_of(&db),
             Error::Mq(e) => {
                 let reason = mq::describe(&e);
                 match e {

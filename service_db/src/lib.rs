@@ -68,6 +68,18 @@ pub fn log_error(err: &sqlx::Error) {
     }
 }
 
+/// The gRPC status a request's database error answers with, logged as [`log_error`]
+/// does: UNAVAILABLE when MySQL does not answer (worth a retry), INTERNAL otherwise, whose
+/// message never carries the error (that is in the log).
+pub fn status_of(err: &sqlx::Error) -> tonic::Status {
+    log_error(err);
+    if is_unreachable(err) {
+        tonic::Status::unavailable("database unavailable")
+    } else {
+        tonic::Status::internal("internal error")
+    }
+}
+
 /// A connection idle for longer than this is pinged before it is handed out.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
@@ -393,7 +405,7 @@ pub async fn record_dead_message(
 }
 
 #[cfg(test)]
-mod periodic_tests {
+mod tests {
     use std::sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -434,5 +446,14 @@ mod periodic_tests {
             .await
             .expect("stops")
             .expect("no panic");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_anything_else_internal_without_its_text() {
+        let unreachable = super::status_of(&sqlx::Error::PoolTimedOut);
+        assert_eq!(unreachable.code(), tonic::Code::Unavailable);
+        let ours = super::status_of(&sqlx::Error::Protocol("secret detail".into()));
+        assert_eq!(ours.code(), tonic::Code::Internal);
+        assert_eq!(ours.message(), "internal error");
     }
 }
