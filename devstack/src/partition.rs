@@ -268,7 +268,7 @@ pub fn warnings_between(
     String::from_utf8_lossy(&text)
         .lines()
         .filter(|line| {
-            let plain = strip_ansi(line);
+            let plain = crate::procs::strip_ansi(line);
             let mut words = plain.split_whitespace();
             let (Some(at), Some(level)) = (words.next(), words.next()) else {
                 return false;
@@ -280,24 +280,6 @@ pub fn warnings_between(
                 && matches!(level, "WARN" | "ERROR")
         })
         .count()
-}
-
-/// `line` without its terminal color codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }
 
 #[cfg(test)]

@@ -603,6 +603,24 @@ impl Parts {
     }
 }
 
+/// `line` without its terminal color codes (`ESC [ ... m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// The overall health status of the gRPC server at `uri`, each step bounded.
 async fn health_of(uri: &str) -> Result<ServingStatus, String> {
     let ask = async {

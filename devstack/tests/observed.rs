@@ -27,27 +27,9 @@ const MYSQL: &str = "mysql://root@127.0.0.1:3306";
 /// The WARN and ERROR lines of a log, colour codes removed.
 fn loud_lines(log: &str) -> Vec<String> {
     log.lines()
-        .map(strip_ansi)
+        .map(devstack::procs::strip_ansi)
         .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
         .collect()
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Places one order (user 7, two of goods 1) inside the gateway span `traceparent`,

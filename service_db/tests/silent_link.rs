@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use testkit::link::Link;
 
-async fn pool_through(link: &Link, db: &MySqlConnectOptions, size: u32) -> sqlx::MySqlPool {
-    let options = db.clone().host("127.0.0.1").port(link.addr().port());
-    service_db::connect(options, size)
+/// A pool of `size` reaching `db` through a link that can go silent.
+async fn pool_through(db: &MySqlConnectOptions, size: u32) -> (Link, sqlx::MySqlPool) {
+    let (link, through) = Link::to_mysql(db).await.expect("link");
+    let pool = service_db::connect(through, size)
         .await
-        .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)")
+        .expect("MariaDB must be running on DATABASE_URL (scripts/test starts it)");
+    (link, pool)
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -27,11 +29,7 @@ async fn a_statement_cut_by_a_silent_link_does_not_hold_its_pool_slot(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let target = format!("127.0.0.1:{}", db.get_port())
-        .parse()
-        .expect("a socket address");
-    let link = Link::start(target).await.expect("link");
-    let pool = pool_through(&link, &db, 2).await;
+    let (link, pool) = pool_through(&db, 2).await;
     sqlx::query("SELECT 1")
         .execute(&pool)
         .await
@@ -135,11 +133,7 @@ async fn a_transaction_whose_client_went_silent_releases_its_locks(
         .execute(&direct)
         .await
         .expect("row");
-    let target = format!("127.0.0.1:{}", db.get_port())
-        .parse()
-        .expect("a socket address");
-    let link = Link::start(target).await.expect("link");
-    let cut_off = pool_through(&link, &db, 1).await;
+    let (link, cut_off) = pool_through(&db, 1).await;
 
     let mut tx = cut_off.begin().await.expect("begin");
     sqlx::query("UPDATE stock SET n = n - 1 WHERE id = 1")

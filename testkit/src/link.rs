@@ -39,6 +39,17 @@ impl Link {
         Ok(Link { addr, cut, accept })
     }
 
+    /// A link in front of the MySQL server `db` points at, and `db`'s options pointed
+    /// through it (same database and user, the link's address).
+    pub async fn to_mysql(
+        db: &sqlx::mysql::MySqlConnectOptions,
+    ) -> io::Result<(Link, sqlx::mysql::MySqlConnectOptions)> {
+        let target = SocketAddr::from(([127, 0, 0, 1], db.get_port()));
+        let link = Self::start(target).await?;
+        let through = db.clone().host("127.0.0.1").port(link.addr.port());
+        Ok((link, through))
+    }
+
     /// Where to connect instead of the target.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -31,11 +31,7 @@ async fn create_order_answers_within_its_budget_while_its_database_is_silent(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let target = format!("127.0.0.1:{}", db.get_port())
-        .parse()
-        .expect("a socket address");
-    let link = Link::start(target).await.expect("link");
-    let through = db.clone().host("127.0.0.1").port(link.addr().port());
+    let (link, through) = Link::to_mysql(&db).await.expect("link");
     let mut config = order_config();
     config.create_order_budget = BUDGET;
     config.db_max_connections = 16;
