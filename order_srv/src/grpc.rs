@@ -136,11 +136,13 @@ impl Order for OrderService {
     ) -> Result<Response<pb::OrderListResponse>, Status> {
         let req = request.into_inner();
         let user_id = domain::user_id(req.user_id)?;
-        let page = Page::parse(req.page, req.page_size)?;
-        let (total, orders) = orders::list(&self.pool, user_id, page).await?;
+        let page = Page::parse(user_id, req.page, req.page_size, &req.page_token)?;
+        let page = orders::list(&self.pool, user_id, page).await?;
         Ok(Response::new(pb::OrderListResponse {
-            total,
-            orders: orders.into_iter().map(order_info).collect(),
+            total: page.total,
+            orders: page.orders.into_iter().map(order_info).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            total_is_lower_bound: page.total_is_lower_bound,
         }))
     }
 

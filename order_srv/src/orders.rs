@@ -4,7 +4,7 @@ use sqlx::MySqlPool;
 
 use crate::{
     db::{self, OrderGoodsRow, OrderRow},
-    domain::{GoodsPrice, Page, StatusChange},
+    domain::{self, GoodsPrice, Page, StatusChange},
     error::{Error, Reason, Result},
 };
 
@@ -64,13 +64,41 @@ pub async fn detail(
     Ok((order, goods))
 }
 
-/// One page of a user's orders, newest first, and how many orders the user has.
-pub async fn list(pool: &MySqlPool, user_id: i64, page: Page) -> Result<(u64, Vec<OrderRow>)> {
+/// One page of a user's orders, newest first.
+pub struct OrderPage {
+    pub orders: Vec<OrderRow>,
+    /// How many orders the user has, counted up to [`COUNT_UP_TO`].
+    pub total: u64,
+    /// Counting stopped at [`COUNT_UP_TO`]: the user has more.
+    pub total_is_lower_bound: bool,
+    /// The token of the page after this one; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// How far a list's total is counted.
+pub const COUNT_UP_TO: u64 = 10_000;
+
+/// One page of a user's orders and how many orders the user has (up to [`COUNT_UP_TO`]).
+pub async fn list(pool: &MySqlPool, user_id: i64, page: Page) -> Result<OrderPage> {
     let mut conn = pool.acquire().await?;
-    let total = db::count_orders_of_user(&mut conn, user_id).await?;
-    let orders = db::orders_of_user(&mut conn, user_id, page.limit, page.offset).await?;
+    let counted = db::count_orders_of_user(&mut conn, user_id, COUNT_UP_TO + 1).await?;
+    // One order more than the page tells whether there is a next page.
+    let mut orders =
+        db::orders_of_user(&mut conn, user_id, u64::from(page.limit) + 1, page.start).await?;
+    let more = orders.len() > page.limit as usize;
+    orders.truncate(page.limit as usize);
+    let next_page_token = orders
+        .last()
+        .filter(|_| more)
+        .map(|last| domain::page_token(user_id, last.created_at, last.id));
     // COUNT(*) is never negative.
-    Ok((u64::try_from(total).unwrap_or(0), orders))
+    let counted = u64::try_from(counted).unwrap_or(0);
+    Ok(OrderPage {
+        orders,
+        total: counted.min(COUNT_UP_TO),
+        total_is_lower_bound: counted > COUNT_UP_TO,
+        next_page_token,
+    })
 }
 
 /// Creates or changes a goods on the server-side price list.

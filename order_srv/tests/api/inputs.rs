@@ -82,6 +82,7 @@ async fn bad_input_on_every_rpc_is_invalid_argument_and_writes_nothing(
                 user_id: 0,
                 page: 1,
                 page_size: 10,
+                ..Default::default()
             })
             .await,
     );
@@ -91,6 +92,7 @@ async fn bad_input_on_every_rpc_is_invalid_argument_and_writes_nothing(
                 user_id: 1,
                 page: 1,
                 page_size: 10_000,
+                ..Default::default()
             })
             .await,
     );

@@ -33,6 +33,7 @@ async fn orders_are_listed_per_user_with_their_goods_and_move_only_forward(
             user_id: 51,
             page: 1,
             page_size: 1,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -44,6 +45,7 @@ async fn orders_are_listed_per_user_with_their_goods_and_move_only_forward(
             user_id: 52,
             page: 1,
             page_size: 10,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -129,4 +131,126 @@ async fn orders_are_listed_per_user_with_their_goods_and_move_only_forward(
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
     stack.stop().await;
+}
+
+/// Orders of `user_id` written straight into the order table (no stock involved: these
+/// tests read lists only): `n` orders, `same_moment` of them created in one microsecond.
+async fn past_orders(stack: &crate::helpers::Stack, user_id: i64, n: u32, same_moment: u32) {
+    for i in 0..n {
+        let second = if i < same_moment { 0 } else { i };
+        sqlx::query(
+            "INSERT INTO order_info (order_sn, user_id, status, total_cents, address, name, \
+             mobile, created_at) VALUES (?, ?, 'TRADE_SUCCESS', 100, 'a', 'n', '1', \
+             TIMESTAMPADD(SECOND, ?, '2026-01-01'))",
+        )
+        .bind(format!("PAST-{user_id}-{i}"))
+        .bind(user_id)
+        .bind(second)
+        .execute(&stack.order_pool)
+        .await
+        .expect("a past order");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn page_tokens_walk_every_order_once_newest_first_even_within_one_microsecond(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let stack = spawn_stack(db).await;
+    past_orders(&stack, 61, 25, 12).await;
+    past_orders(&stack, 62, 3, 0).await;
+    let mut order = stack.order.clone();
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = order
+            .order_list(pb::OrderListRequest {
+                user_id: 61,
+                page_size: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        pages += 1;
+        assert_eq!((page.total, page.total_is_lower_bound), (25, false));
+        seen.extend(page.orders.iter().map(|o| (o.created_at.clone(), o.id)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        assert!(pages < 10, "the pages never end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25, "every order once: {seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, no order twice");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_page_token_of_another_user_or_made_up_and_deep_page_numbers_are_refused(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let stack = spawn_stack(db).await;
+    past_orders(&stack, 71, 3, 0).await;
+    let mut order = stack.order.clone();
+    let first = order
+        .order_list(pb::OrderListRequest {
+            user_id: 71,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("a page")
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    let refused = [
+        // Another user's list.
+        pb::OrderListRequest {
+            user_id: 72,
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        },
+        // Made up, or cut short.
+        pb::OrderListRequest {
+            user_id: 71,
+            page_token: "not a token".into(),
+            ..Default::default()
+        },
+        pb::OrderListRequest {
+            user_id: 71,
+            page_token: first.next_page_token[..8].to_owned(),
+            ..Default::default()
+        },
+        // A page number with a token.
+        pb::OrderListRequest {
+            user_id: 71,
+            page: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        },
+        // Offset paging past the first 10,000 orders.
+        pb::OrderListRequest {
+            user_id: 71,
+            page: 101,
+            page_size: 100,
+            ..Default::default()
+        },
+    ];
+    for request in refused {
+        let status = order
+            .order_list(request.clone())
+            .await
+            .expect_err(&format!("{request:?} is refused"));
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{request:?}: {status:?}"
+        );
+    }
 }
