@@ -306,7 +306,7 @@ fn read_page_token(user_id: i64, token: &str) -> Result<(DateTime<Utc>, i64), Er
             "page_token is not a next_page_token of this user's list".into(),
         )
     };
-    if token.len() > 200 || token.len() % 2 != 0 {
+    if token.len() > 200 || !token.len().is_multiple_of(2) {
         return Err(invalid());
     }
     let bytes: Vec<u8> = (0..token.len())
