@@ -41,6 +41,9 @@ pub const RELAPSE_WITHIN: Duration = Duration::from_secs(30);
 struct Away {
     since: Instant,
     failures: u64,
+    /// Began with a WARN (not a relapse): only its recovery opens a relapse window, so
+    /// a dependency that keeps failing warns again at least every [`RELAPSE_WITHIN`].
+    warned: bool,
 }
 
 impl Outage {
@@ -69,14 +72,15 @@ impl Outage {
             return false;
         }
         let now = Instant::now();
-        state.away = Some(Away {
-            since: now,
-            failures: 1,
-        });
-        self.down.store(true, Ordering::Release);
         let relapse = state
             .back_at
             .is_some_and(|back| now.saturating_duration_since(back) < RELAPSE_WITHIN);
+        state.away = Some(Away {
+            since: now,
+            failures: 1,
+            warned: !relapse,
+        });
+        self.down.store(true, Ordering::Release);
         if relapse {
             tracing::info!(
                 what = self.what,
@@ -103,10 +107,17 @@ impl Outage {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if let Some(Away { since, failures }) = state.away.take() {
+        if let Some(Away {
+            since,
+            failures,
+            warned,
+        }) = state.away.take()
+        {
             self.down.store(false, Ordering::Release);
             let now = Instant::now();
-            state.back_at = Some(now);
+            if warned {
+                state.back_at = Some(now);
+            }
             let away_for = now.saturating_duration_since(since);
             tracing::info!(
                 what = self.what,
@@ -160,6 +171,26 @@ mod tests {
         assert!(
             mysql.failed(&"connection refused"),
             "a new outage is a WARN"
+        );
+    }
+
+    #[test]
+    fn a_dependency_that_keeps_relapsing_warns_again_once_the_window_has_passed() {
+        let mysql = Outage::new("MySQL");
+        assert!(mysql.failed(&"connection timed out"));
+        mysql.answered();
+        if let Ok(mut state) = mysql.state.lock() {
+            // The WARNed outage ended almost a whole window ago.
+            state.back_at = std::time::Instant::now()
+                .checked_sub(super::RELAPSE_WITHIN - std::time::Duration::from_millis(50));
+        }
+        assert!(!mysql.failed(&"pool timed out"), "a relapse: INFO");
+        mysql.answered();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The relapse's recovery did not open a new window.
+        assert!(
+            mysql.failed(&"connection refused"),
+            "flapping for longer warns again"
         );
     }
 }

@@ -6,7 +6,7 @@ use opentelemetry::{KeyValue, trace::TracerProvider};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::{Duration, Instant};
-use tracing::{Level, Metadata, subscriber::Interest};
+use tracing::{Level, Metadata};
 use tracing_subscriber::{
     EnvFilter, Layer, fmt,
     layer::{Context as LayerContext, Filter, SubscriberExt},
@@ -141,7 +141,9 @@ const LIBRARIES: [&str; 6] = ["rocketmq_", "sqlx", "tonic", "h2", "hyper", "towe
 /// never dropped.
 #[derive(Debug, Default)]
 pub struct RepeatLimit {
-    last: std::sync::Mutex<std::collections::HashMap<tracing::callsite::Identifier, Instant>>,
+    last: std::sync::Mutex<
+        std::collections::HashMap<(tracing::callsite::Identifier, String), Instant>,
+    >,
 }
 
 /// How often one library log statement may write a WARN or ERROR line.
@@ -154,15 +156,18 @@ impl RepeatLimit {
             && LIBRARIES.iter().any(|l| metadata.target().starts_with(l))
     }
 
-    /// Whether this line of `callsite` may be written `now`.
-    fn admit(&self, callsite: tracing::callsite::Identifier, now: Instant) -> bool {
+    /// Whether this line of its statement may be written `now`. A statement is its
+    /// callsite and target: `log` records of one level share a callsite, their targets
+    /// tell them apart.
+    fn admit(&self, metadata: &Metadata<'_>, now: Instant) -> bool {
         let Ok(mut last) = self.last.lock() else {
             return true;
         };
-        match last.get(&callsite) {
+        let statement = (metadata.callsite(), metadata.target().to_owned());
+        match last.get(&statement) {
             Some(at) if now.saturating_duration_since(*at) < REPEAT_WITHIN => false,
             _ => {
-                last.insert(callsite, now);
+                last.insert(statement, now);
                 true
             }
         }
@@ -170,17 +175,16 @@ impl RepeatLimit {
 }
 
 impl<S> Filter<S> for RepeatLimit {
-    fn enabled(&self, metadata: &Metadata<'_>, _: &LayerContext<'_, S>) -> bool {
-        !Self::limited(metadata) || self.admit(metadata.callsite(), Instant::now())
+    /// Everything may be wanted; the choice is made per line, in [`Filter::event_enabled`]
+    /// (which runs once for each line, where `enabled` may be asked more than once, e.g.
+    /// for a `log` record).
+    fn enabled(&self, _: &Metadata<'_>, _: &LayerContext<'_, S>) -> bool {
+        true
     }
 
-    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if Self::limited(metadata) {
-            // Asked again for every line: the answer depends on time.
-            Interest::sometimes()
-        } else {
-            Interest::always()
-        }
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: &LayerContext<'_, S>) -> bool {
+        let metadata = event.metadata();
+        !Self::limited(metadata) || self.admit(metadata, Instant::now())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Validated request types and the order state machine.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use proto::order as pb;
 
 use crate::error::Error;
@@ -274,7 +274,7 @@ impl Page {
         }
         // Both factors are u32, so the product fits in u64.
         let offset = u64::from(page.max(1) - 1) * u64::from(limit);
-        if offset >= MAX_OFFSET {
+        if offset.saturating_add(u64::from(limit)) > MAX_OFFSET {
             return Err(Error::InvalidArgument(
                 "page",
                 format!(
@@ -332,10 +332,12 @@ fn read_page_token(user_id: i64, token: &str) -> Result<(DateTime<Utc>, i64), Er
     if owner.parse::<i64>().ok() != Some(user_id) {
         return Err(invalid());
     }
+    // MySQL's DATETIME holds years 1000-9999; a time outside can't come from a row.
     let created_at = micros
         .parse::<i64>()
         .ok()
         .and_then(DateTime::from_timestamp_micros)
+        .filter(|at| (1000..=9999).contains(&at.year()))
         .ok_or_else(invalid)?;
     let id = id.parse::<i64>().map_err(|_| invalid())?;
     Ok((created_at, id))

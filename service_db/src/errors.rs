@@ -10,6 +10,10 @@ const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 /// timed out).
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
+/// MariaDB's `max_statement_time` killed the statement.
+const ER_STATEMENT_TIMEOUT: u16 = 1969;
+/// MySQL's `max_execution_time` killed the statement.
+const ER_QUERY_TIMEOUT: u16 = 3024;
 /// MySQL 8's answer to a `NOWAIT` locking read that meets a lock.
 const ER_LOCK_NOWAIT: u16 = 3572;
 
@@ -42,6 +46,14 @@ pub fn is_lock_not_granted(err: &sqlx::Error) -> bool {
     matches!(
         error_number(err),
         Some(ER_LOCK_WAIT_TIMEOUT | ER_LOCK_NOWAIT)
+    )
+}
+
+/// The server's own statement time limit ended the statement (`STATEMENT_WITHIN`).
+pub fn is_statement_timeout(err: &sqlx::Error) -> bool {
+    matches!(
+        error_number(err),
+        Some(ER_STATEMENT_TIMEOUT | ER_QUERY_TIMEOUT)
     )
 }
 

@@ -68,10 +68,19 @@ pub fn log_error(err: &sqlx::Error) {
     }
 }
 
-/// The gRPC status a request's database error answers with, logged as [`log_error`]
-/// does: UNAVAILABLE when MySQL does not answer (worth a retry), INTERNAL otherwise, whose
-/// message never carries the error (that is in the log).
+/// The gRPC status a request's database error answers with: UNAVAILABLE when MySQL does
+/// not answer (logged once per outage) or one of the server's time limits ended the
+/// statement (a lock waited for longer than `LOCK_WAIT_WITHIN`, a deadlock, a statement
+/// past `STATEMENT_WITHIN`: worth a retry, logged at INFO), INTERNAL otherwise (an ERROR
+/// line; the message never carries the error).
 pub fn status_of(err: &sqlx::Error) -> tonic::Status {
+    if errors::is_lock_not_granted(err)
+        || errors::is_deadlock(err)
+        || errors::is_statement_timeout(err)
+    {
+        tracing::info!(error = %err, "database busy; answering UNAVAILABLE");
+        return tonic::Status::unavailable("database busy; retry");
+    }
     log_error(err);
     if is_unreachable(err) {
         tonic::Status::unavailable("database unavailable")

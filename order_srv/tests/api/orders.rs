@@ -227,6 +227,15 @@ async fn a_page_token_of_another_user_or_made_up_and_deep_page_numbers_are_refus
             page_token: first.next_page_token[..8].to_owned(),
             ..Default::default()
         },
+        // Well formed, for this user, but a time no row can have (year -882).
+        pb::OrderListRequest {
+            user_id: 71,
+            page_token: "v1:71:-90000000000000000:1"
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            ..Default::default()
+        },
         // A page number with a token.
         pb::OrderListRequest {
             user_id: 71,
