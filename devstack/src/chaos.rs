@@ -922,10 +922,7 @@ async fn place_one(
     let mut turn = i;
     let mut order_addr = || {
         turn = turn.wrapping_add(1);
-        order_addrs
-            .get(turn % order_addrs.len().max(1))
-            .cloned()
-            .unwrap_or_default()
+        replica(order_addrs, turn)
     };
     let goods: Vec<i32> = {
         let first = rng.random_range(1..=GOODS);
@@ -952,7 +949,7 @@ async fn place_one(
     // cuts too (with an empty cart it is refused, counted under its code).
     'goods: for goods_id in &goods {
         loop {
-            let Ok(mut client) = OrderClient::connect(order_addr()).await else {
+            let Some(mut client) = connect(order_addr()).await else {
                 if Instant::now() > deadline {
                     record_failure("cart unreachable".into());
                     return None;
@@ -987,13 +984,13 @@ async fn place_one(
     // request_id, so a retry would be a new order; the request_id retry has tests of its
     // own). Connection refused (nothing sent) is retried.
     let order = loop {
-        let mut client = match OrderClient::connect(order_addr()).await {
-            Ok(c) => c,
-            Err(_) if Instant::now() < deadline => {
+        let mut client = match connect(order_addr()).await {
+            Some(c) => c,
+            None if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            Err(_) => {
+            None => {
                 record_failure("order_srv unreachable".into());
                 return None;
             }
@@ -1042,11 +1039,10 @@ async fn place_one(
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             turn = turn.wrapping_add(1);
-            let addr = addrs
-                .get(turn % addrs.len().max(1))
-                .cloned()
-                .unwrap_or_default();
-            if pay_once(addr, &order_sn, &tally).await.is_some() {
+            if pay_once(replica(&addrs, turn), &order_sn, &tally)
+                .await
+                .is_some()
+            {
                 return;
             }
             if Instant::now() > deadline {
@@ -1059,10 +1055,33 @@ async fn place_one(
     }))
 }
 
+/// Replica `turn` (round-robin) of `addrs`.
+fn replica(addrs: &[String], turn: usize) -> String {
+    addrs
+        .get(turn % addrs.len().max(1))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A client of order_srv at `addr`, or `None` when it does not accept a connection within
+/// 2 s. Every call on it gives up after [`CALL_WITHIN`].
+async fn connect(addr: String) -> Option<OrderClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(addr)
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(CALL_WITHIN);
+    OrderClient::connect(endpoint).await.ok()
+}
+
+/// The longest a buyer's call waits: past every server-side bound (the budget, the
+/// handlers' 10 s), so it only ends a call whose server hangs, which the summary then
+/// shows as the slowest answer instead of the run hanging.
+const CALL_WITHIN: Duration = Duration::from_secs(30);
+
 /// One payment call; `Some` when it settled the payment (paid, or refused because the
 /// order was closed first), `None` when it should be tried again.
 async fn pay_once(addr: String, order_sn: &str, tally: &Mutex<Tally>) -> Option<()> {
-    let mut client = OrderClient::connect(addr).await.ok()?;
+    let mut client = connect(addr).await?;
     let started = Instant::now();
     let paid = client
         .update_order_status(pb::UpdateOrderStatusRequest {
