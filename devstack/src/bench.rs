@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// during a scenario weighs on both sides alike.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
+    /// Also place each scenario's orders through the web gateway (HTTP/JSON with a bearer
+    /// token, then the same gRPC): a third side in the rounds, on users of its own, so
+    /// the table shows what the gateway adds per order.
+    #[arg(long)]
+    pub via_gateway: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,8 +129,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     println!("process logs in {}", logs.display());
-    let mut stack =
-        BenchStack::start(&logs, url("shop_bench_order"), url("shop_bench_inventory")).await?;
+    let mut stack = BenchStack::start(
+        &logs,
+        url("shop_bench_order"),
+        url("shop_bench_inventory"),
+        args.via_gateway,
+    )
+    .await?;
     let outcome = run_scenarios(
         &args,
         &mut stack,
@@ -149,6 +159,8 @@ struct BenchStack {
     order: Proc,
     order_client: OrderClient<Channel>,
     inventory_client: InventoryClient<Channel>,
+    /// The gateway with `--via-gateway`: its process, its URL, the key of its tokens.
+    gateway: Option<(Proc, String, gateway::auth::Tokens)>,
     /// order_srv's and inventory_srv's `/metrics`, for the per-step latency breakdown.
     metrics: Vec<String>,
     /// The MySQL server, when it runs on this machine: its CPU counts on both sides.
@@ -156,7 +168,12 @@ struct BenchStack {
 }
 
 impl BenchStack {
-    async fn start(logs: &Path, order_db: String, inventory_db: String) -> anyhow::Result<Self> {
+    async fn start(
+        logs: &Path,
+        order_db: String,
+        inventory_db: String,
+        via_gateway: bool,
+    ) -> anyhow::Result<Self> {
         // Pay timeouts far beyond the run: no order closes while it is measured.
         let parts = Parts::new(logs, order_db, inventory_db, Duration::from_secs(3600))?
             .quiet_production_timing();
@@ -165,10 +182,23 @@ impl BenchStack {
         testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
         let inventory = parts.inventory(false).await?;
         let order = parts.order_with(None).await?;
+        let gateway = if via_gateway {
+            let secret = format!("bench-{}-{}", std::process::id(), rand::random::<u64>());
+            let secret = format!("{secret:0<40}");
+            let proc = parts.gateway(&secret).await?;
+            Some((
+                proc,
+                parts.gateway_url(),
+                gateway::auth::Tokens::new(secret.as_bytes(), "shop")?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             broker,
             inventory,
             order,
+            gateway,
             order_client: OrderClient::connect(parts.order_addr()).await?,
             inventory_client: InventoryClient::connect(parts.inventory_addr()).await?,
             metrics: vec![parts.order_metrics_addr(), parts.inventory_metrics_addr()],
@@ -176,19 +206,29 @@ impl BenchStack {
         })
     }
 
-    /// CPU time so far of order_srv, inventory_srv, the broker, this process and MySQL.
+    /// CPU time so far of every process an order runs through.
     fn cpu(&self) -> Cpu {
         let of = |pid: &str| crate::procs::cpu_time_of(pid).unwrap_or_default();
-        Cpu([
-            self.order.cpu_time().unwrap_or_default(),
-            self.inventory.cpu_time().unwrap_or_default(),
-            self.broker.cpu_time().unwrap_or_default(),
-            of("self"),
-            self.database_pid.as_deref().map(of).unwrap_or_default(),
-        ])
+        let seconds = |d: Duration| d.as_secs_f64();
+        Cpu {
+            order_srv: seconds(self.order.cpu_time().unwrap_or_default()),
+            inventory_srv: seconds(self.inventory.cpu_time().unwrap_or_default()),
+            broker: seconds(self.broker.cpu_time().unwrap_or_default()),
+            bench: seconds(of("self")),
+            mysql: seconds(self.database_pid.as_deref().map(of).unwrap_or_default()),
+            gateway: seconds(
+                self.gateway
+                    .as_ref()
+                    .and_then(|(proc, ..)| proc.cpu_time())
+                    .unwrap_or_default(),
+            ),
+        }
     }
 
     async fn stop(mut self) {
+        if let Some((proc, ..)) = self.gateway.as_mut() {
+            proc.stop(Duration::from_secs(20)).await;
+        }
         self.order.stop(Duration::from_secs(20)).await;
         self.inventory.stop(Duration::from_secs(20)).await;
         self.broker.stop(Duration::from_secs(20)).await;
@@ -197,47 +237,94 @@ impl BenchStack {
 
 const HOT_GOODS: i32 = 1_000_000;
 
-/// CPU seconds of order_srv, inventory_srv, the broker, the bench process and MySQL.
-#[derive(Debug, Clone, Copy)]
-struct Cpu([Duration; 5]);
-
-impl Cpu {
-    fn since(self, before: Cpu) -> [f64; 5] {
-        std::array::from_fn(|i| self.0[i].saturating_sub(before.0[i]).as_secs_f64())
-    }
+/// CPU seconds of each process an order runs through (the bench process is the load
+/// generator, or the whole baseline).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    order_srv: f64,
+    inventory_srv: f64,
+    broker: f64,
+    bench: f64,
+    mysql: f64,
+    gateway: f64,
 }
 
-/// Adds one round's CPU seconds (per process, as [`Cpu::since`] gives them) to a side's.
-fn add_round(total: &mut [f64; 5], round: [f64; 5]) {
-    for (sum, seconds) in total.iter_mut().zip(round) {
-        *sum += seconds;
+impl Cpu {
+    fn fields(&mut self) -> [&mut f64; 6] {
+        [
+            &mut self.order_srv,
+            &mut self.inventory_srv,
+            &mut self.broker,
+            &mut self.bench,
+            &mut self.mysql,
+            &mut self.gateway,
+        ]
+    }
+
+    /// What was spent between `before` and `self`.
+    fn since(mut self, mut before: Cpu) -> Cpu {
+        for (now, then) in self.fields().into_iter().zip(before.fields()) {
+            *now = (*now - *then).max(0.0);
+        }
+        self
+    }
+
+    /// Adds one round's seconds to a side's.
+    fn add(&mut self, mut round: Cpu) {
+        for (sum, seconds) in self.fields().into_iter().zip(round.fields()) {
+            *sum += *seconds;
+        }
+    }
+
+    fn total(mut self) -> f64 {
+        self.fields().into_iter().map(|s| *s).sum()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "order_srv": self.order_srv, "inventory_srv": self.inventory_srv,
+            "broker": self.broker, "bench_client": self.bench, "mysql": self.mysql,
+            "gateway": self.gateway,
+        })
     }
 }
 
 /// One side of a scenario.
 #[derive(Debug, Clone, Copy)]
 enum Side {
+    /// CreateOrder over gRPC.
     Service,
+    /// The same SQL, straight from this process.
     Baseline,
+    /// `POST /v1/orders` through the gateway (`--via-gateway`).
+    Gateway,
 }
+
+/// The gateway side's buyers: this far above the scenario's first user.
+const GATEWAY_USERS: i64 = 5_000_000;
 
 impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::Service => "service",
             Side::Baseline => "baseline",
+            Side::Gateway => "gateway",
         }
     }
 
     /// Who goes first in round `round` (0-based): the sides take turns, so the rounds run
-    /// service, baseline, baseline, service, service, ... and neither side always runs
-    /// right after the other.
-    fn order_of_round(round: usize) -> [Side; 2] {
-        if round.is_multiple_of(2) {
-            [Side::Service, Side::Baseline]
-        } else {
-            [Side::Baseline, Side::Service]
+    /// service, (gateway,) baseline, baseline, (gateway,) service, ... and neither side
+    /// always runs right after another.
+    fn order_of_round(round: usize, via_gateway: bool) -> Vec<Side> {
+        let mut sides = vec![Side::Service];
+        if via_gateway {
+            sides.push(Side::Gateway);
         }
+        sides.push(Side::Baseline);
+        if !round.is_multiple_of(2) {
+            sides.reverse();
+        }
+        sides
     }
 }
 
@@ -342,12 +429,14 @@ async fn run_scenarios(
     );
     for (index, scenario) in selected.into_iter().enumerate() {
         let first_user = (index as i64 + 1) * 10_000_000;
+        // The hot goods hold one unit per order of the sides that order through order_srv.
+        let hot_stock = scenario.orders * if stack.gateway.is_some() { 2 } else { 1 };
         if scenario.hot {
             stack
                 .inventory_client
                 .set_inv(inv::SetInvRequest {
                     goods_id: HOT_GOODS,
-                    stocks: scenario.orders as i32,
+                    stocks: i32::try_from(hot_stock)?,
                 })
                 .await?;
             sqlx::query("UPDATE inventory SET stocks = ? WHERE goods_id = ?")
@@ -358,6 +447,19 @@ async fn run_scenarios(
         }
         let lines = |user: i64| cart_lines(user, args.goods, scenario.hot);
         fill_carts(stack, &base_order, first_user, scenario.orders, &lines).await?;
+        let gateway_tokens = match &stack.gateway {
+            Some((_, _, tokens)) => {
+                let first = first_user + GATEWAY_USERS;
+                fill_carts(stack, &base_order, first, scenario.orders, &lines).await?;
+                let ttl = Duration::from_secs(6 * 3600);
+                let tokens: Vec<String> = (0..scenario.orders as i64)
+                    .map(|i| tokens.issue(first + i, ttl).map(|(token, _)| token))
+                    .collect::<Result<_, _>>()
+                    .map_err(|p| anyhow::anyhow!("signing a token: {}", p.body().detail))?;
+                Arc::new(tokens)
+            }
+            None => Arc::new(Vec::new()),
+        };
 
         // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
         let label = scenario.label();
@@ -365,11 +467,10 @@ async fn run_scenarios(
         let rounds = (args.rounds as usize).min(scenario.orders).max(1);
         let steps_before = steps::scrape(&stack.metrics).await?;
         let mut steps = Vec::new();
-        let (mut service, mut baseline) = (RunStats::default(), RunStats::default());
-        let (mut cpu, mut baseline_cpu) = ([0.0; 5], [0.0; 5]);
+        let mut sides: [(RunStats, Cpu); 3] = Default::default();
         for round in 0..rounds {
             let orders = round * scenario.orders / rounds..(round + 1) * scenario.orders / rounds;
-            for side in Side::order_of_round(round) {
+            for side in Side::order_of_round(round, stack.gateway.is_some()) {
                 let mark = |event: &str| {
                     eprintln!(
                         "bench: {label} {} {event} (round {} of {rounds})",
@@ -379,81 +480,46 @@ async fn run_scenarios(
                 };
                 mark("start");
                 let before = stack.cpu();
-                match side {
-                    Side::Service => {
-                        let client = stack.order_client.clone();
-                        let stats = drive(scenario.concurrency, orders.clone(), move |i| {
-                            let mut client = client.clone();
-                            async move {
-                                client
-                                    .create_order(pb::CreateOrderRequest {
-                                        user_id: first_user + i as i64,
-                                        address: "1 Bench Road".into(),
-                                        name: "Bench".into(),
-                                        mobile: "13800000000".into(),
-                                        post: String::new(),
-                                        request_id: String::new(),
-                                    })
-                                    .await
-                                    .map(|_| ())
-                                    .map_err(|s| format!("{:?}", s.code()))
-                            }
-                        })
-                        .await;
-                        // The round's CPU and a profile's window (scripts/profile-bench)
-                        // end with the last answer; the END_TRANSACTIONs still on their
-                        // way (sent after it) finish before the baseline's turn.
-                        add_round(&mut cpu, stack.cpu().since(before));
-                        mark("end");
-                        service.absorb(stats);
-                        steps =
-                            steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10))
-                                .await?;
-                    }
+                let load = Load {
+                    concurrency: scenario.concurrency,
+                    orders: orders.clone(),
+                    first_user,
+                };
+                let stats = match side {
+                    Side::Service => place_over_grpc(stack, load).await,
+                    Side::Gateway => place_over_http(stack, load, gateway_tokens.clone()).await?,
                     Side::Baseline => {
-                        let order_pool = base_order.clone();
-                        let inventory_pool = base_inventory.clone();
-                        let stats = drive(scenario.concurrency, orders.clone(), move |i| {
-                            let order_pool = order_pool.clone();
-                            let inventory_pool = inventory_pool.clone();
-                            async move {
-                                baseline_order(&order_pool, &inventory_pool, first_user + i as i64)
-                                    .await
-                            }
-                        })
-                        .await;
-                        add_round(&mut baseline_cpu, stack.cpu().since(before));
-                        mark("end");
-                        baseline.absorb(stats);
+                        place_as_baseline(base_order.clone(), base_inventory.clone(), load).await
                     }
+                };
+                // The round's CPU and a profile's window (scripts/profile-bench) end with
+                // the last answer; the END_TRANSACTIONs still on their way (sent after it)
+                // finish before the next side's turn.
+                let (total, cpu) = &mut sides[side as usize];
+                cpu.add(stack.cpu().since(before));
+                mark("end");
+                total.absorb(stats);
+                if matches!(side, Side::Service) {
+                    steps = steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10))
+                        .await?;
                 }
             }
         }
-        let mut oversell = None;
-        if scenario.hot {
-            let left = stack
-                .inventory_client
-                .inv_detail(inv::InvDetailRequest {
-                    goods_id: HOT_GOODS,
-                })
-                .await?
-                .into_inner()
-                .stocks;
-            let sold = scenario.orders as i64 - left;
-            if left < 0 || sold != service.ok as i64 {
-                bail!(
-                    "hot goods: {} orders succeeded but stock went from {} to {left}",
-                    service.ok,
-                    scenario.orders
-                );
-            }
-            oversell = Some(0);
-        }
+        let [
+            (service, cpu),
+            (baseline, baseline_cpu),
+            (via_gateway, gateway_cpu),
+        ] = sides;
+        let oversell = if scenario.hot {
+            check_no_oversell(stack, hot_stock, service.ok + via_gateway.ok).await?
+        } else {
+            None
+        };
         // Per order, everything the order cost on this machine: the services, the broker,
         // the load generator and MySQL; the baseline is the bench process and MySQL.
         let per_order = |seconds: f64| seconds * 1000.0 / scenario.orders as f64;
-        let service_cpu = per_order(cpu.iter().sum());
-        let baseline_cpu_ms = per_order(baseline_cpu[3] + baseline_cpu[4]);
+        let service_cpu = per_order(cpu.total());
+        let baseline_cpu_ms = per_order(baseline_cpu.bench + baseline_cpu.mysql);
         let ratio = service.per_sec() / baseline.per_sec().max(1e-9);
         println!(
             "{:<8} {:>3} {:>6} | {:>9.0} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>5} | {:>9.0} {:>6.1} {:>6.1} | {:>5.2} | {:>6.2} {:>6.2} | {:.1} {:.1} {:.1} {:.1} {:.1}",
@@ -472,11 +538,11 @@ async fn run_scenarios(
             ratio,
             service_cpu,
             baseline_cpu_ms,
-            cpu[0],
-            cpu[1],
-            cpu[2],
-            cpu[3],
-            cpu[4],
+            cpu.order_srv,
+            cpu.inventory_srv,
+            cpu.broker,
+            cpu.bench,
+            cpu.mysql,
         );
         for (code, n) in &service.failures {
             println!("         service failures {code}: {n}");
@@ -490,6 +556,23 @@ async fn run_scenarios(
         for (code, n) in &baseline.failures {
             println!("         baseline failures {code}: {n}");
         }
+        let gateway_json = stack.gateway.is_some().then(|| {
+            print_gateway_row(
+                &service,
+                &via_gateway,
+                service_cpu,
+                per_order(gateway_cpu.total()),
+                per_order(gateway_cpu.gateway),
+            );
+            json!({
+                "stats": stats_json(&via_gateway),
+                "cpu_seconds": gateway_cpu.json(),
+                "cpu_ms_per_order": per_order(gateway_cpu.total()),
+                "gateway_process_cpu_ms_per_order": per_order(gateway_cpu.gateway),
+                "added_p50_ms": ms(via_gateway.percentile(50.0)) - ms(service.percentile(50.0)),
+                "added_p99_ms": ms(via_gateway.percentile(99.0)) - ms(service.percentile(99.0)),
+            })
+        });
         rows.push(json!({
             "scenario": scenario.name,
             "concurrency": scenario.concurrency,
@@ -500,9 +583,10 @@ async fn run_scenarios(
             "baseline": stats_json(&baseline),
             "ratio": ratio,
             "oversell": oversell,
-            "cpu_seconds": {"order_srv": cpu[0], "inventory_srv": cpu[1], "broker": cpu[2], "bench_client": cpu[3], "mysql": cpu[4]},
-            "baseline_cpu_seconds": {"bench": baseline_cpu[3], "mysql": baseline_cpu[4]},
+            "cpu_seconds": cpu.json(),
+            "baseline_cpu_seconds": {"bench": baseline_cpu.bench, "mysql": baseline_cpu.mysql},
             "cpu_ms_per_order": {"service": service_cpu, "baseline": baseline_cpu_ms},
+            "via_gateway": gateway_json,
         }));
     }
     let report = json!({
@@ -512,6 +596,132 @@ async fn run_scenarios(
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nresults written to {}", args.out.display());
     Ok(())
+}
+
+/// One side's share of a round: `orders` of the scenario's users, `concurrency` at once.
+struct Load {
+    concurrency: usize,
+    orders: Range<usize>,
+    first_user: i64,
+}
+
+async fn place_over_grpc(stack: &BenchStack, load: Load) -> RunStats {
+    let client = stack.order_client.clone();
+    let first_user = load.first_user;
+    drive(load.concurrency, load.orders, move |i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_order(pb::CreateOrderRequest {
+                    user_id: first_user + i as i64,
+                    address: "1 Bench Road".into(),
+                    name: "Bench".into(),
+                    mobile: "13800000000".into(),
+                    post: String::new(),
+                    request_id: String::new(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}", s.code()))
+        }
+    })
+    .await
+}
+
+/// `POST /v1/orders` as user `first_user + GATEWAY_USERS + i`, with that user's token.
+async fn place_over_http(
+    stack: &BenchStack,
+    load: Load,
+    tokens: Arc<Vec<String>>,
+) -> anyhow::Result<RunStats> {
+    let Some((_, url, _)) = &stack.gateway else {
+        bail!("no gateway in this run");
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(load.concurrency.max(1))
+        .build()?;
+    let orders = format!("{url}/v1/orders");
+    Ok(drive(load.concurrency, load.orders, move |i| {
+        let (http, orders, tokens) = (http.clone(), orders.clone(), tokens.clone());
+        async move {
+            let token = tokens.get(i).ok_or("no token for this user")?;
+            let answer = http
+                .post(&orders)
+                .bearer_auth(token)
+                .json(&json!({"address": "1 Bench Road", "name": "Bench", "mobile": "13800000000"}))
+                .send()
+                .await
+                .map_err(|e| format!("http: {e}"))?;
+            match answer.status().as_u16() {
+                201 => Ok(()),
+                status => Err(format!("HTTP {status}")),
+            }
+        }
+    })
+    .await)
+}
+
+async fn place_as_baseline(
+    order_pool: MySqlPool,
+    inventory_pool: MySqlPool,
+    load: Load,
+) -> RunStats {
+    let first_user = load.first_user;
+    drive(load.concurrency, load.orders, move |i| {
+        let order_pool = order_pool.clone();
+        let inventory_pool = inventory_pool.clone();
+        async move { baseline_order(&order_pool, &inventory_pool, first_user + i as i64).await }
+    })
+    .await
+}
+
+/// The hot goods' stock went down by exactly the orders that succeeded.
+async fn check_no_oversell(
+    stack: &BenchStack,
+    stock: usize,
+    sold_ok: usize,
+) -> anyhow::Result<Option<i64>> {
+    let left = stack
+        .inventory_client
+        .clone()
+        .inv_detail(inv::InvDetailRequest {
+            goods_id: HOT_GOODS,
+        })
+        .await?
+        .into_inner()
+        .stocks;
+    let sold = stock as i64 - left;
+    if left < 0 || sold != sold_ok as i64 {
+        bail!("hot goods: {sold_ok} orders succeeded but stock went from {stock} to {left}");
+    }
+    Ok(Some(0))
+}
+
+/// What the gateway added, next to the same scenario over gRPC.
+fn print_gateway_row(
+    service: &RunStats,
+    gateway: &RunStats,
+    service_cpu: f64,
+    gateway_cpu: f64,
+    gateway_process: f64,
+) {
+    println!(
+        "         via gateway: {:>6.0} ord/s  p50 {:>5.1}  p90 {:>5.1}  p99 {:>5.1} ms  fail {}  | added p50 {:+.2} ms, p99 {:+.2} ms | cpu ms/order {:.2} (gRPC {:.2}; gateway process {:.2})",
+        gateway.per_sec(),
+        ms(gateway.percentile(50.0)),
+        ms(gateway.percentile(90.0)),
+        ms(gateway.percentile(99.0)),
+        gateway.failures.values().sum::<usize>(),
+        ms(gateway.percentile(50.0)) - ms(service.percentile(50.0)),
+        ms(gateway.percentile(99.0)) - ms(service.percentile(99.0)),
+        gateway_cpu,
+        service_cpu,
+        gateway_process,
+    );
+    for (code, n) in &gateway.failures {
+        println!("         gateway failures {code}: {n}");
+    }
 }
 
 fn stats_json(stats: &RunStats) -> serde_json::Value {

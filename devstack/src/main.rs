@@ -222,6 +222,16 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
             );
         }
         println!("  name server      {}", addrs.namesrv);
+        println!(
+            "  web gateway      http://{}   (the demo page; API under /v1, contract at /openapi.json)",
+            addrs.gateway
+        );
+        if let Some(dev) = &addrs.gateway_dev {
+            println!(
+                "  dev tokens on (POST /v1/dev/token); payment callback key for this run: {}",
+                dev.payment_secret
+            );
+        }
         println!("demo goods 1-5 are seeded; try:");
         println!("  grpcurl -plaintext {} list", addrs.order);
         println!("Ctrl-C stops everything");

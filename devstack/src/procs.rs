@@ -134,22 +134,58 @@ impl Proc {
     ///
     /// [`listening`]: Self::listening
     pub async fn serving(&mut self, addr: &str, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
         let uri = format!("http://{addr}");
+        self.ready_when(&format!("answer SERVING on {addr}"), within, || async {
+            match health_of(&uri).await? {
+                ServingStatus::Serving => Ok(()),
+                status => Err(format!("health status {status:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the HTTP server at `url` answers `GET /readyz` with 200 (the gateway:
+    /// ready when order_srv serves through it). Fails like [`listening`].
+    ///
+    /// [`listening`]: Self::listening
+    pub async fn ready(&mut self, url: &str, within: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let readyz = format!("{url}/readyz");
+        self.ready_when(&format!("answer 200 on {readyz}"), within, || async {
+            match client.get(&readyz).send().await {
+                Ok(answer) if answer.status().is_success() => Ok(()),
+                Ok(answer) => Err(format!("status {}", answer.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// Polls `probe` until it succeeds; fails at once when the process exits first, and
+    /// after `within` otherwise, with the end of its log.
+    async fn ready_when<F, Fut>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut probe: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let deadline = Instant::now() + within;
         let failure = loop {
-            let last = match health_of(&uri).await {
-                Ok(ServingStatus::Serving) => return Ok(()),
-                Ok(status) => format!("health status {status:?}"),
+            let last = match probe().await {
+                Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             if let Ok(Some(status)) = self.child.try_wait() {
-                break format!("{} exited ({status}) before serving on {addr}", self.name);
+                break format!("{} exited ({status}) before it could {what}", self.name);
             }
             if Instant::now() >= deadline {
-                break format!(
-                    "{} does not answer SERVING on {addr} after {within:?} ({last})",
-                    self.name
-                );
+                break format!("{} does not {what} after {within:?} ({last})", self.name);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -247,6 +283,7 @@ pub struct Ports {
     inventory_metrics: Vec<u16>,
     order: Vec<u16>,
     order_metrics: Vec<u16>,
+    gateway: u16,
 }
 
 /// Where each part of the system runs as a process, and how to (re)start it: the one
@@ -293,6 +330,7 @@ impl Parts {
                 inventory_metrics: vec![free_port("127.0.0.1")?],
                 order: vec![free_port("127.0.0.1")?],
                 order_metrics: vec![free_port("127.0.0.1")?],
+                gateway: free_port("127.0.0.1")?,
             },
             order_db,
             inventory_db,
@@ -465,6 +503,42 @@ impl Parts {
     /// The first inventory_srv's URL.
     pub fn inventory_addr(&self) -> String {
         format!("http://127.0.0.1:{}", port(&self.ports.inventory, 0))
+    }
+
+    /// The gateway's URL.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.gateway)
+    }
+
+    /// The web gateway in front of the first order_srv and inventory_srv, signing
+    /// nothing itself: `jwt_secret` is the key the caller signs its tokens with. No rate
+    /// limit (one load generator plays every buyer).
+    pub async fn gateway(&self, jwt_secret: &str) -> anyhow::Result<Proc> {
+        let mut env = vec![
+            (
+                "GATEWAY_HTTP_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.gateway),
+            ),
+            ("ORDER_ENDPOINT".into(), self.order_addr()),
+            ("INVENTORY_ENDPOINT".into(), self.inventory_addr()),
+            ("GATEWAY_JWT_SECRET".into(), jwt_secret.to_owned()),
+            (
+                "GATEWAY_PAYMENT_SECRET".into(),
+                format!("{jwt_secret}-payments"),
+            ),
+            ("GATEWAY_RATE_PER_USER".into(), "0".into()),
+        ];
+        env.extend(self.common_env());
+        let mut proc = Proc::spawn(
+            "gateway",
+            &sibling_binary("gateway")?,
+            &[],
+            &env,
+            &self.logs.join("gateway.log"),
+        )?;
+        proc.ready(&self.gateway_url(), Duration::from_secs(120))
+            .await?;
+        Ok(proc)
     }
 
     pub fn namesrv(&self) -> String {

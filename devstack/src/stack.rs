@@ -33,6 +33,56 @@ pub struct StackAddrs {
     /// Every replica: (gRPC, metrics) of each inventory_srv, then of each order_srv.
     pub inventory_replicas: Vec<(SocketAddr, SocketAddr)>,
     pub order_replicas: Vec<(SocketAddr, SocketAddr)>,
+    /// The web gateway (HTTP: the demo page, `/v1`, `/openapi.json`).
+    pub gateway: SocketAddr,
+    /// Whether the gateway's secrets were made up for this run (none in the environment):
+    /// then its dev token route is on, and the payment key is printed for curl.
+    pub gateway_dev: Option<DevSecrets>,
+}
+
+/// The secrets made up for a local run.
+#[derive(Debug, Clone)]
+pub struct DevSecrets {
+    pub payment_secret: String,
+}
+
+/// The gateway's configuration for the local stack: the environment's (`GATEWAY_*`), with
+/// throwaway secrets and the dev token route on unless the environment sets the secrets.
+pub fn gateway_config(
+    order: &str,
+    inventory: &str,
+) -> anyhow::Result<(gateway::config::Config, Option<DevSecrets>)> {
+    let mut args = vec!["gateway".to_owned()];
+    let local = std::env::var_os("GATEWAY_JWT_SECRET").is_none()
+        && std::env::var_os("GATEWAY_PAYMENT_SECRET").is_none();
+    let dev = local.then(|| DevSecrets {
+        payment_secret: throwaway_secret(),
+    });
+    if let Some(dev) = &dev {
+        args.extend([
+            "--jwt-secret".to_owned(),
+            throwaway_secret(),
+            "--payment-secret".to_owned(),
+            dev.payment_secret.clone(),
+        ]);
+        if std::env::var_os("GATEWAY_DEV_TOKENS").is_none() {
+            args.push("--dev-tokens=true".to_owned());
+        }
+    }
+    let mut config = gateway::config::Config::try_parse_from(args)
+        .context("gateway configuration (GATEWAY_*)")?;
+    config.order_endpoint = format!("http://{order}");
+    config.inventory_endpoint = format!("http://{inventory}");
+    Ok((config, dev))
+}
+
+fn throwaway_secret() -> String {
+    use rand::{Rng, distr::Alphanumeric};
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
 }
 
 /// The address of replica `i` when the first one is at `first`: ports two apart (the
@@ -51,7 +101,7 @@ fn replica_addr(first: SocketAddr, i: usize) -> anyhow::Result<SocketAddr> {
 }
 
 /// Starts broker and services, seeds the demo goods, runs until `shutdown` resolves.
-/// The services read their usual environment variables (see the README); NAMESRV_ADDR
+/// The services read their usual environment variables (docs/operations.md); NAMESRV_ADDR
 /// is set to the embedded broker.
 pub async fn run(
     broker_settings: BrokerSettings,
@@ -148,12 +198,21 @@ async fn serve(
             .map(|(grpc, _)| grpc.to_string())
             .unwrap_or_default()
     };
+    let (order, inventory) = (first(&order_replicas), first(&inventory_replicas));
+    let (gateway_config, gateway_dev) = gateway_config(&order, &inventory)?;
+    let gateway = gateway::startup::Application::build(&gateway_config)
+        .await
+        .context("starting the gateway")?;
+    let gateway_addr = gateway.http_addr();
+    services.spawn(gateway.run_until(stopped(stop_rx.clone())));
     let addrs = StackAddrs {
         namesrv: namesrv.to_owned(),
-        inventory: first(&inventory_replicas),
-        order: first(&order_replicas),
+        inventory,
+        order,
         inventory_replicas,
         order_replicas,
+        gateway: gateway_addr,
+        gateway_dev,
     };
     seed_demo_goods(&addrs)
         .await

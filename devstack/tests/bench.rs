@@ -1,5 +1,5 @@
 //! `devstack bench` at a toy size, so the benchmark keeps working between the runs whose
-//! numbers go into the README: every scenario runs on both sides without a failure, the
+//! numbers go into docs/benchmark.md: every scenario runs on both sides without a failure, the
 //! hot goods sells out exactly, the two sides take turns in rounds, and the JSON report
 //! has what the table is made from.
 //! The numbers themselves are not checked (debug build, tiny run). Needs MariaDB on

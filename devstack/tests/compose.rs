@@ -286,3 +286,45 @@ fn the_dockerfile_builds_every_binary_the_compose_file_runs_and_the_broker_confi
         assert!(conf.contains(key), "broker.conf sets {key}");
     }
 }
+
+#[test]
+fn the_gateway_reaches_both_services_and_is_probed_on_its_own_port() {
+    let compose = compose();
+    let gateway = service(&compose, "gateway");
+    assert_eq!(strings(gateway.get("command")), ["gateway"]);
+    assert_eq!(gateway.get("build").and_then(Value::as_str), Some("."));
+    let config: gateway::config::Config = parse_with(&environment(gateway));
+    let order: order_srv::config::Config = parse_with(&environment(service(&compose, "order_srv")));
+    let inventory: inventory_srv::config::Config =
+        parse_with(&environment(service(&compose, "inventory_srv")));
+    assert_eq!(
+        config.order_endpoint,
+        format!("http://order_srv:{}", order.grpc_addr.port())
+    );
+    assert_eq!(
+        config.inventory_endpoint,
+        format!("http://inventory_srv:{}", inventory.grpc_addr.port())
+    );
+    assert!(
+        config.http_addr.ip().is_unspecified(),
+        "reachable from the host"
+    );
+    let port = config.http_addr.port();
+    assert!(
+        strings(gateway.get("ports")).contains(&format!("{port}:{port}")),
+        "the gateway publishes {port}"
+    );
+    let probe = strings(gateway.get("healthcheck").and_then(|h| h.get("test"))).join(" ");
+    assert!(
+        probe.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && probe.contains("GET /readyz"),
+        "the health check asks /readyz on {port}: {probe}"
+    );
+    waits_for(gateway, "gateway", "order_srv", "service_healthy");
+    waits_for(gateway, "gateway", "inventory_srv", "service_healthy");
+    assert_eq!(
+        config.otel_exporter_otlp_endpoint.as_deref(),
+        Some("http://jaeger:4317")
+    );
+    let dockerfile = repo_file("Dockerfile");
+    assert!(dockerfile.contains("-p gateway") && dockerfile.contains("target/release/gateway"));
+}

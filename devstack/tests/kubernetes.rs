@@ -698,3 +698,86 @@ fn what_compose_and_the_manifests_share_agrees() {
         }
     }
 }
+
+#[test]
+fn the_gateway_reaches_both_services_and_is_probed_over_http() {
+    let objects = rendered();
+    let gateway = find(&objects, "Deployment", "gateway");
+    assert_eq!(
+        sequence(container(gateway).get("command")),
+        [&Value::from("gateway")]
+    );
+    let env = environment(&objects, gateway);
+    for key in [
+        "GATEWAY_HTTP_ADDR",
+        "ORDER_ENDPOINT",
+        "INVENTORY_ENDPOINT",
+        "GATEWAY_JWT_SECRET",
+        "GATEWAY_PAYMENT_SECRET",
+    ] {
+        assert!(env.contains_key(key), "the gateway needs {key} set");
+    }
+    assert!(
+        !env.contains_key("GATEWAY_DEV_TOKENS"),
+        "dev tokens stay off outside a demo"
+    );
+    let config: gateway::config::Config = parse_with(&env);
+    let order: order_srv::config::Config = parse_with(&environment(
+        &objects,
+        find(&objects, "Deployment", "order-srv"),
+    ));
+    let inventory: inventory_srv::config::Config = parse_with(&environment(
+        &objects,
+        find(&objects, "Deployment", "inventory-srv"),
+    ));
+    assert_eq!(
+        config.order_endpoint,
+        format!("http://order-srv:{}", order.grpc_addr.port())
+    );
+    assert_eq!(
+        config.inventory_endpoint,
+        format!("http://inventory-srv:{}", inventory.grpc_addr.port())
+    );
+    assert!(config.http_addr.ip().is_unspecified());
+
+    let container = container(gateway);
+    let http_port = sequence(container.get("ports"))
+        .into_iter()
+        .find(|p| str_at(p, &["name"]) == Some("http"))
+        .and_then(|p| int_at(p, &["containerPort"]));
+    assert_eq!(http_port, Some(i64::from(config.http_addr.port())));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let probe = container.get(probe).expect("probed");
+        assert_eq!(str_at(probe, &["httpGet", "path"]), Some(path));
+        assert_eq!(str_at(probe, &["httpGet", "port"]), Some("http"));
+    }
+    let service = find(&objects, "Service", "gateway");
+    let target = sequence(service.get("spec").and_then(|s| s.get("ports")))
+        .into_iter()
+        .find_map(|p| str_at(p, &["targetPort"]));
+    assert_eq!(target, Some("http"));
+
+    // Rollouts and drains, as for the services: the drain fits in the grace period.
+    assert!(int_at(gateway, &["spec", "replicas"]).is_some_and(|r| r >= 2));
+    assert_eq!(
+        int_at(
+            gateway,
+            &["spec", "strategy", "rollingUpdate", "maxUnavailable"]
+        ),
+        Some(0)
+    );
+    let pre_stop =
+        int_at(container, &["lifecycle", "preStop", "sleep", "seconds"]).expect("preStop");
+    let grace = int_at(
+        pod_spec(gateway).expect("pod"),
+        &["terminationGracePeriodSeconds"],
+    )
+    .expect("grace");
+    let drain = i64::try_from(gateway::startup::DRAIN_WITHIN.as_secs()).expect("secs");
+    assert!(
+        grace >= pre_stop + drain,
+        "grace {grace} < {pre_stop} + {drain}"
+    );
+    let pdb = find(&objects, "PodDisruptionBudget", "gateway");
+    assert_eq!(int_at(pdb, &["spec", "minAvailable"]), Some(1));
+}

@@ -7,7 +7,7 @@ use inventory_srv::{config::Config, startup::Application};
 use observe::telemetry;
 
 // mimalloc instead of glibc's malloc, as in order_srv: a Sell allocates many small,
-// short-lived buffers across worker threads (README, "Benchmark": inventory_srv's CPU per
+// short-lived buffers across worker threads (docs/benchmark.md, mimalloc: inventory_srv's CPU per
 // 2,000 orders 0.40-0.44 s against 0.44-0.50 in alternating runs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

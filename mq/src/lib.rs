@@ -163,7 +163,7 @@ pub type Result<T, E = MqError> = std::result::Result<T, E>;
 /// The process environment variable the RocketMQ client reads its consumers' rebalance
 /// interval from, in milliseconds (20,000 when unset). It bounds how long the queues of a
 /// replica that died wait for the other replicas of its group: the broker's "consumer ids
-/// changed" notice did not trigger an earlier rebalance in the measurements (README,
+/// changed" notice did not trigger an earlier rebalance in the measurements (docs/operations.md,
 /// "Running more than one"). The name has dots, so it is set through the process
 /// environment (`env 'rocketmq.client.rebalance.waitInterval=5000' ...`, or a compose
 /// `environment:` entry), not a shell `export`.
@@ -259,7 +259,7 @@ impl Mq {
     /// rocketmq-client-rust would otherwise run on a runtime of its own (`RuntimeOwner`):
     /// every reply from the broker would then wake a task of the other runtime, a
     /// cross-thread wake-up per request. On one runtime order_srv spent about 10% less CPU
-    /// per CreateOrder (README, "Benchmark"). `RuntimeContext` is rocketmq-runtime's
+    /// per CreateOrder (docs/benchmark.md). `RuntimeContext` is rocketmq-runtime's
     /// borrowed-runtime context (marked for harnesses and migrations; the only way to put
     /// the client on a runtime it did not build); the blocking lane policy is the one the
     /// owner would apply, sized from `config`.

@@ -60,6 +60,19 @@ pub async fn upsert_goods(conn: &mut MySqlConnection, goods: &GoodsPrice) -> sql
     Ok(())
 }
 
+/// Up to `limit` goods of the price list with an id above `after`, by id.
+pub async fn goods_page(
+    conn: &mut MySqlConnection,
+    after: i32,
+    limit: u32,
+) -> sqlx::Result<Vec<PriceRow>> {
+    sqlx::query_as("SELECT id, name, price_cents FROM goods WHERE id > ? ORDER BY id LIMIT ?")
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn goods_exists(conn: &mut MySqlConnection, goods_id: i32) -> sqlx::Result<bool> {
     let found: Option<i32> = sqlx::query_scalar("SELECT id FROM goods WHERE id = ?")
         .bind(goods_id)

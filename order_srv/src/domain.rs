@@ -237,6 +237,47 @@ pub enum PageStart {
     After { created_at: DateTime<Utc>, id: i64 },
 }
 
+/// A page of the price list: the goods after id `after`, at most `size` of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GoodsPage {
+    pub after: i32,
+    pub size: u32,
+}
+
+pub const DEFAULT_GOODS_PAGE_SIZE: u32 = 50;
+pub const MAX_GOODS_PAGE_SIZE: u32 = 200;
+
+impl GoodsPage {
+    /// `page_size` is 1..=200 (0 means 50); `page_token` is empty or the previous page's
+    /// `next_page_token` (the last goods id it held).
+    pub fn parse(page_size: u32, page_token: &str) -> Result<Self, Error> {
+        let size = match page_size {
+            0 => DEFAULT_GOODS_PAGE_SIZE,
+            n if n <= MAX_GOODS_PAGE_SIZE => n,
+            n => {
+                return Err(Error::InvalidArgument(
+                    "page_size",
+                    format!("page_size must be at most {MAX_GOODS_PAGE_SIZE}, got {n}"),
+                ));
+            }
+        };
+        let after = match page_token {
+            "" => 0,
+            token => token
+                .parse::<i32>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "page_token",
+                        "page_token must be a next_page_token from GoodsList".into(),
+                    )
+                })?,
+        };
+        Ok(Self { after, size })
+    }
+}
+
 pub const DEFAULT_PAGE_SIZE: u32 = 10;
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// How far offset paging reaches (orders skipped). Beyond it a page costs a scan of every

@@ -10,7 +10,7 @@ use crate::{
     cart,
     create_order::OrderPlacer,
     db::{CartRow, OrderGoodsRow, OrderRow},
-    domain::{self, GoodsPrice, NewOrder, Page, StatusChange},
+    domain::{self, GoodsPage, GoodsPrice, NewOrder, Page, StatusChange},
     error::Error,
     metrics::OrderMetrics,
     orders,
@@ -184,6 +184,26 @@ impl Order for OrderService {
             id: goods.id,
             name: goods.name,
             price_cents: goods.price_cents,
+        }))
+    }
+
+    async fn goods_list(
+        &self,
+        request: Request<pb::GoodsListRequest>,
+    ) -> Result<Response<pb::GoodsListResponse>, Status> {
+        let req = request.into_inner();
+        let page = GoodsPage::parse(req.page_size, &req.page_token)?;
+        let (goods, next) = orders::goods_page(&self.pool, page).await?;
+        Ok(Response::new(pb::GoodsListResponse {
+            goods: goods
+                .into_iter()
+                .map(|row| pb::Goods {
+                    id: row.id,
+                    name: row.name,
+                    price_cents: row.price_cents,
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 }

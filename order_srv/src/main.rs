@@ -8,7 +8,7 @@ use order_srv::{config::Config, startup::Application};
 
 // mimalloc instead of glibc's malloc: a call allocates many small, short-lived buffers
 // across worker threads, where glibc's malloc and free took about 6% of order_srv's CPU
-// (README, "Benchmark": measured in alternating runs).
+// (docs/benchmark.md, mimalloc: measured in alternating runs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

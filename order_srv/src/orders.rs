@@ -3,8 +3,8 @@
 use sqlx::MySqlPool;
 
 use crate::{
-    db::{self, OrderGoodsRow, OrderRow},
-    domain::{self, GoodsPrice, Page, StatusChange},
+    db::{self, OrderGoodsRow, OrderRow, PriceRow},
+    domain::{self, GoodsPage, GoodsPrice, Page, StatusChange},
     error::{Error, Reason, Result},
 };
 
@@ -99,6 +99,22 @@ pub async fn list(pool: &MySqlPool, user_id: i64, page: Page) -> Result<OrderPag
         total_is_lower_bound: counted > COUNT_UP_TO,
         next_page_token,
     })
+}
+
+/// One page of the price list: the goods after `page.after`, and the token of the next
+/// page when there may be one.
+pub async fn goods_page(
+    pool: &MySqlPool,
+    page: GoodsPage,
+) -> Result<(Vec<PriceRow>, Option<String>)> {
+    let mut conn = pool.acquire().await?;
+    let goods = db::goods_page(&mut conn, page.after, page.size).await?;
+    let full = u32::try_from(goods.len()).is_ok_and(|n| n == page.size);
+    let next = goods
+        .last()
+        .filter(|_| full)
+        .map(|last| last.id.to_string());
+    Ok((goods, next))
 }
 
 /// Creates or changes a goods on the server-side price list.

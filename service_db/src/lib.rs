@@ -13,7 +13,7 @@
 //! restart); a connection that was just used by another request is known to be alive.
 //! The release ping is sqlx's own and stays.
 //!
-//! Every wait on MySQL has a bound (the README's time-budget table):
+//! Every wait on MySQL has a bound (the time-budget table in docs/time-budgets.md):
 //! - acquiring a connection (connecting, or the idle ping) gives up after [`ACQUIRE_WITHIN`];
 //! - each session carries server-side limits, set when it connects: a statement is
 //!   killed after [`STATEMENT_WITHIN`] (MariaDB's `max_statement_time`, any statement;

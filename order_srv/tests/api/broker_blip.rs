@@ -1,7 +1,7 @@
 //! DESIGN.md §9 "broker down briefly": CreateOrder answers UNAVAILABLE while the broker is
 //! down and succeeds again within seconds of its return. rocketmq-transport 1.0.0 kept its
 //! connection circuit breaker open for 30 s after 5 failed connects, so a 3 s blip cost 30 s
-//! of orders; the workspace carries a patched copy (README "Broker reconnect").
+//! of orders; the workspace carries a patched copy (docs/operations.md, "Broker reconnect").
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tonic::Code;
 use crate::helpers::{order_config, spawn_stack_with};
 
 /// What the test allows between the broker accepting connections and the first order
-/// placed. The target is 5 s (measured: see the README); the margin is for CI's two
+/// placed. The target is 5 s (measured: see docs/operations.md); the margin is for CI's two
 /// shared cores. The unpatched client needed about 27 s more.
 const RECOVERED_WITHIN: Duration = Duration::from_secs(12);
 

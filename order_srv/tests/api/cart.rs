@@ -222,3 +222,48 @@ async fn leading_and_trailing_spaces_of_text_fields_are_trimmed(
     assert_eq!(placed.address, "1 Main St");
     stack.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_price_list_pages_by_id_and_refuses_a_foreign_page_token(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let stack = spawn_stack(db).await;
+    for id in 1..=5 {
+        stack.goods(id, i64::from(id) * 100, 1).await;
+    }
+    let mut order = stack.order.clone();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = order
+            .goods_list(pb::GoodsListRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        assert!(page.goods.len() <= 2);
+        seen.extend(page.goods.iter().map(|g| (g.id, g.price_cents)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]);
+    for (page_size, page_token) in [(201, ""), (0, "x"), (0, "-3")] {
+        let refused = order
+            .goods_list(pb::GoodsListRequest {
+                page_size,
+                page_token: page_token.into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{page_size} {page_token:?}"
+        );
+    }
+}

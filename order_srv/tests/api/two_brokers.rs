@@ -81,7 +81,7 @@ async fn a_stopped_brokers_unresolved_half_messages_are_checked_back_once_it_ret
     .await
     .expect("name server and broker-a");
     // The restarted broker's first check-backs go unanswered for about 27 s (measured,
-    // not yet explained; see the README): let it ask for as long as that takes instead
+    // not yet explained; see docs/operations.md): let it ask for as long as that takes instead
     // of giving up after its usual 30 tries, so a slow machine measures, not fails.
     let second_settings = BrokerSettings {
         store_dir: Some(store.path().to_path_buf()),

@@ -1,0 +1,344 @@
+//! The caller's orders: place one from the checked cart (`Idempotency-Key` → the
+//! order's `request_id`, AIP-155), list them a page at a time, read one, cancel one.
+//! Another buyer's order answers 404, exactly like one that does not exist.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use proto::order as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    auth::Buyer,
+    backends::within,
+    extract::{Json as Body, Path, Query},
+    problem::Problem,
+    startup::AppState,
+};
+
+/// OrderDetail's owner for "whoever placed it" (the payment provider's callback).
+pub const ANY_OWNER: i64 = 0;
+
+/// The header that makes `POST /v1/orders` retry-safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// An order's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Placed, stock held, waiting for the payment (closed at the pay timeout).
+    WaitBuyerPay,
+    Paying,
+    /// Paid.
+    TradeSuccess,
+    TradeFinished,
+    /// Closed unpaid (cancelled or timed out); its stock went back.
+    TradeClosed,
+}
+
+impl TryFrom<i32> for OrderStatus {
+    type Error = Problem;
+
+    fn try_from(raw: i32) -> Result<Self, Problem> {
+        match pb::OrderStatus::try_from(raw) {
+            Ok(pb::OrderStatus::WaitBuyerPay) => Ok(Self::WaitBuyerPay),
+            Ok(pb::OrderStatus::Paying) => Ok(Self::Paying),
+            Ok(pb::OrderStatus::TradeSuccess) => Ok(Self::TradeSuccess),
+            Ok(pb::OrderStatus::TradeFinished) => Ok(Self::TradeFinished),
+            Ok(pb::OrderStatus::TradeClosed) => Ok(Self::TradeClosed),
+            Ok(pb::OrderStatus::Unspecified) | Err(_) => Err(Problem::from(
+                tonic::Status::internal(format!("order_srv answered an order status {raw}")),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub order_sn: String,
+    pub status: OrderStatus,
+    pub total_cents: i64,
+    pub address: String,
+    pub name: String,
+    pub mobile: String,
+    pub post: String,
+    /// Set once paid.
+    pub pay_type: String,
+    pub trade_no: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl TryFrom<pb::OrderInfo> for Order {
+    type Error = Problem;
+
+    fn try_from(o: pb::OrderInfo) -> Result<Self, Problem> {
+        Ok(Self {
+            status: OrderStatus::try_from(o.status)?,
+            order_sn: o.order_sn,
+            total_cents: o.total_cents,
+            address: o.address,
+            name: o.name,
+            mobile: o.mobile,
+            post: o.post,
+            pay_type: o.pay_type,
+            trade_no: o.trade_no,
+            created_at: o.created_at,
+        })
+    }
+}
+
+/// Where the order goes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub address: String,
+    pub name: String,
+    pub mobile: String,
+    #[serde(default)]
+    pub post: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderGoods {
+    pub goods_id: i32,
+    pub goods_name: String,
+    pub price_cents: i64,
+    pub nums: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderWithGoods {
+    pub order: Order,
+    pub goods: Vec<OrderGoods>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrdersQuery {
+    /// At most 100; absent or 0 means 10.
+    #[param(minimum = 0, maximum = 100)]
+    pub page_size: Option<u32>,
+    /// The previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    /// Newest first.
+    pub orders: Vec<Order>,
+    /// How many orders the caller has, counted up to 10,000.
+    pub total: u64,
+    /// The caller has more than `total`.
+    pub total_is_lower_bound: bool,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// The `Idempotency-Key` as the order's request_id: 1-64 ASCII letters, digits, `-`, `_`
+/// (a UUID fits); absent, every call places a new order.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(String::new());
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            (1..=64).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or_else(|| {
+            Problem::invalid(
+                "Idempotency-Key",
+                "1-64 ASCII letters, digits, '-' or '_' (a UUID fits)",
+            )
+        })?;
+    Ok(key.to_owned())
+}
+
+/// Places an order from the caller's checked cart lines.
+///
+/// With an `Idempotency-Key`, a retry (after a lost answer, a 503 or a 504) returns the
+/// order the first attempt placed, and concurrent duplicates place one order: the others
+/// get it or 409 REQUEST_IN_PROGRESS (retry with the same key).
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-64 of [A-Za-z0-9_-]; the same key returns the same order")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, description = "The order (the first attempt's, for a repeated key)", body = Order,
+         headers(("Location" = String, description = "The order's URL"))),
+        (status = 404, description = "GOODS_NOT_FOUND", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "CART_EMPTY, INSUFFICIENT_STOCK, CART_FULL, ORDER_TOTAL_TOO_LARGE; CART_IN_USE, REQUEST_IN_PROGRESS, CONCURRENT_CHANGE (retry)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn place(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    headers: HeaderMap,
+    Body(body): Body<PlaceOrder>,
+) -> Result<Response, Problem> {
+    let request_id = idempotency_key(&headers)?;
+    let info = state
+        .backends
+        .order
+        .clone()
+        .create_order(within(
+            pb::CreateOrderRequest {
+                user_id: buyer.user_id,
+                address: body.address,
+                name: body.name,
+                mobile: body.mobile,
+                post: body.post,
+                request_id,
+            },
+            state.budgets.order,
+        ))
+        .await?
+        .into_inner();
+    let order = Order::try_from(info)?;
+    let location = HeaderValue::try_from(format!("/v1/orders/{}", order.order_sn))
+        .map_err(|_| Problem::from(tonic::Status::internal("an order_sn that is not ASCII")))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(order),
+    )
+        .into_response())
+}
+
+/// The caller's orders, newest first.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders",
+    params(OrdersQuery),
+    responses((status = 200, description = "A page of orders", body = OrderPage)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    Query(query): Query<OrdersQuery>,
+) -> Result<Json<OrderPage>, Problem> {
+    let page = state
+        .backends
+        .order
+        .clone()
+        .order_list(within(
+            pb::OrderListRequest {
+                user_id: buyer.user_id,
+                page: 0,
+                page_size: query.page_size.unwrap_or(0),
+                page_token: query.page_token.unwrap_or_default(),
+            },
+            state.budgets.call,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(OrderPage {
+        orders: page
+            .orders
+            .into_iter()
+            .map(Order::try_from)
+            .collect::<Result<_, _>>()?,
+        total: page.total,
+        total_is_lower_bound: page.total_is_lower_bound,
+        next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+    }))
+}
+
+/// One of the caller's orders with its goods.
+#[utoipa::path(
+    get, path = "/v1/orders/{order_sn}", tag = "orders",
+    params(("order_sn" = String, Path, description = "The order's number")),
+    responses(
+        (status = 200, description = "The order and its goods", body = OrderWithGoods),
+        (status = 404, description = "ORDER_NOT_FOUND (also for another buyer's order)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn detail(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    Path(order_sn): Path<String>,
+) -> Result<Json<OrderWithGoods>, Problem> {
+    let (order, goods) = order_of(&state, buyer.user_id, order_sn).await?;
+    Ok(Json(OrderWithGoods {
+        order,
+        goods: goods
+            .into_iter()
+            .map(|g| OrderGoods {
+                goods_id: g.goods_id,
+                goods_name: g.goods_name,
+                price_cents: g.price_cents,
+                nums: g.nums,
+            })
+            .collect(),
+    }))
+}
+
+/// The order `order_sn` if `owner` placed it (order_srv checks; another buyer's order
+/// is NOT_FOUND), or whoever placed it for [`ANY_OWNER`].
+pub async fn order_of(
+    state: &AppState,
+    owner: i64,
+    order_sn: String,
+) -> Result<(Order, Vec<pb::OrderGoods>), Problem> {
+    let detail = state
+        .backends
+        .order
+        .clone()
+        .order_detail(within(
+            pb::OrderDetailRequest {
+                order_sn,
+                user_id: owner,
+            },
+            state.budgets.call,
+        ))
+        .await?
+        .into_inner();
+    let order = detail
+        .order
+        .ok_or_else(|| Problem::from(tonic::Status::internal("OrderDetail without an order")))?;
+    Ok((Order::try_from(order)?, detail.goods))
+}
+
+/// Cancels one of the caller's unpaid orders; its stock goes back. A repeated cancel
+/// answers the closed order again.
+#[utoipa::path(
+    post, path = "/v1/orders/{order_sn}/cancel", tag = "orders",
+    params(("order_sn" = String, Path, description = "The order's number")),
+    responses(
+        (status = 200, description = "The closed order", body = Order),
+        (status = 404, description = "ORDER_NOT_FOUND (also for another buyer's order)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "ORDER_STATUS: paid (refund instead) or further along", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    Path(order_sn): Path<String>,
+) -> Result<Json<Order>, Problem> {
+    let info = state
+        .backends
+        .order
+        .clone()
+        .cancel_order(within(
+            pb::CancelOrderRequest {
+                order_sn,
+                user_id: buyer.user_id,
+            },
+            state.budgets.call,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(Order::try_from(info)?))
+}
