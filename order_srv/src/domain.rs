@@ -263,10 +263,12 @@ impl GoodsPage {
         };
         let after = match page_token {
             "" => 0,
+            // A goods id; one past every id there can be is a page after everything.
             token => token
-                .parse::<i32>()
+                .parse::<u64>()
                 .ok()
                 .filter(|id| *id > 0)
+                .map(|id| i32::try_from(id).unwrap_or(i32::MAX))
                 .ok_or_else(|| {
                     Error::InvalidArgument(
                         "page_token",

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::{
     auth::Buyer,
     backends::within,
-    extract::{Json as Body, Path},
+    extract::{Json as Body, Path, integer},
     problem::Problem,
     startup::AppState,
 };
@@ -32,8 +32,12 @@ pub struct Cart {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddToCart {
+    #[serde(deserialize_with = "integer::i32")]
+    #[schema(minimum = 1)]
     pub goods_id: i32,
-    /// 1 to 10,000 in all on the line.
+    /// How many to add; the line holds at most 10,000 in all.
+    #[serde(deserialize_with = "integer::i32")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub nums: i32,
     /// Absent: a new line is checked, an existing line keeps its flag.
     #[serde(default)]
@@ -44,7 +48,8 @@ pub struct AddToCart {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeCartLine {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::option_i32")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub nums: Option<i32>,
     #[serde(default)]
     pub checked: Option<bool>,
@@ -120,7 +125,7 @@ pub async fn add(
 /// Changes a line of the caller's cart.
 #[utoipa::path(
     patch, path = "/v1/cart/items/{goods_id}", tag = "cart",
-    params(("goods_id" = i32, Path, description = "The goods of the line")),
+    params(("goods_id" = i32, Path, minimum = 1, description = "The goods of the line")),
     request_body = ChangeCartLine,
     responses(
         (status = 200, description = "The line as it is now", body = CartLine),
@@ -156,7 +161,7 @@ pub async fn change(
 /// Removes a line from the caller's cart.
 #[utoipa::path(
     delete, path = "/v1/cart/items/{goods_id}", tag = "cart",
-    params(("goods_id" = i32, Path, description = "The goods of the line")),
+    params(("goods_id" = i32, Path, minimum = 1, description = "The goods of the line")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "NOT_IN_CART", body = crate::problem::ProblemBody, content_type = "application/problem+json"),

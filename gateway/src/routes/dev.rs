@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::Buyer,
-    extract::{Json as Body, Path},
+    extract::{Json as Body, Path, integer},
     problem::Problem,
     routes::{
         orders::{Order, order_of},
@@ -21,6 +21,7 @@ use crate::{
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[serde(deserialize_with = "integer::i64")]
     #[schema(minimum = 1)]
     pub user_id: i64,
 }
@@ -63,7 +64,7 @@ pub async fn token(
 /// Pays one of the caller's orders as a payment provider would (dev only).
 #[utoipa::path(
     post, path = "/v1/dev/orders/{order_sn}/pay", tag = "dev",
-    params(("order_sn" = String, Path, description = "The order's number")),
+    params(("order_sn" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", max_length = 64, description = "The order's number")),
     responses(
         (status = 200, description = "The paid order", body = Order),
         (status = 404, description = "Dev routes are off, or ORDER_NOT_FOUND", body = crate::problem::ProblemBody, content_type = "application/problem+json"),

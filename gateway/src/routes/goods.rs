@@ -15,6 +15,7 @@ pub struct GoodsQuery {
     #[param(minimum = 0, maximum = 200)]
     pub page_size: Option<u32>,
     /// The previous page's `next_page_token`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub page_token: Option<String>,
 }
 

@@ -96,10 +96,15 @@ impl TryFrom<pb::OrderInfo> for Order {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    /// Leading and trailing whitespace is dropped; something must remain.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub address: String,
+    #[schema(min_length = 1, max_length = 40, pattern = "\\S")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 20, pattern = "\\S")]
     pub mobile: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub post: String,
 }
 
@@ -123,7 +128,8 @@ pub struct OrdersQuery {
     /// At most 100; absent or 0 means 10.
     #[param(minimum = 0, maximum = 100)]
     pub page_size: Option<u32>,
-    /// The previous page's `next_page_token`.
+    /// The previous page's `next_page_token` (opaque, and only good for its user).
+    #[param(pattern = "^(([0-9a-f]{2}){1,100})?$")]
     pub page_token: Option<String>,
 }
 
@@ -170,7 +176,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
 /// get it or 409 REQUEST_IN_PROGRESS (retry with the same key).
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-64 of [A-Za-z0-9_-]; the same key returns the same order")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "1-64 of [A-Za-z0-9_-] (a UUID fits); the same key returns the same order")),
     request_body = PlaceOrder,
     responses(
         (status = 201, description = "The order (the first attempt's, for a repeated key)", body = Order,
@@ -257,7 +263,7 @@ pub async fn list(
 /// One of the caller's orders with its goods.
 #[utoipa::path(
     get, path = "/v1/orders/{order_sn}", tag = "orders",
-    params(("order_sn" = String, Path, description = "The order's number")),
+    params(("order_sn" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", max_length = 64, description = "The order's number")),
     responses(
         (status = 200, description = "The order and its goods", body = OrderWithGoods),
         (status = 404, description = "ORDER_NOT_FOUND (also for another buyer's order)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
@@ -314,7 +320,7 @@ pub async fn order_of(
 /// answers the closed order again.
 #[utoipa::path(
     post, path = "/v1/orders/{order_sn}/cancel", tag = "orders",
-    params(("order_sn" = String, Path, description = "The order's number")),
+    params(("order_sn" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", max_length = 64, description = "The order's number")),
     responses(
         (status = 200, description = "The closed order", body = Order),
         (status = 404, description = "ORDER_NOT_FOUND (also for another buyer's order)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),

@@ -55,6 +55,29 @@ async fn malformed_requests_are_400_naming_the_field_and_change_nothing(
     )
     .await;
     is_problem(&wrong_type, StatusCode::BAD_REQUEST);
+    // serde alone takes an array of the fields in order; the API takes objects only.
+    let array = send(
+        user(Method::POST, "/v1/cart/items")
+            .await
+            .json(&json!([1, 1])),
+    )
+    .await;
+    is_problem(&array, StatusCode::BAD_REQUEST);
+    // JSON Schema's integers include 2.0 (schemathesis sends it): it is the number 2.
+    let float = send(
+        user(Method::POST, "/v1/cart/items")
+            .await
+            .json(&json!({"goods_id": 1.0, "nums": 2.0})),
+    )
+    .await;
+    assert_eq!(float.status, StatusCode::CREATED, "{float:?}");
+    let half = send(
+        user(Method::POST, "/v1/cart/items")
+            .await
+            .json(&json!({"goods_id": 1, "nums": 1.5})),
+    )
+    .await;
+    is_problem(&half, StatusCode::BAD_REQUEST);
     let no_content_type = send(
         user(Method::POST, "/v1/cart/items")
             .await
@@ -93,7 +116,7 @@ async fn malformed_requests_are_400_naming_the_field_and_change_nothing(
     .await;
     is_problem(&long_mobile, StatusCode::BAD_REQUEST);
 
-    assert_eq!(shop.stack.cart_len(4).await, 0);
+    assert_eq!(shop.stack.cart_len(4).await, 1, "only the well-formed add");
     assert_eq!(shop.stack.order_count().await, 0);
     let unknown = send(shop.request(Method::GET, "/v1/nothing")).await;
     is_problem(&unknown, StatusCode::NOT_FOUND);
