@@ -84,10 +84,9 @@ pub mod integer {
             return Some(n);
         }
         let f = number.as_f64()?;
-        // 2^63 as f64: the first value outside i64 at the top.
+        // -2^63 and 2^63 as f64: i64's range, the top excluded.
         let fits = f.fract() == 0.0
-            && f >= -9_223_372_036_854_775_808.0
-            && f < 9_223_372_036_854_775_808.0;
+            && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f);
         #[allow(clippy::cast_possible_truncation)]
         fits.then_some(f as i64)
     }
