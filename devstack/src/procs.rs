@@ -740,6 +740,38 @@ mod tests {
 
     use super::Proc;
 
+    /// A part that exits before it serves fails its start at once (not at the deadline),
+    /// and the error names its log.
+    #[tokio::test]
+    async fn a_part_that_exits_before_serving_fails_the_start_at_once_naming_its_log() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let log = dir.path().join("quitter.log");
+        let mut part = Proc::spawn(
+            "quitter",
+            std::path::Path::new("sh"),
+            &[
+                "-c".to_owned(),
+                "echo 'cannot bind: Address already in use'; exit 3".to_owned(),
+            ],
+            &[],
+            &log,
+        )
+        .expect("sh starts");
+        let started = std::time::Instant::now();
+        let failed = part
+            .serving("127.0.0.1:9", Duration::from_secs(60))
+            .await
+            .expect_err("it never serves");
+        let message = format!("{failed:#}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+        assert!(message.contains("exited"), "{message}");
+        assert!(message.contains(&log.display().to_string()), "{message}");
+        assert!(
+            message.contains("Address already in use"),
+            "the log's end: {message}"
+        );
+    }
+
     /// A part is ready when its own server answers SERVING, not when something accepts
     /// connections on its port: here another listener holds the port (as the broker's HA
     /// listener once held inventory_srv's), and the process never serves.
