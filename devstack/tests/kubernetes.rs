@@ -282,6 +282,22 @@ fn environment(objects: &[Value], deployment: &Value) -> BTreeMap<String, String
     env
 }
 
+/// order_srv's and inventory_srv's configuration, as their Deployments set it.
+fn service_configs(
+    objects: &[Value],
+) -> (order_srv::config::Config, inventory_srv::config::Config) {
+    (
+        parse_with(&environment(
+            objects,
+            find(objects, "Deployment", "order-srv"),
+        )),
+        parse_with(&environment(
+            objects,
+            find(objects, "Deployment", "inventory-srv"),
+        )),
+    )
+}
+
 fn rendered() -> Vec<Value> {
     render(&repo_path(OVERLAY))
 }
@@ -417,14 +433,7 @@ fn the_services_environment_is_exactly_what_the_binaries_read_and_all_they_need(
 #[test]
 fn probes_ports_and_services_match_what_the_binaries_serve() {
     let objects = rendered();
-    let order_config: order_srv::config::Config = parse_with(&environment(
-        &objects,
-        find(&objects, "Deployment", "order-srv"),
-    ));
-    let inventory_config: inventory_srv::config::Config = parse_with(&environment(
-        &objects,
-        find(&objects, "Deployment", "inventory-srv"),
-    ));
+    let (order_config, inventory_config) = service_configs(&objects);
     for (name, grpc, metrics, service) in [
         (
             "order-srv",
@@ -722,14 +731,7 @@ fn the_gateway_reaches_both_services_and_is_probed_over_http() {
         "dev tokens stay off outside a demo"
     );
     let config: gateway::config::Config = parse_with(&env);
-    let order: order_srv::config::Config = parse_with(&environment(
-        &objects,
-        find(&objects, "Deployment", "order-srv"),
-    ));
-    let inventory: inventory_srv::config::Config = parse_with(&environment(
-        &objects,
-        find(&objects, "Deployment", "inventory-srv"),
-    ));
+    let (order, inventory) = service_configs(&objects);
     assert_eq!(
         config.order_endpoint,
         format!("http://order-srv:{}", order.grpc_addr.port())

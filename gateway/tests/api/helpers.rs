@@ -51,6 +51,21 @@ pub async fn spawn_shop(db: MySqlConnectOptions) -> Shop {
     spawn_shop_with(db, gateway_config()).await
 }
 
+/// A shop selling goods 1 (at `price_cents`, `stock` in stock) with `nums` of it in
+/// `user`'s cart.
+pub async fn shop_with_cart(
+    db: MySqlConnectOptions,
+    user: i64,
+    price_cents: i64,
+    stock: i32,
+    nums: i32,
+) -> Shop {
+    let shop = spawn_shop(db).await;
+    shop.stack.goods(1, price_cents, stock).await;
+    shop.add_to_cart(user, 1, nums).await;
+    shop
+}
+
 pub async fn spawn_shop_with(db: MySqlConnectOptions, mut config: Config) -> Shop {
     let stack = stack::spawn_stack(db).await;
     config.order_endpoint = format!("http://{}", stack.order_addr);

@@ -4,16 +4,14 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-use crate::helpers::{send, spawn_shop};
+use crate::helpers::{send, shop_with_cart};
 
 #[sqlx::test(migrations = false)]
 async fn the_same_idempotency_key_returns_the_same_order(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let shop = spawn_shop(db).await;
-    shop.stack.goods(1, 250, 10).await;
-    shop.add_to_cart(7, 1, 2).await;
+    let shop = shop_with_cart(db, 7, 250, 10, 2).await;
 
     let first = shop.place(7, Some("checkout-7-a")).await;
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
@@ -59,9 +57,7 @@ async fn concurrent_requests_with_one_key_place_one_order(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let shop = spawn_shop(db).await;
-    shop.stack.goods(1, 100, 100).await;
-    shop.add_to_cart(9, 1, 3).await;
+    let shop = shop_with_cart(db, 9, 100, 100, 3).await;
 
     let answers = join_all((0..8).map(|_| shop.place(9, Some("double-click")))).await;
     let placed: Vec<&str> = answers
@@ -98,9 +94,7 @@ async fn a_buyer_cancels_an_unpaid_order_and_its_stock_comes_back(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let shop = spawn_shop(db).await;
-    shop.stack.goods(1, 100, 10).await;
-    shop.add_to_cart(5, 1, 4).await;
+    let shop = shop_with_cart(db, 5, 100, 10, 4).await;
     let placed = shop.place(5, None).await;
     let order_sn = placed.body["order_sn"].as_str().expect("placed").to_owned();
     assert_eq!(shop.stack.stock(1).await, 6);

@@ -5,16 +5,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-use crate::helpers::{PAYMENT_SECRET, send, spawn_shop};
+use crate::helpers::{PAYMENT_SECRET, send, shop_with_cart};
 
 #[sqlx::test(migrations = false)]
 async fn a_bad_payment_signature_changes_nothing_and_a_good_one_pays_once(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let shop = spawn_shop(db).await;
-    shop.stack.goods(1, 100, 10).await;
-    shop.add_to_cart(3, 1, 1).await;
+    let shop = shop_with_cart(db, 3, 100, 10, 1).await;
     let placed = shop.place(3, None).await;
     let order_sn = placed.body["order_sn"].as_str().expect("placed").to_owned();
     let body = serde_json::to_vec(&json!({

@@ -11,7 +11,7 @@ use testkit::{
     spans::{self, ancestors},
 };
 
-use crate::helpers::{send, spawn_shop};
+use crate::helpers::{send, shop_with_cart};
 
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Option<&'a SpanData> {
     spans.iter().find(|span| span.name == name)
