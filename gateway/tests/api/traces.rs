@@ -22,13 +22,11 @@ async fn one_trace_runs_from_the_http_request_to_inventorys_sell(
     _: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let shop = spawn_shop(db).await;
+    let shop = shop_with_cart(db, 12, 100, 10, 1).await;
     assert!(
         spans::capture(),
         "the span capture is this binary's subscriber"
     );
-    shop.stack.goods(1, 100, 10).await;
-    shop.add_to_cart(12, 1, 1).await;
     let (traceparent, trace, browser_span) = spans::new_traceparent();
 
     let placed = send(
