@@ -5,10 +5,14 @@
 //! The numbers themselves are not checked (debug build, tiny run). Needs MariaDB on
 //! 127.0.0.1:3306 (scripts/test starts it).
 
-use std::process::Command;
+use std::{process::Command, sync::Mutex};
+
+/// The bench creates and drops databases of fixed names: one run at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_devstack"))
@@ -100,4 +104,75 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
         logs.display()
     );
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--via-gateway`: a third side through a gateway process, on users of its own; the hot
+/// goods holds stock for both sides that order through order_srv and sells out exactly.
+#[test]
+fn a_small_bench_via_the_gateway_places_every_order_of_the_third_side() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .args([
+            "bench",
+            "--orders",
+            "24",
+            "--goods",
+            "20",
+            "--only",
+            "spread-16,hot-16",
+        ])
+        .args(["--via-gateway", "--out"])
+        .arg(&out)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("devstack runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "devstack bench --via-gateway failed\n{}\n{stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the JSON report"))
+            .expect("valid JSON");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 2);
+    for scenario in scenarios {
+        let orders = scenario["orders"].as_u64().expect("orders");
+        let gateway = &scenario["via_gateway"];
+        assert_eq!(gateway["stats"]["ok"].as_u64(), Some(orders), "{scenario}");
+        // Counted (in clock ticks: a toy run may round to zero).
+        assert!(
+            gateway["gateway_process_cpu_ms_per_order"]
+                .as_f64()
+                .is_some_and(|ms| ms >= 0.0),
+            "the gateway process's CPU is reported: {scenario}"
+        );
+        assert!(
+            gateway["cpu_ms_per_order"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{scenario}"
+        );
+        assert_eq!(scenario["service"]["ok"].as_u64(), Some(orders));
+    }
+    assert_eq!(scenarios[1]["oversell"].as_i64(), Some(0));
+    let turns: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("bench: spread-16 "))
+        .filter(|line| line.contains(" start (round 1 "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    assert_eq!(turns, ["service", "gateway", "baseline"], "{stderr}");
+    let logs = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("process logs in ")
+                .map(std::path::PathBuf::from)
+        });
+    if let Some(logs) = logs {
+        let _ = std::fs::remove_dir_all(logs);
+    }
 }
