@@ -209,3 +209,84 @@ impl Modify for CommonProblems {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use axum::{
+        body::Body,
+        http::{Request, header},
+    };
+    use tower::ServiceExt;
+
+    use crate::{
+        auth::Tokens,
+        backends::Backends,
+        limit::Limiter,
+        startup::{AppState, Budgets},
+    };
+
+    fn state() -> AppState {
+        AppState {
+            // Nothing listens there; these tests never reach a service.
+            backends: Backends::connect_lazy("http://127.0.0.1:1", "http://127.0.0.1:1")
+                .expect("valid endpoints"),
+            tokens: Arc::new(
+                Tokens::new(b"0123456789abcdef0123456789abcdef", "shop").expect("a key"),
+            ),
+            limiter: Arc::new(Limiter::new(0, 1)),
+            payment_key: "0123456789abcdef0123456789abcdef".into(),
+            budgets: Budgets {
+                order: Duration::from_secs(1),
+                call: Duration::from_secs(1),
+            },
+            dev_token_ttl: None,
+        }
+    }
+
+    async fn preflight(cors_origins: &[String], origin: &str) -> Option<String> {
+        let request = Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/orders")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .expect("a request");
+        let response = super::router(state(), 1024, cors_origins)
+            .oneshot(request)
+            .await
+            .expect("an answer");
+        response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_unless_origins_are_configured_and_then_only_for_them() {
+        assert_eq!(preflight(&[], "https://shop.example").await, None);
+        let allowed = ["https://shop.example".to_owned()];
+        assert_eq!(
+            preflight(&allowed, "https://shop.example").await.as_deref(),
+            Some("https://shop.example")
+        );
+        assert_eq!(preflight(&allowed, "https://evil.example").await, None);
+    }
+
+    #[tokio::test]
+    async fn dev_routes_answer_404_when_dev_tokens_are_off() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/dev/token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"user_id":1}"#))
+            .expect("a request");
+        let response = super::router(state(), 1024, &[])
+            .oneshot(request)
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), axum::http::StatusCode::NOT_FOUND);
+    }
+}
