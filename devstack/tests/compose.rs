@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::Value;
-use support::{parse_with, repo_file};
+use support::{assert_points_at, parse_with, repo_file};
 
 mod support;
 
@@ -122,9 +122,10 @@ fn the_services_environment_is_exactly_what_the_binaries_read() {
     assert_eq!(inventory_config.namesrv_addr, "namesrv:9876");
     assert_eq!(order_config.namesrv_addr, "namesrv:9876");
     assert_eq!(inventory_config.reback_topic, order_config.reback_topic);
-    assert_eq!(
-        order_config.inventory_endpoint,
-        format!("http://inventory_srv:{}", inventory_config.grpc_addr.port())
+    assert_points_at(
+        &order_config.inventory_endpoint,
+        "inventory_srv",
+        inventory_config.grpc_addr.port(),
     );
     assert!(
         inventory_config.grpc_addr.ip().is_unspecified(),
@@ -297,13 +298,11 @@ fn the_gateway_reaches_both_services_and_is_probed_on_its_own_port() {
     let order: order_srv::config::Config = parse_with(&environment(service(&compose, "order_srv")));
     let inventory: inventory_srv::config::Config =
         parse_with(&environment(service(&compose, "inventory_srv")));
-    assert_eq!(
-        config.order_endpoint,
-        format!("http://order_srv:{}", order.grpc_addr.port())
-    );
-    assert_eq!(
-        config.inventory_endpoint,
-        format!("http://inventory_srv:{}", inventory.grpc_addr.port())
+    assert_points_at(&config.order_endpoint, "order_srv", order.grpc_addr.port());
+    assert_points_at(
+        &config.inventory_endpoint,
+        "inventory_srv",
+        inventory.grpc_addr.port(),
     );
     assert!(
         config.http_addr.ip().is_unspecified(),

@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_yaml::{Mapping, Value};
-use support::{parse_with, repo_file};
+use support::{assert_points_at, parse_with, repo_file};
 
 mod support;
 
@@ -420,13 +420,15 @@ fn the_services_environment_is_exactly_what_the_binaries_read_and_all_they_need(
         Some("None"),
         "inventory-srv is headless, so its name resolves to every ready pod"
     );
-    assert_eq!(
-        order_config.inventory_endpoint,
-        format!("http://inventory-srv:{}", inventory_config.grpc_addr.port())
+    assert_points_at(
+        &order_config.inventory_endpoint,
+        "inventory-srv",
+        inventory_config.grpc_addr.port(),
     );
-    assert_eq!(
-        inventory_config.order_endpoint,
-        format!("http://order-srv:{}", order_config.grpc_addr.port())
+    assert_points_at(
+        &inventory_config.order_endpoint,
+        "order-srv",
+        order_config.grpc_addr.port(),
     );
 }
 
@@ -732,13 +734,11 @@ fn the_gateway_reaches_both_services_and_is_probed_over_http() {
     );
     let config: gateway::config::Config = parse_with(&env);
     let (order, inventory) = service_configs(&objects);
-    assert_eq!(
-        config.order_endpoint,
-        format!("http://order-srv:{}", order.grpc_addr.port())
-    );
-    assert_eq!(
-        config.inventory_endpoint,
-        format!("http://inventory-srv:{}", inventory.grpc_addr.port())
+    assert_points_at(&config.order_endpoint, "order-srv", order.grpc_addr.port());
+    assert_points_at(
+        &config.inventory_endpoint,
+        "inventory-srv",
+        inventory.grpc_addr.port(),
     );
     assert!(config.http_addr.ip().is_unspecified());
 

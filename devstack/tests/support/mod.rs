@@ -36,3 +36,13 @@ pub fn parse_with<C: clap::Parser>(env: &BTreeMap<String, String>) -> C {
     C::try_parse_from(args)
         .unwrap_or_else(|e| panic!("{} rejects its environment: {e}", command.get_name()))
 }
+
+/// `endpoint` is `http://{host}:{port}`: a client setting pointing at a server's name and
+/// the port the server's own setting binds.
+pub fn assert_points_at(endpoint: &str, host: &str, port: u16) {
+    assert_eq!(
+        endpoint,
+        format!("http://{host}:{port}"),
+        "an endpoint setting"
+    );
+}
