@@ -57,15 +57,15 @@ impl TryFrom<i32> for OrderStatus {
     }
 }
 
-/// An order as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Order {
     pub order_sn: String,
     pub status: OrderStatus,
     pub total_cents: i64,
-    /// Where it goes: the fields `POST /v1/orders` took.
-    #[serde(flatten)]
-    pub delivery: Delivery,
+    pub address: String,
+    pub name: String,
+    pub mobile: String,
+    pub post: String,
     /// Set once paid.
     pub pay_type: String,
     pub trade_no: String,
@@ -81,12 +81,10 @@ impl TryFrom<pb::OrderInfo> for Order {
             status: OrderStatus::try_from(o.status)?,
             order_sn: o.order_sn,
             total_cents: o.total_cents,
-            delivery: Delivery {
-                address: o.address,
-                name: o.name,
-                mobile: o.mobile,
-                post: o.post,
-            },
+            address: o.address,
+            name: o.name,
+            mobile: o.mobile,
+            post: o.post,
             pay_type: o.pay_type,
             trade_no: o.trade_no,
             created_at: o.created_at,
@@ -94,10 +92,10 @@ impl TryFrom<pb::OrderInfo> for Order {
     }
 }
 
-/// Where an order goes: the body of `POST /v1/orders`, and part of every order shown.
+/// Where the order goes.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Delivery {
+pub struct PlaceOrder {
     /// Leading and trailing whitespace is dropped; something must remain.
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub address: String,
@@ -118,7 +116,7 @@ pub struct OrderGoods {
     pub nums: i32,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderWithGoods {
     pub order: Order,
     pub goods: Vec<OrderGoods>,
@@ -135,7 +133,7 @@ pub struct OrdersQuery {
     pub page_token: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderPage {
     /// Newest first.
     pub orders: Vec<Order>,
@@ -179,7 +177,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "1-64 of [A-Za-z0-9_-] (a UUID fits); the same key returns the same order")),
-    request_body = Delivery,
+    request_body = PlaceOrder,
     responses(
         (status = 201, description = "The order (the first attempt's, for a repeated key)", body = Order,
          headers(("Location" = String, description = "The order's URL"))),
@@ -192,7 +190,7 @@ pub async fn place(
     State(state): State<AppState>,
     buyer: Buyer,
     headers: HeaderMap,
-    Body(body): Body<Delivery>,
+    Body(body): Body<PlaceOrder>,
 ) -> Result<Response, Problem> {
     let request_id = idempotency_key(&headers)?;
     let info = state
