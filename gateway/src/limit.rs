@@ -62,7 +62,9 @@ impl Limiter {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate);
+        // Under a second for any rate of at least one a second; never a panic.
+        let wait = Duration::try_from_secs_f64((1.0 - bucket.tokens) / self.rate)
+            .unwrap_or(Duration::from_secs(1));
         Err(Problem::gateway(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",

@@ -36,14 +36,17 @@ pub struct PaymentNotice {
 
 /// `sha256=<hex>` of `body` under `key`: what a provider sends (and tests sign with).
 pub fn sign(key: &[u8], body: &[u8]) -> String {
-    let mut mac = mac(key);
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac(key, body).map_or_else(String::new, |mac| {
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    })
 }
 
-fn mac(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
-    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+/// The HMAC of `body` under `key`, not yet finalized. HMAC takes a key of any length, so
+/// this is always `Some`; a `None` would count as "not signed", never as a panic.
+fn mac(key: &[u8], body: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    mac.update(body);
+    Some(mac)
 }
 
 /// Whether `headers` carry a valid signature of `body` (compared in constant time).
@@ -58,9 +61,7 @@ fn signed(key: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
     let Ok(signature) = hex::decode(hex_sig) else {
         return false;
     };
-    let mut mac = mac(key);
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
+    mac(key, body).is_some_and(|mac| mac.verify_slice(&signature).is_ok())
 }
 
 /// Marks an order paid (the payment provider's callback).

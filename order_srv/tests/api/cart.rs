@@ -252,6 +252,16 @@ async fn the_price_list_pages_by_id_and_refuses_a_foreign_page_token(
         token = page.next_page_token;
     }
     assert_eq!(seen, [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]);
+    // A token past every goods id an i32 holds is the page after everything, not an error.
+    let beyond = order
+        .goods_list(pb::GoodsListRequest {
+            page_size: 0,
+            page_token: "99999999999".into(),
+        })
+        .await
+        .expect("an empty page")
+        .into_inner();
+    assert!(beyond.goods.is_empty() && beyond.next_page_token.is_empty());
     for (page_size, page_token) in [(201, ""), (0, "x"), (0, "-3")] {
         let refused = order
             .goods_list(pb::GoodsListRequest {
