@@ -9,24 +9,23 @@
 use std::{
     ops::Range,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use proto::{
     inventory::{self as inv, inventory_client::InventoryClient},
-    order::{self as pb, order_client::OrderClient},
+    order::order_client::OrderClient,
 };
 use serde_json::json;
-use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::MySqlPool;
 use tonic::transport::Channel;
 
 use crate::{
-    procs::{Parts, Proc},
+    calls::{self, Stock},
+    driver::{Pool, Tickets},
+    procs::{Parts, Proc, fresh_databases},
     steps,
 };
 
@@ -87,6 +86,17 @@ struct RunStats {
 }
 
 impl RunStats {
+    /// One call: its latency when it succeeded, its code when it failed.
+    fn record(&mut self, result: Result<(), String>, latency: Duration) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push(latency);
+            }
+            Err(code) => *self.failures.entry(code).or_default() += 1,
+        }
+    }
+
     /// Adds another round of the same side.
     fn absorb(&mut self, round: RunStats) {
         self.ok += round.ok;
@@ -116,33 +126,20 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let base: MySqlConnectOptions = args.mysql_url.parse().context("BENCH_MYSQL_URL")?;
     let names = [
         "shop_bench_order",
         "shop_bench_inventory",
         "shop_base_order",
         "shop_base_inventory",
     ];
-    testkit::mysql::recreate_databases(&base, &names, "BENCH_MYSQL_URL").await?;
-    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
+    let (_, [order_db, inventory_db, base_order_db, base_inventory_db]) =
+        fresh_databases(&args.mysql_url, names, "BENCH_MYSQL_URL").await?;
 
     let logs = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     println!("process logs in {}", logs.display());
-    let mut stack = BenchStack::start(
-        &logs,
-        url("shop_bench_order"),
-        url("shop_bench_inventory"),
-        args.via_gateway,
-    )
-    .await?;
-    let outcome = run_scenarios(
-        &args,
-        &mut stack,
-        &url("shop_base_order"),
-        &url("shop_base_inventory"),
-    )
-    .await;
+    let stack = BenchStack::start(&logs, order_db, inventory_db, args.via_gateway).await?;
+    let outcome = run_scenarios(&args, &stack, &base_order_db, &base_inventory_db).await;
     stack.stop().await;
     // The broker's store preallocates its commit log (1.5 GB): runs would fill the disk
     // (and a broker on a full disk refuses to start). The logs stay.
@@ -330,65 +327,43 @@ impl Side {
 
 async fn run_scenarios(
     args: &BenchArgs,
-    stack: &mut BenchStack,
+    stack: &BenchStack,
     base_order_url: &str,
     base_inventory_url: &str,
 ) -> anyhow::Result<()> {
-    // The baseline's databases: the same schema, the same pool size as a service.
-    let base_order = service_db::connect(base_order_url.parse()?, 32).await?;
-    order_srv::MIGRATOR.run(&base_order).await?;
-    let base_inventory = service_db::connect(base_inventory_url.parse()?, 32).await?;
-    inventory_srv::MIGRATOR.run(&base_inventory).await?;
-
-    println!("seeding {} goods", args.goods);
-    for id in (1..=args.goods).chain([HOT_GOODS]) {
-        let price_cents = 100 + i64::from(id % 500);
-        stack
-            .order_client
-            .upsert_goods(pb::Goods {
-                id,
-                name: format!("goods {id}"),
-                price_cents,
-            })
-            .await?;
-        stack
-            .inventory_client
-            .set_inv(inv::SetInvRequest {
-                goods_id: id,
-                stocks: 10_000_000,
-            })
-            .await?;
-        sqlx::query("INSERT INTO goods (id, name, price_cents) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(format!("goods {id}"))
-            .bind(price_cents)
-            .execute(&base_order)
-            .await?;
-        sqlx::query("INSERT INTO inventory (goods_id, stocks) VALUES (?, 10000000)")
-            .bind(id)
-            .execute(&base_inventory)
-            .await?;
+    let bench = Bench {
+        args,
+        stack,
+        baseline: Baseline::connect(base_order_url, base_inventory_url).await?,
+    };
+    bench.seed().await?;
+    let selected = select_scenarios(args)?;
+    print_table_header();
+    let mut rows = Vec::new();
+    for (index, scenario) in selected.iter().enumerate() {
+        rows.push(bench.run_scenario(index, scenario).await?);
     }
+    let report = json!({
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "scenarios": rows,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nresults written to {}", args.out.display());
+    Ok(())
+}
 
+/// The scenarios `--only` selects, in their order.
+fn select_scenarios(args: &BenchArgs) -> anyhow::Result<Vec<Scenario>> {
+    let spread = |concurrency, orders| Scenario {
+        name: "spread",
+        concurrency,
+        orders,
+        hot: false,
+    };
     let scenarios = [
-        Scenario {
-            name: "spread",
-            concurrency: 1,
-            orders: (args.orders / 4).max(1),
-            hot: false,
-        },
-        Scenario {
-            name: "spread",
-            concurrency: 16,
-            orders: args.orders,
-            hot: false,
-        },
-        Scenario {
-            name: "spread",
-            concurrency: 64,
-            orders: args.orders,
-            hot: false,
-        },
+        spread(1, (args.orders / 4).max(1)),
+        spread(16, args.orders),
+        spread(64, args.orders),
         Scenario {
             name: "hot",
             concurrency: 16,
@@ -396,9 +371,10 @@ async fn run_scenarios(
             hot: true,
         },
     ];
-    let selected: Vec<&Scenario> = scenarios
+    let selected: Vec<Scenario> = scenarios
         .iter()
         .filter(|s| args.only.is_empty() || args.only.contains(&s.label()))
+        .cloned()
         .collect();
     if selected.is_empty() {
         bail!(
@@ -410,7 +386,10 @@ async fn run_scenarios(
                 .join(", ")
         );
     }
-    let mut rows = Vec::new();
+    Ok(selected)
+}
+
+fn print_table_header() {
     println!(
         "\n{:<8} {:>3} {:>6} | {:>9} {:>6} {:>6} {:>6} {:>7} {:>5} | {:>9} {:>6} {:>6} | {:>5} | cpu ms/order svc base | svc cpu s: order inv broker bench mysql",
         "scenario",
@@ -427,13 +406,95 @@ async fn run_scenarios(
         "p99",
         "ratio"
     );
-    for (index, scenario) in selected.into_iter().enumerate() {
+}
+
+/// The baseline's databases: the same schema, the same pool size as a service.
+struct Baseline {
+    order: MySqlPool,
+    inventory: MySqlPool,
+}
+
+impl Baseline {
+    async fn connect(order_url: &str, inventory_url: &str) -> anyhow::Result<Self> {
+        let order = service_db::connect(order_url.parse()?, 32).await?;
+        order_srv::MIGRATOR.run(&order).await?;
+        let inventory = service_db::connect(inventory_url.parse()?, 32).await?;
+        inventory_srv::MIGRATOR.run(&inventory).await?;
+        Ok(Self { order, inventory })
+    }
+}
+
+/// A bench run: what to run, the services' side and the baseline's databases.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    stack: &'a BenchStack,
+    baseline: Baseline,
+}
+
+/// What a scenario needs besides its carts: the hot goods' stock through order_srv and
+/// the gateway users' tokens.
+struct Prepared {
+    hot_stock: usize,
+    gateway_tokens: Arc<Vec<String>>,
+}
+
+impl Bench<'_> {
+    /// Every goods (and the hot goods) on both sides, with stock no scenario runs out of.
+    async fn seed(&self) -> anyhow::Result<()> {
+        println!("seeding {} goods", self.args.goods);
+        let ids = || (1..=self.args.goods).chain([HOT_GOODS]);
+        let price_cents = |id: i32| 100 + i64::from(id % 500);
+        calls::seed_goods(
+            &mut self.stack.order_client.clone(),
+            &mut self.stack.inventory_client.clone(),
+            ids().map(|id| (calls::numbered_goods(id, price_cents(id)), 10_000_000)),
+            Stock::Set,
+        )
+        .await?;
+        for id in ids() {
+            sqlx::query("INSERT INTO goods (id, name, price_cents) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(format!("goods {id}"))
+                .bind(price_cents(id))
+                .execute(&self.baseline.order)
+                .await?;
+            sqlx::query("INSERT INTO inventory (goods_id, stocks) VALUES (?, 10000000)")
+                .bind(id)
+                .execute(&self.baseline.inventory)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One scenario: its carts filled, the sides' turns over the rounds, its lines of the
+    /// table printed; returns its JSON row.
+    async fn run_scenario(
+        &self,
+        index: usize,
+        scenario: &Scenario,
+    ) -> anyhow::Result<serde_json::Value> {
         let first_user = (index as i64 + 1) * 10_000_000;
+        let prepared = self.prepare(scenario, first_user).await?;
+        let outcome = self.run_rounds(scenario, first_user, &prepared).await?;
+        let oversell = if scenario.hot {
+            let sold_ok = outcome.service.ok + outcome.via_gateway.ok;
+            check_no_oversell(self.stack, prepared.hot_stock, sold_ok).await?
+        } else {
+            None
+        };
+        outcome.print(scenario);
+        Ok(outcome.json(scenario, oversell, self.stack.gateway.is_some()))
+    }
+
+    /// The hot goods' stock on both sides, and every side's carts, outside the timing.
+    async fn prepare(&self, scenario: &Scenario, first_user: i64) -> anyhow::Result<Prepared> {
+        let stack = self.stack;
         // The hot goods hold one unit per order of the sides that order through order_srv.
         let hot_stock = scenario.orders * if stack.gateway.is_some() { 2 } else { 1 };
         if scenario.hot {
             stack
                 .inventory_client
+                .clone()
                 .set_inv(inv::SetInvRequest {
                     goods_id: HOT_GOODS,
                     stocks: i32::try_from(hot_stock)?,
@@ -442,15 +503,16 @@ async fn run_scenarios(
             sqlx::query("UPDATE inventory SET stocks = ? WHERE goods_id = ?")
                 .bind(scenario.orders as i32)
                 .bind(HOT_GOODS)
-                .execute(&base_inventory)
+                .execute(&self.baseline.inventory)
                 .await?;
         }
-        let lines = |user: i64| cart_lines(user, args.goods, scenario.hot);
-        fill_carts(stack, &base_order, first_user, scenario.orders, &lines).await?;
+        let base_order = &self.baseline.order;
+        let lines = |user: i64| cart_lines(user, self.args.goods, scenario.hot);
+        fill_carts(stack, base_order, first_user, scenario.orders, &lines).await?;
         let gateway_tokens = match &stack.gateway {
             Some((_, _, tokens)) => {
                 let first = first_user + GATEWAY_USERS;
-                fill_carts(stack, &base_order, first, scenario.orders, &lines).await?;
+                fill_carts(stack, base_order, first, scenario.orders, &lines).await?;
                 let ttl = Duration::from_secs(6 * 3600);
                 let tokens: Vec<String> = (0..scenario.orders as i64)
                     .map(|i| tokens.issue(first + i, ttl).map(|(token, _)| token))
@@ -460,67 +522,158 @@ async fn run_scenarios(
             }
             None => Arc::new(Vec::new()),
         };
+        Ok(Prepared {
+            hot_stock,
+            gateway_tokens,
+        })
+    }
 
-        // Progress on stderr (the table goes to stdout): marks where a profiler can attach.
-        let label = scenario.label();
+    /// The scenario's orders split into rounds; in each, every side takes its turn.
+    async fn run_rounds(
+        &self,
+        scenario: &Scenario,
+        first_user: i64,
+        prepared: &Prepared,
+    ) -> anyhow::Result<Outcome> {
         // No round without an order (a toy run may have fewer orders than rounds).
-        let rounds = (args.rounds as usize).min(scenario.orders).max(1);
-        let steps_before = steps::scrape(&stack.metrics).await?;
-        let mut steps = Vec::new();
-        let mut sides: [(RunStats, Cpu); 3] = Default::default();
+        let rounds = (self.args.rounds as usize).min(scenario.orders).max(1);
+        let steps_before = steps::scrape(&self.stack.metrics).await?;
+        let mut outcome = Outcome::new(scenario.orders, rounds);
         for round in 0..rounds {
             let orders = round * scenario.orders / rounds..(round + 1) * scenario.orders / rounds;
-            for side in Side::order_of_round(round, stack.gateway.is_some()) {
-                let mark = |event: &str| {
-                    eprintln!(
-                        "bench: {label} {} {event} (round {} of {rounds})",
-                        side.name(),
-                        round + 1
-                    );
+            for side in Side::order_of_round(round, self.stack.gateway.is_some()) {
+                let turn = Turn {
+                    label: scenario.label(),
+                    side,
+                    round,
+                    rounds,
                 };
-                mark("start");
-                let before = stack.cpu();
                 let load = Load {
                     concurrency: scenario.concurrency,
                     orders: orders.clone(),
                     first_user,
                 };
-                let stats = match side {
-                    Side::Service => place_over_grpc(stack, load).await,
-                    Side::Gateway => place_over_http(stack, load, gateway_tokens.clone()).await?,
-                    Side::Baseline => {
-                        place_as_baseline(base_order.clone(), base_inventory.clone(), load).await
-                    }
-                };
-                // The round's CPU and a profile's window (scripts/profile-bench) end with
-                // the last answer; the END_TRANSACTIONs still on their way (sent after it)
-                // finish before the next side's turn.
-                let (total, cpu) = &mut sides[side as usize];
-                cpu.add(stack.cpu().since(before));
-                mark("end");
-                total.absorb(stats);
+                let (stats, cpu) = self.take_turn(&turn, load, prepared).await?;
+                outcome.add(side, stats, cpu);
                 if matches!(side, Side::Service) {
-                    steps = steps::settled(&stack.metrics, &steps_before, Duration::from_secs(10))
-                        .await?;
+                    outcome.steps =
+                        steps::settled(&self.stack.metrics, &steps_before, Duration::from_secs(10))
+                            .await?;
                 }
             }
         }
-        let [
-            (service, cpu),
-            (baseline, baseline_cpu),
-            (via_gateway, gateway_cpu),
-        ] = sides;
-        let oversell = if scenario.hot {
-            check_no_oversell(stack, hot_stock, service.ok + via_gateway.ok).await?
-        } else {
-            None
+        Ok(outcome)
+    }
+
+    /// One side's orders of a round, and the CPU they took.
+    async fn take_turn(
+        &self,
+        turn: &Turn,
+        load: Load,
+        prepared: &Prepared,
+    ) -> anyhow::Result<(RunStats, Cpu)> {
+        let stack = self.stack;
+        turn.mark("start");
+        let before = stack.cpu();
+        let stats = match turn.side {
+            Side::Service => place_over_grpc(stack, load).await,
+            Side::Gateway => place_over_http(stack, load, prepared.gateway_tokens.clone()).await?,
+            Side::Baseline => {
+                let (order, inventory) = (&self.baseline.order, &self.baseline.inventory);
+                place_as_baseline(order.clone(), inventory.clone(), load).await
+            }
         };
-        // Per order, everything the order cost on this machine: the services, the broker,
-        // the load generator and MySQL; the baseline is the bench process and MySQL.
-        let per_order = |seconds: f64| seconds * 1000.0 / scenario.orders as f64;
-        let service_cpu = per_order(cpu.total());
-        let baseline_cpu_ms = per_order(baseline_cpu.bench + baseline_cpu.mysql);
-        let ratio = service.per_sec() / baseline.per_sec().max(1e-9);
+        // The round's CPU and a profile's window (scripts/profile-bench) end with the last
+        // answer; the END_TRANSACTIONs still on their way (sent after it) finish before the
+        // next side's turn.
+        let cpu = stack.cpu().since(before);
+        turn.mark("end");
+        Ok((stats, cpu))
+    }
+}
+
+/// One side's turn in a round.
+struct Turn {
+    label: String,
+    side: Side,
+    round: usize,
+    rounds: usize,
+}
+
+impl Turn {
+    /// Progress on stderr (the table goes to stdout): marks where a profiler can attach.
+    fn mark(&self, event: &str) {
+        eprintln!(
+            "bench: {} {} {event} (round {} of {})",
+            self.label,
+            self.side.name(),
+            self.round + 1,
+            self.rounds
+        );
+    }
+}
+
+/// A scenario's result: each side's calls and CPU over all its rounds, and the steps
+/// order_srv took.
+struct Outcome {
+    orders: usize,
+    rounds: usize,
+    service: RunStats,
+    cpu: Cpu,
+    baseline: RunStats,
+    baseline_cpu: Cpu,
+    via_gateway: RunStats,
+    gateway_cpu: Cpu,
+    steps: Vec<steps::Step>,
+}
+
+impl Outcome {
+    fn new(orders: usize, rounds: usize) -> Self {
+        Self {
+            orders,
+            rounds,
+            service: RunStats::default(),
+            cpu: Cpu::default(),
+            baseline: RunStats::default(),
+            baseline_cpu: Cpu::default(),
+            via_gateway: RunStats::default(),
+            gateway_cpu: Cpu::default(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Adds one round of `side`.
+    fn add(&mut self, side: Side, stats: RunStats, cpu: Cpu) {
+        let (total, total_cpu) = match side {
+            Side::Service => (&mut self.service, &mut self.cpu),
+            Side::Baseline => (&mut self.baseline, &mut self.baseline_cpu),
+            Side::Gateway => (&mut self.via_gateway, &mut self.gateway_cpu),
+        };
+        total.absorb(stats);
+        total_cpu.add(cpu);
+    }
+
+    /// Per order, everything the order cost on this machine: the services, the broker,
+    /// the load generator and MySQL; the baseline is the bench process and MySQL.
+    fn per_order(&self, seconds: f64) -> f64 {
+        seconds * 1000.0 / self.orders as f64
+    }
+
+    fn service_cpu_ms(&self) -> f64 {
+        self.per_order(self.cpu.total())
+    }
+
+    fn baseline_cpu_ms(&self) -> f64 {
+        self.per_order(self.baseline_cpu.bench + self.baseline_cpu.mysql)
+    }
+
+    fn ratio(&self) -> f64 {
+        self.service.per_sec() / self.baseline.per_sec().max(1e-9)
+    }
+
+    /// The scenario's lines of the table.
+    fn print(&self, scenario: &Scenario) {
+        let (service, baseline, cpu) = (&self.service, &self.baseline, &self.cpu);
         println!(
             "{:<8} {:>3} {:>6} | {:>9.0} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>5} | {:>9.0} {:>6.1} {:>6.1} | {:>5.2} | {:>6.2} {:>6.2} | {:.1} {:.1} {:.1} {:.1} {:.1}",
             scenario.name,
@@ -535,9 +688,9 @@ async fn run_scenarios(
             baseline.per_sec(),
             ms(baseline.percentile(50.0)),
             ms(baseline.percentile(99.0)),
-            ratio,
-            service_cpu,
-            baseline_cpu_ms,
+            self.ratio(),
+            self.service_cpu_ms(),
+            self.baseline_cpu_ms(),
             cpu.order_srv,
             cpu.inventory_srv,
             cpu.broker,
@@ -547,7 +700,7 @@ async fn run_scenarios(
         for (code, n) in &service.failures {
             println!("         service failures {code}: {n}");
         }
-        for step in &steps {
+        for step in &self.steps {
             println!(
                 "         step {:<17} n={:<6} p50 <= {:>6.2} ms  p90 <= {:>6.2} ms  p99 <= {:>6.2} ms",
                 step.name, step.count, step.p50_ms, step.p90_ms, step.p99_ms
@@ -556,46 +709,49 @@ async fn run_scenarios(
         for (code, n) in &baseline.failures {
             println!("         baseline failures {code}: {n}");
         }
-        let gateway_json = stack.gateway.is_some().then(|| {
+    }
+
+    /// The scenario's row of the JSON report; with the gateway, its line of the table too.
+    fn json(
+        &self,
+        scenario: &Scenario,
+        oversell: Option<i64>,
+        via_gateway: bool,
+    ) -> serde_json::Value {
+        let (service, gateway, gateway_cpu) = (&self.service, &self.via_gateway, &self.gateway_cpu);
+        let gateway_json = via_gateway.then(|| {
             print_gateway_row(
-                &service,
-                &via_gateway,
-                service_cpu,
-                per_order(gateway_cpu.total()),
-                per_order(gateway_cpu.gateway),
+                service,
+                gateway,
+                self.service_cpu_ms(),
+                self.per_order(gateway_cpu.total()),
+                self.per_order(gateway_cpu.gateway),
             );
             json!({
-                "stats": stats_json(&via_gateway),
+                "stats": stats_json(gateway),
                 "cpu_seconds": gateway_cpu.json(),
-                "cpu_ms_per_order": per_order(gateway_cpu.total()),
-                "gateway_process_cpu_ms_per_order": per_order(gateway_cpu.gateway),
-                "added_p50_ms": ms(via_gateway.percentile(50.0)) - ms(service.percentile(50.0)),
-                "added_p99_ms": ms(via_gateway.percentile(99.0)) - ms(service.percentile(99.0)),
+                "cpu_ms_per_order": self.per_order(gateway_cpu.total()),
+                "gateway_process_cpu_ms_per_order": self.per_order(gateway_cpu.gateway),
+                "added_p50_ms": ms(gateway.percentile(50.0)) - ms(service.percentile(50.0)),
+                "added_p99_ms": ms(gateway.percentile(99.0)) - ms(service.percentile(99.0)),
             })
         });
-        rows.push(json!({
+        json!({
             "scenario": scenario.name,
             "concurrency": scenario.concurrency,
             "orders": scenario.orders,
-            "rounds": rounds,
-            "service": stats_json(&service),
-            "service_steps": steps.iter().map(steps::Step::json).collect::<Vec<_>>(),
-            "baseline": stats_json(&baseline),
-            "ratio": ratio,
+            "rounds": self.rounds,
+            "service": stats_json(service),
+            "service_steps": self.steps.iter().map(steps::Step::json).collect::<Vec<_>>(),
+            "baseline": stats_json(&self.baseline),
+            "ratio": self.ratio(),
             "oversell": oversell,
-            "cpu_seconds": cpu.json(),
-            "baseline_cpu_seconds": {"bench": baseline_cpu.bench, "mysql": baseline_cpu.mysql},
-            "cpu_ms_per_order": {"service": service_cpu, "baseline": baseline_cpu_ms},
+            "cpu_seconds": self.cpu.json(),
+            "baseline_cpu_seconds": {"bench": self.baseline_cpu.bench, "mysql": self.baseline_cpu.mysql},
+            "cpu_ms_per_order": {"service": self.service_cpu_ms(), "baseline": self.baseline_cpu_ms()},
             "via_gateway": gateway_json,
-        }));
+        })
     }
-    let report = json!({
-        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "scenarios": rows,
-    });
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    println!("\nresults written to {}", args.out.display());
-    Ok(())
 }
 
 /// One side's share of a round: `orders` of the scenario's users, `concurrency` at once.
@@ -611,15 +767,9 @@ async fn place_over_grpc(stack: &BenchStack, load: Load) -> RunStats {
     drive(load.concurrency, load.orders, move |i| {
         let mut client = client.clone();
         async move {
+            let user_id = first_user + i as i64;
             client
-                .create_order(pb::CreateOrderRequest {
-                    user_id: first_user + i as i64,
-                    address: "1 Bench Road".into(),
-                    name: "Bench".into(),
-                    mobile: "13800000000".into(),
-                    post: String::new(),
-                    request_id: String::new(),
-                })
+                .create_order(calls::order_request(user_id, "1 Bench Road", "Bench", ""))
                 .await
                 .map(|_| ())
                 .map_err(|s| format!("{:?}", s.code()))
@@ -774,12 +924,7 @@ async fn fill_carts(
             let (user_id, goods_id, nums) = requests[i];
             async move {
                 client
-                    .create_cart_item(pb::CreateCartItemRequest {
-                        user_id,
-                        goods_id,
-                        nums,
-                        checked: Some(true),
-                    })
+                    .create_cart_item(calls::cart_line(user_id, goods_id, nums))
                     .await
                     .map(|_| ())
                     .map_err(|s| format!("{:?}", s.code()))
@@ -804,40 +949,22 @@ where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let end = range.end;
-    let next = Arc::new(AtomicUsize::new(range.start));
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let next = next.clone();
-            let stats = stats.clone();
-            let job = job.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= end {
-                        return;
-                    }
-                    let t = Instant::now();
-                    let result = job(i).await;
-                    let latency = t.elapsed();
-                    if let Ok(mut s) = stats.lock() {
-                        match result {
-                            Ok(()) => {
-                                s.ok += 1;
-                                s.latencies.push(latency);
-                            }
-                            Err(code) => *s.failures.entry(code).or_default() += 1,
-                        }
-                    }
+    let workers = Pool::start(concurrency, &Tickets::range(range), |_, tickets| {
+        let (stats, job) = (stats.clone(), job.clone());
+        async move {
+            while let Some(i) = tickets.take() {
+                let t = Instant::now();
+                let result = job(i).await;
+                let latency = t.elapsed();
+                if let Ok(mut s) = stats.lock() {
+                    s.record(result, latency);
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
-    }
+            }
+        }
+    });
+    workers.join().await;
     let mut stats = stats
         .lock()
         .map(|mut s| std::mem::take(&mut *s))

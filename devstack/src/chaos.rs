@@ -18,27 +18,26 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
-use proto::{
-    inventory::{self as inv, inventory_client::InventoryClient},
-    order::{self as pb, order_client::OrderClient},
-};
+use proto::{inventory::inventory_client::InventoryClient, order::order_client::OrderClient};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use sqlx::mysql::MySqlConnectOptions;
-use tokio::sync::RwLock;
+use tonic::transport::Channel;
 
 use testkit::audit::{AuditInput, Liveness, audit, report};
 
 use crate::{
+    calls::{self, Stock},
+    driver::{Pool, Tickets},
     partition::{self, Link, Partitions, Side},
-    procs::{Parts, Proc},
+    procs::{Parts, Proc, fresh_databases},
 };
 
 /// The protocol steps where order_srv is crashed.
@@ -192,126 +191,190 @@ struct Tally {
     other_answers: Vec<(Instant, Instant, String)>,
 }
 
+impl Tally {
+    fn fail(&mut self, what: String) {
+        *self.failed.entry(what).or_default() += 1;
+    }
+}
+
+/// A span of wall-clock time (the services' logs are stamped with it).
+type WallSpan = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
 /// A fault's span of time, and for a cut, when it healed (wall clock, for the logs).
 struct Window {
     label: String,
     from: Instant,
     to: Instant,
-    cut: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    cut: Option<WallSpan>,
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let base: MySqlConnectOptions = args.mysql_url.parse().context("CHAOS_MYSQL_URL")?;
-    testkit::mysql::recreate_databases(&base, &[ORDER_DB, INVENTORY_DB], "CHAOS_MYSQL_URL").await?;
-    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
-    let work = std::env::temp_dir().join(format!("shop-chaos-{}", std::process::id()));
-    std::fs::create_dir_all(work.join("store"))?;
-    println!(
-        "chaos seed {} — process logs in {}",
-        args.seed,
-        work.display()
-    );
-    let mut parts = Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?
-        .replicas(
-            usize::from(args.order_replicas),
-            usize::from(args.inventory_replicas),
-            usize::from(args.brokers),
-        )?
-        .with_inventory_env(
-            "INVENTORY_RECONCILE_HORIZON",
-            humantime::format_duration(args.reconcile_horizon).to_string(),
-        )
-        .with_inventory_env("INVENTORY_RECONCILE_INTERVAL", "5s".into());
-    let partitions = if args.partitions {
-        let ports = partition::Ports {
-            mysql: base.get_port(),
-            order: parts.order_ports(),
-            inventory: parts.inventory_ports(),
-            broker: parts.broker_ports(),
-        };
-        let partitions = Partitions::set_up(ports).await?;
-        parts = parts.in_cgroups(
-            partitions.procs_file(Side::Order),
-            partitions.procs_file(Side::Inventory),
-        );
-        Some(partitions)
-    } else {
-        None
-    };
-    let parts = Arc::new(parts);
+    let mut stack = Stack::start(&args).await?;
     let kills = schedule(&args, &mut rng);
-    let every = (args.orders / (kills.len() + 1)).max(1);
+    let pay_seed = rng.random::<u64>();
+    let placed = place_under_faults(&mut stack, &args, &kills, pay_seed, started).await?;
+    let placed_at = started.elapsed();
+    let settled = settle(&stack, &args, &placed, started).await?;
+    let quiescent_after = settled.quiet_at.saturating_sub(placed_at);
+    stack.stop().await;
 
-    let mut brokers = Vec::new();
-    for i in 0..parts.brokers() {
-        brokers.push(parts.broker_at(i).await?);
+    print_counts(&args, &kills, &placed, &settled);
+    let budget_violations = print_windows(&placed, &settled.lags, &stack.parts, started);
+    print_run_end(&settled, placed_at, quiescent_after);
+    for violation in &budget_violations {
+        println!("time budget violated: {violation}");
     }
-    // Retried until every broker has registered with the name server.
-    testkit::broker::create_topics_on(
-        &parts.namesrv(),
-        &testkit::SYSTEM_TOPICS,
-        4,
-        parts.brokers(),
-    )
-    .await?;
-    let mut inventories = Vec::new();
-    for i in 0..parts.inventory_replicas() {
-        inventories.push(parts.inventory_at(i, false).await?);
+    if settled.verdicts.iter().all(|v| v.passed()) && budget_violations.is_empty() {
+        println!("\nchaos: 0 violations");
+        let _ = std::fs::remove_dir_all(&stack.work);
+        Ok(())
+    } else {
+        bail!("chaos: invariants violated (see above)")
     }
-    let mut orders = Vec::new();
-    for i in 0..parts.order_replicas() {
-        orders.push(parts.order_at(i, None).await?);
-    }
-    let procs = Arc::new(RwLock::new(Procs {
-        brokers,
-        inventories,
-        orders,
-    }));
+}
 
-    let order_addrs = Arc::new(parts.order_addrs());
-    let order_addr = parts.order_addr();
-    let inventory_addr = parts.inventory_addr();
-    let stock = stock_per_goods(args.orders);
-    seed(&order_addr, &inventory_addr, stock).await?;
+/// The run's processes and what they run on: the parts (to restart a process), the
+/// processes themselves (the faults replace them), and the cuts with `--partitions`.
+struct Stack {
+    work: PathBuf,
+    parts: Parts,
+    procs: Procs,
+    partitions: Option<Partitions>,
+}
 
+impl Stack {
+    /// Fresh databases; the broker(s), the inventory_srv and order_srv replicas as
+    /// processes (in cgroups, with `--partitions`), and the goods seeded.
+    async fn start(args: &ChaosArgs) -> anyhow::Result<Self> {
+        let (server, [order_db, inventory_db]) =
+            fresh_databases(&args.mysql_url, [ORDER_DB, INVENTORY_DB], "CHAOS_MYSQL_URL").await?;
+        let work = std::env::temp_dir().join(format!("shop-chaos-{}", std::process::id()));
+        std::fs::create_dir_all(work.join("store"))?;
+        println!(
+            "chaos seed {} — process logs in {}",
+            args.seed,
+            work.display()
+        );
+        let parts = Parts::new(&work, order_db, inventory_db, args.pay_timeout)?
+            .replicas(
+                usize::from(args.order_replicas),
+                usize::from(args.inventory_replicas),
+                usize::from(args.brokers),
+            )?
+            .with_inventory_env(
+                "INVENTORY_RECONCILE_HORIZON",
+                humantime::format_duration(args.reconcile_horizon).to_string(),
+            )
+            .with_inventory_env("INVENTORY_RECONCILE_INTERVAL", "5s".into());
+        let (parts, partitions) = if args.partitions {
+            let (parts, partitions) = in_cgroups(parts, server.get_port()).await?;
+            (parts, Some(partitions))
+        } else {
+            (parts, None)
+        };
+        let procs = Procs::start(&parts).await?;
+        let stack = Self {
+            work,
+            parts,
+            procs,
+            partitions,
+        };
+        seed(
+            &stack.parts.order_addr(),
+            &stack.parts.inventory_addr(),
+            stock_per_goods(args.orders),
+        )
+        .await?;
+        Ok(stack)
+    }
+
+    /// Inflicts one fault and returns its window once it is over.
+    async fn inflict(&mut self, kill: Kill, args: &ChaosArgs) -> anyhow::Result<Window> {
+        let (from, wall_from) = (Instant::now(), chrono::Utc::now());
+        execute(
+            kill,
+            &self.parts,
+            &mut self.procs,
+            args,
+            self.partitions.as_ref(),
+        )
+        .await?;
+        Ok(Window {
+            label: kill.label(),
+            from,
+            to: Instant::now(),
+            cut: matches!(kill, Kill::Partition(..)).then(|| (wall_from, chrono::Utc::now())),
+        })
+    }
+
+    /// Stops every process (the brokers last) and removes the cuts' set-up.
+    async fn stop(&mut self) {
+        let procs = &mut self.procs;
+        for proc in procs
+            .orders
+            .iter_mut()
+            .chain(procs.inventories.iter_mut())
+            .chain(procs.brokers.iter_mut().rev())
+        {
+            proc.stop(Duration::from_secs(20)).await;
+        }
+        if let Some(partitions) = self.partitions.take() {
+            partitions.tear_down().await;
+        }
+    }
+}
+
+/// Sets up the cuts and puts the services into their cgroups.
+async fn in_cgroups(parts: Parts, mysql_port: u16) -> anyhow::Result<(Parts, Partitions)> {
+    let ports = partition::Ports {
+        mysql: mysql_port,
+        order: parts.order_ports(),
+        inventory: parts.inventory_ports(),
+        broker: parts.broker_ports(),
+    };
+    let partitions = Partitions::set_up(ports).await?;
+    let parts = parts.in_cgroups(
+        partitions.procs_file(Side::Order),
+        partitions.procs_file(Side::Inventory),
+    );
+    Ok((parts, partitions))
+}
+
+/// What the buyers did while the faults ran.
+struct Placed {
+    tally: Tally,
+    /// Indices the buyers took: each buyer takes one more than it places.
+    taken: usize,
+    windows: Vec<Window>,
+}
+
+/// The buyers place orders while the killer follows their progress: each fault once its
+/// share of the orders has been started.
+async fn place_under_faults(
+    stack: &mut Stack,
+    args: &ChaosArgs,
+    kills: &[Kill],
+    pay_seed: u64,
+    started: Instant,
+) -> anyhow::Result<Placed> {
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let next = Arc::new(AtomicUsize::new(0));
     // The callers go on past --orders until the last fault is over (calls that fail fast
     // during a cut would otherwise use them up before the schedule ends).
-    let faults_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pay_seed = rng.random::<u64>();
-    let workers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|w| {
-            let (next, tally, order_addrs) = (next.clone(), tally.clone(), order_addrs.clone());
-            let faults_done = faults_done.clone();
-            let orders = args.orders;
-            let pay_timeout = args.pay_timeout;
-            tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(pay_seed ^ w as u64);
-                let mut payments = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= orders && faults_done.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    payments
-                        .extend(place_one(&order_addrs, i, &mut rng, pay_timeout, &tally).await);
-                }
-                for payment in payments {
-                    let _ = payment.await;
-                }
-            })
+    let faults_done = Arc::new(AtomicBool::new(false));
+    let tickets = {
+        let (orders, faults_done) = (args.orders, faults_done.clone());
+        Tickets::from(0, move |i| {
+            i < orders || !faults_done.load(Ordering::SeqCst)
         })
-        .collect();
-
-    // The killer follows the orders' progress.
-    let mut kills_by_point: BTreeMap<String, usize> = BTreeMap::new();
-    let mut windows: Vec<Window> = Vec::new();
+    };
+    let buyers = start_buyers(args, stack.parts.order_addrs(), pay_seed, &tickets, &tally);
+    let every = (args.orders / (kills.len() + 1)).max(1);
+    let mut windows = Vec::new();
     for (k, kill) in kills.iter().enumerate() {
         let due = every * (k + 1);
-        while next.load(Ordering::SeqCst) < due && !workers.iter().all(|w| w.is_finished()) {
+        while tickets.taken() < due && !buyers.is_finished() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!(
@@ -320,48 +383,90 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             k + 1,
             kill.label()
         );
-        let (from, wall_from) = (Instant::now(), chrono::Utc::now());
-        execute(*kill, &parts, &procs, &args, partitions.as_ref()).await?;
-        let to = Instant::now();
-        windows.push(Window {
-            label: kill.label(),
-            from,
-            to,
-            cut: matches!(kill, Kill::Partition(..)).then(|| (wall_from, chrono::Utc::now())),
-        });
-        *kills_by_point.entry(kill.label()).or_default() += 1;
-        // The next fault starts once orders succeed again (or a minute passed), and not
-        // before the end of this one's window (5 s after it), so each fault's recovery
-        // and log lines are measured on their own.
-        let calm = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < calm && !succeeded_since(&tally, to) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep_until((to + WINDOW_AFTER).into()).await;
+        let window = stack.inflict(*kill, args).await?;
+        wait_for_calm(&tally, window.to).await;
+        windows.push(window);
     }
     faults_done.store(true, Ordering::SeqCst);
-    for worker in workers {
-        let _ = worker.await;
-    }
-    let placed_at = started.elapsed();
-
-    // Quiescence: every half message resolved, every unpaid order closed, every reback
-    // applied. I2 compares the databases, so wait until the audit holds twice in a row
-    // (or the deadline passes, and report what is still wrong).
-    let order_pool = sqlx::MySqlPool::connect(&parts.order_db_url()).await?;
-    let inventory_pool = sqlx::MySqlPool::connect(&parts.inventory_db_url()).await?;
-    let input = {
-        let t = tally
+    buyers.join().await;
+    let tally = std::mem::take(
+        &mut *tally
             .lock()
-            .map_err(|_| anyhow::anyhow!("tally poisoned"))?;
-        AuditInput {
-            initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
-            acknowledged: t.acknowledged.clone(),
-            liveness: Some(Liveness {
-                reconcile_horizon: Some(args.reconcile_horizon),
-                ..Liveness::new(args.pay_timeout)
-            }),
+            .map_err(|_| anyhow::anyhow!("tally poisoned"))?,
+    );
+    Ok(Placed {
+        tally,
+        taken: tickets.taken(),
+        windows,
+    })
+}
+
+/// `--concurrency` buyers, each placing the orders of the indices it takes, then waiting
+/// for the payments it left retrying.
+fn start_buyers(
+    args: &ChaosArgs,
+    order_addrs: Vec<String>,
+    pay_seed: u64,
+    tickets: &Tickets,
+    tally: &Arc<Mutex<Tally>>,
+) -> Pool {
+    let order_addrs = Arc::new(order_addrs);
+    let pay_timeout = args.pay_timeout;
+    Pool::start(args.concurrency, tickets, |w, tickets| {
+        let (order_addrs, tally) = (order_addrs.clone(), tally.clone());
+        async move {
+            let mut rng = StdRng::seed_from_u64(pay_seed ^ w as u64);
+            let mut payments = Vec::new();
+            while let Some(i) = tickets.take() {
+                payments.extend(place_one(&order_addrs, i, &mut rng, pay_timeout, &tally).await);
+            }
+            for payment in payments {
+                let _ = payment.await;
+            }
         }
+    })
+}
+
+/// The next fault starts once orders succeed again (or a minute passed), and not before
+/// the end of this one's window (5 s after it), so each fault's recovery and log lines
+/// are measured on their own.
+async fn wait_for_calm(tally: &Mutex<Tally>, fault_ended: Instant) {
+    let calm = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < calm && !succeeded_since(tally, fault_ended) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep_until((fault_ended + WINDOW_AFTER).into()).await;
+}
+
+/// The system once quiet: the audit's verdicts and what the rows and the broker show.
+struct Settled {
+    verdicts: Vec<testkit::audit::Verdict>,
+    /// When the audit held (since the run started).
+    quiet_at: Duration,
+    rows: RowCounts,
+    lags: ConsumerWork,
+    timer: Option<mq::TimerBacklog>,
+}
+
+/// Quiescence: every half message resolved, every unpaid order closed, every reback
+/// applied. I2 compares the databases, so wait until the audit holds twice in a row (or
+/// the deadline passes, and report what is still wrong).
+async fn settle(
+    stack: &Stack,
+    args: &ChaosArgs,
+    placed: &Placed,
+    started: Instant,
+) -> anyhow::Result<Settled> {
+    let order_pool = sqlx::MySqlPool::connect(&stack.parts.order_db_url()).await?;
+    let inventory_pool = sqlx::MySqlPool::connect(&stack.parts.inventory_db_url()).await?;
+    let stock = stock_per_goods(args.orders);
+    let input = AuditInput {
+        initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
+        acknowledged: placed.tally.acknowledged.clone(),
+        liveness: Some(Liveness {
+            reconcile_horizon: Some(args.reconcile_horizon),
+            ..Liveness::new(args.pay_timeout)
+        }),
     };
     let verdicts = audit_once_quiet(
         &order_pool,
@@ -370,58 +475,77 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         Instant::now() + args.settle_within + args.pay_timeout + args.reconcile_horizon,
     )
     .await?;
-    let quiescent_after = started.elapsed() - placed_at;
-
-    let closed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'TRADE_CLOSED'")
-            .fetch_one(&order_pool)
-            .await?;
-    let returned: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED'")
-            .fetch_one(&inventory_pool)
-            .await?;
-    let tombstones: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED' AND detail = '[]'",
-    )
-    .fetch_one(&inventory_pool)
-    .await?;
-    let aborted: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM tx_barrier WHERE outcome = 'aborted'")
-            .fetch_one(&order_pool)
-            .await?;
+    let quiet_at = started.elapsed();
+    let rows = RowCounts::of(&order_pool, &inventory_pool).await?;
     let lags = consumer_lags(&order_pool, started, args.pay_timeout).await?;
     let timer = {
-        let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "chaos")?;
+        let mq = mq::Mq::new(&mq::MqConfig::new(stack.parts.namesrv()), "chaos")?;
         let backlog = crate::soak::timer_backlog(&mq).await;
         mq.shutdown().await;
         backlog
     };
-    let mut procs = Arc::try_unwrap(procs)
-        .map_err(|_| anyhow::anyhow!("processes still shared"))?
-        .into_inner();
-    for proc in procs
-        .orders
-        .iter_mut()
-        .chain(procs.inventories.iter_mut())
-        .chain(procs.brokers.iter_mut().rev())
-    {
-        proc.stop(Duration::from_secs(20)).await;
-    }
-    if let Some(partitions) = partitions {
-        partitions.tear_down().await;
-    }
+    Ok(Settled {
+        verdicts,
+        quiet_at,
+        rows,
+        lags,
+        timer,
+    })
+}
 
-    let t = tally
-        .lock()
-        .map_err(|_| anyhow::anyhow!("tally poisoned"))?;
+/// Rows that tell how the run ended.
+struct RowCounts {
+    closed: i64,
+    returned: i64,
+    tombstones: i64,
+    aborted: i64,
+}
+
+impl RowCounts {
+    async fn of(
+        order_pool: &sqlx::MySqlPool,
+        inventory_pool: &sqlx::MySqlPool,
+    ) -> anyhow::Result<Self> {
+        let returned = "SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED'";
+        Ok(Self {
+            closed: count(
+                order_pool,
+                "SELECT COUNT(*) FROM order_info WHERE status = 'TRADE_CLOSED'",
+            )
+            .await?,
+            returned: count(inventory_pool, returned).await?,
+            tombstones: count(
+                inventory_pool,
+                "SELECT COUNT(*) FROM stock_sell_detail WHERE status = 'RETURNED' AND detail = '[]'",
+            )
+            .await?,
+            aborted: count(
+                order_pool,
+                "SELECT COUNT(*) FROM tx_barrier WHERE outcome = 'aborted'",
+            )
+            .await?,
+        })
+    }
+}
+
+/// The number `sql` selects (a `COUNT(*)`).
+pub(crate) async fn count(pool: &sqlx::MySqlPool, sql: &'static str) -> anyhow::Result<i64> {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .with_context(|| sql.to_owned())
+}
+
+/// The summary's head: the calls' outcomes and the faults.
+fn print_counts(args: &ChaosArgs, kills: &[Kill], placed: &Placed, settled: &Settled) {
+    let t = &placed.tally;
     println!(
         "\nchaos summary (seed {}; {} order_srv, {} inventory_srv, {} brokers):",
         args.seed, args.order_replicas, args.inventory_replicas, args.brokers
     );
     println!(
         "  orders attempted       {}",
-        next.load(Ordering::SeqCst)
-            .saturating_sub(args.concurrency.max(1))
+        placed.taken.saturating_sub(args.concurrency.max(1))
     );
     println!("  acknowledged (OK)      {}", t.acknowledged.len());
     for (code, n) in &t.failed {
@@ -431,66 +555,101 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "  paid / payment refused {} / {}",
         t.paid, t.payment_refused
     );
-    println!("  closed by pay timeout  {closed}");
+    println!("  closed by pay timeout  {}", settled.rows.closed);
     println!("  kills                  {}", kills.len());
+    let mut kills_by_point: BTreeMap<&str, usize> = BTreeMap::new();
+    for window in &placed.windows {
+        *kills_by_point.entry(&window.label).or_default() += 1;
+    }
     for (label, n) in &kills_by_point {
         println!("    {label:<40} {n}");
     }
+}
+
+/// Per fault window: the CreateOrder answers, how late the consumers were, and for a cut
+/// what the buyers saw and the services logged. Returns the cuts' budget violations.
+fn print_windows(
+    placed: &Placed,
+    lags: &ConsumerWork,
+    parts: &Parts,
+    started: Instant,
+) -> Vec<String> {
     println!(
         "  per fault window (from its start to 5 s after its end): CreateOrder answers; how late \
          the consumers handled what fell due in it (pay timeouts closing orders, stock returns \
          after a close)"
     );
     let mut budget_violations = Vec::new();
-    for Window {
-        label,
-        from,
-        to: until,
-        cut,
-    } in &windows
-    {
-        let to = &(*until + WINDOW_AFTER);
-        let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
-        let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, _, code) in t.answers.iter().filter(|(_, at, _)| at >= from && at <= to) {
-            *codes.entry(code.as_str()).or_default() += 1;
-        }
-        let ok = codes.remove("Ok").unwrap_or(0);
-        let span = (
-            from.duration_since(started).as_secs_f64(),
-            to.duration_since(started).as_secs_f64(),
-        );
-        println!(
-            "    {label:<40} {seconds:>5.1}s  {:>6.1} ack/s  failed {codes:?}",
-            ok as f64 / seconds,
-        );
-        println!(
-            "    {:<40} timeouts {}, stock returns {}",
-            "",
-            Lags::of(&lags.timeouts, span),
-            Lags::of(&lags.rebacks, span),
-        );
-        if let Some((wall_from, wall_to)) = cut {
-            let cut = Cut::of(&t, *from, *until);
-            let warnings: Vec<(String, usize)> = parts
-                .service_logs()
-                .into_iter()
-                .map(|(name, log)| {
-                    let until = *wall_to + WINDOW_AFTER;
-                    (name, partition::warnings_between(&log, *wall_from, until))
-                })
-                .collect();
-            println!("    {:<40} {cut}; WARN/ERROR lines {warnings:?}", "");
-            budget_violations.extend(cut.violations(label));
-            for (name, lines) in warnings {
-                if lines > WARNINGS_PER_CUT {
-                    budget_violations.push(format!(
-                        "{label}: {name} logged {lines} WARN/ERROR lines (at most {WARNINGS_PER_CUT})"
-                    ));
-                }
-            }
+    for window in &placed.windows {
+        print_window(window, &placed.tally, lags, started);
+        if let Some(wall) = window.cut {
+            budget_violations.extend(print_cut(window, wall, &placed.tally, parts));
         }
     }
+    budget_violations
+}
+
+fn print_window(window: &Window, t: &Tally, lags: &ConsumerWork, started: Instant) {
+    let Window {
+        label, from, to, ..
+    } = window;
+    let to = &(*to + WINDOW_AFTER);
+    let seconds = to.duration_since(*from).as_secs_f64().max(0.001);
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, code) in t.answers.iter().filter(|(_, at, _)| at >= from && at <= to) {
+        *codes.entry(code.as_str()).or_default() += 1;
+    }
+    let ok = codes.remove("Ok").unwrap_or(0);
+    let span = (
+        from.duration_since(started).as_secs_f64(),
+        to.duration_since(started).as_secs_f64(),
+    );
+    println!(
+        "    {label:<40} {seconds:>5.1}s  {:>6.1} ack/s  failed {codes:?}",
+        ok as f64 / seconds,
+    );
+    println!(
+        "    {:<40} timeouts {}, stock returns {}",
+        "",
+        Lags::of(&lags.timeouts, span),
+        Lags::of(&lags.rebacks, span),
+    );
+}
+
+/// What the buyers saw of a cut and the WARN/ERROR lines each service logged in its
+/// window; returns the budgets it broke.
+fn print_cut(
+    window: &Window,
+    (wall_from, wall_to): WallSpan,
+    t: &Tally,
+    parts: &Parts,
+) -> Vec<String> {
+    let label = &window.label;
+    let cut = Cut::of(t, window.from, window.to);
+    let warnings: Vec<(String, usize)> = parts
+        .service_logs()
+        .into_iter()
+        .map(|(name, log)| {
+            let until = wall_to + WINDOW_AFTER;
+            (name, partition::warnings_between(&log, wall_from, until))
+        })
+        .collect();
+    println!("    {:<40} {cut}; WARN/ERROR lines {warnings:?}", "");
+    let mut violations = cut.violations(label);
+    for (name, lines) in warnings {
+        if lines > WARNINGS_PER_CUT {
+            violations.push(format!(
+                "{label}: {name} logged {lines} WARN/ERROR lines (at most {WARNINGS_PER_CUT})"
+            ));
+        }
+    }
+    violations
+}
+
+/// The summary's tail: the consumers over the whole run, the broker, the rows, the
+/// times, the audit.
+fn print_run_end(settled: &Settled, placed_at: Duration, quiescent_after: Duration) {
+    let (lags, rows) = (&settled.lags, &settled.rows);
     println!(
         "  consumer lag over the whole run: timeouts {}, stock returns {}",
         Lags::of(&lags.timeouts, (f64::MIN, f64::MAX)),
@@ -498,27 +657,26 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     );
     println!(
         "  broker timer, once quiet: {}",
-        timer.map_or_else(|| "no answer".to_owned(), |t| t.to_string())
+        settled
+            .timer
+            .as_ref()
+            .map_or_else(|| "no answer".to_owned(), |t| t.to_string())
     );
-    println!("  check-backs that found no commit ('aborted' barrier rows)  {aborted}");
-    println!("  stock returns applied  {returned} (of which tombstones {tombstones})");
+    println!(
+        "  check-backs that found no commit ('aborted' barrier rows)  {}",
+        rows.aborted
+    );
+    println!(
+        "  stock returns applied  {} (of which tombstones {})",
+        rows.returned, rows.tombstones
+    );
     println!("  orders placed in       {:.1}s", placed_at.as_secs_f64());
     println!(
         "  quiescent after        {:.1}s",
         quiescent_after.as_secs_f64()
     );
     println!("\naudit:");
-    print!("{}", report(&verdicts));
-    for violation in &budget_violations {
-        println!("time budget violated: {violation}");
-    }
-    if verdicts.iter().all(|v| v.passed()) && budget_violations.is_empty() {
-        println!("\nchaos: 0 violations");
-        let _ = std::fs::remove_dir_all(&work);
-        Ok(())
-    } else {
-        bail!("chaos: invariants violated (see above)")
-    }
+    print!("{}", report(&settled.verdicts));
 }
 
 /// The audit once the system is quiet: every unpaid order closed and every invariant
@@ -533,10 +691,11 @@ pub(crate) async fn audit_once_quiet(
     let mut passes = 0;
     loop {
         let verdicts = audit(order_db, inventory_db, input).await?;
-        let unpaid: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'")
-                .fetch_one(order_db)
-                .await?;
+        let unpaid = count(
+            order_db,
+            "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'",
+        )
+        .await?;
         passes = if verdicts.iter().all(|v| v.passed()) && unpaid == 0 {
             passes + 1
         } else {
@@ -727,10 +886,42 @@ impl std::fmt::Display for Lags {
     }
 }
 
+/// The running processes, by kind (the faults replace them).
 struct Procs {
     brokers: Vec<Proc>,
     inventories: Vec<Proc>,
     orders: Vec<Proc>,
+}
+
+impl Procs {
+    /// The brokers, then every inventory_srv, then every order_srv.
+    async fn start(parts: &Parts) -> anyhow::Result<Self> {
+        let mut brokers = Vec::new();
+        for i in 0..parts.brokers() {
+            brokers.push(parts.broker_at(i).await?);
+        }
+        // Retried until every broker has registered with the name server.
+        testkit::broker::create_topics_on(
+            &parts.namesrv(),
+            &testkit::SYSTEM_TOPICS,
+            4,
+            parts.brokers(),
+        )
+        .await?;
+        let mut inventories = Vec::new();
+        for i in 0..parts.inventory_replicas() {
+            inventories.push(parts.inventory_at(i, false).await?);
+        }
+        let mut orders = Vec::new();
+        for i in 0..parts.order_replicas() {
+            orders.push(parts.order_at(i, None).await?);
+        }
+        Ok(Self {
+            brokers,
+            inventories,
+            orders,
+        })
+    }
 }
 
 /// The faults, in a seeded order: at least one broker restart and one inventory kill;
@@ -782,22 +973,14 @@ fn schedule(args: &ChaosArgs, rng: &mut StdRng) -> Vec<Kill> {
     kills
 }
 
+/// Inflicts one fault and returns once it is over: the processes back, the link healed.
 async fn execute(
     kill: Kill,
     parts: &Parts,
-    procs: &RwLock<Procs>,
+    procs: &mut Procs,
     args: &ChaosArgs,
     partitions: Option<&Partitions>,
 ) -> anyhow::Result<()> {
-    if let Kill::Partition(link, cut_for) = kill {
-        // The processes keep running: no lock on them.
-        let partitions = partitions.context("a cut without --partitions")?;
-        partitions.cut(link).await?;
-        tokio::time::sleep(cut_for).await;
-        return partitions.heal().await;
-    }
-    let mut procs = procs.write().await;
-    let procs = &mut *procs;
     // A replica that others stand in for stays dead a while, so they must take over.
     let down_for = |replicas: &[Proc]| {
         if replicas.len() > 1 {
@@ -807,36 +990,26 @@ async fn execute(
         }
     };
     match kill {
+        Kill::Partition(link, cut_for) => {
+            // The processes keep running.
+            let partitions = partitions.context("a cut without --partitions")?;
+            partitions.cut(link).await?;
+            tokio::time::sleep(cut_for).await;
+            partitions.heal().await?;
+        }
         Kill::OrderAt(i, point) => {
             let order = slot(&mut procs.orders, i)?;
-            order.kill().await;
-            *order = parts
-                .order_at(i, Some(format!("{point}=1*return(*:crash)")))
-                .await?;
-            // Wait (bounded) for the armed step to be hit and the process to die, then
-            // bring it back unarmed.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while order.is_running() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            order.kill().await;
+            let armed = format!("{point}=1*return(*:crash)");
+            crash_armed(order, parts.order_at(i, Some(armed))).await?;
             *order = parts.order_at(i, None).await?;
         }
         Kill::OrderAwayAfterSell(i, away) => {
             let order = slot(&mut procs.orders, i)?;
-            order.kill().await;
-            *order = parts
-                .order_at(i, Some("order.after_sell=1*return(*:crash)".into()))
-                .await?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while order.is_running() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            order.kill().await;
+            let armed = "order.after_sell=1*return(*:crash)".to_owned();
+            crash_armed(order, parts.order_at(i, Some(armed))).await?;
             tokio::time::sleep(away).await;
             *order = parts.order_at(i, None).await?;
         }
-        Kill::Partition(..) => {}
         Kill::OrderSigkill(i) => {
             slot(&mut procs.orders, i)?.kill().await;
             tokio::time::sleep(down_for(&procs.orders)).await;
@@ -849,13 +1022,7 @@ async fn execute(
         }
         Kill::InventoryInConsumer(i) => {
             let inventory = slot(&mut procs.inventories, i)?;
-            inventory.kill().await;
-            *inventory = parts.inventory_at(i, true).await?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while inventory.is_running() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            inventory.kill().await;
+            crash_armed(inventory, parts.inventory_at(i, true)).await?;
             *inventory = parts.inventory_at(i, false).await?;
         }
         Kill::Broker => {
@@ -880,31 +1047,36 @@ async fn execute(
     Ok(())
 }
 
+/// Replaces `proc` with the one `armed` starts (a failpoint armed), waits (bounded) for
+/// the armed step to be hit and the process to die, and kills what is left; the caller
+/// brings it back unarmed.
+async fn crash_armed(
+    proc: &mut Proc,
+    armed: impl Future<Output = anyhow::Result<Proc>>,
+) -> anyhow::Result<()> {
+    proc.kill().await;
+    *proc = armed.await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proc.is_running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proc.kill().await;
+    Ok(())
+}
+
 fn slot(procs: &mut [Proc], i: usize) -> anyhow::Result<&mut Proc> {
     procs
         .get_mut(i)
         .with_context(|| format!("no replica {i} to fault"))
 }
 
+/// Goods 1 to 20, each priced at 100 cents times its id, with `stock` units; every call
+/// with a deadline.
 pub(crate) async fn seed(order_addr: &str, inventory_addr: &str, stock: i32) -> anyhow::Result<()> {
-    let mut order = OrderClient::connect(order_addr.to_owned()).await?;
-    let mut inventory = InventoryClient::connect(inventory_addr.to_owned()).await?;
-    for id in 1..=GOODS {
-        order
-            .upsert_goods(pb::Goods {
-                id,
-                name: format!("goods {id}"),
-                price_cents: 100 * i64::from(id),
-            })
-            .await?;
-        inventory
-            .set_inv(inv::SetInvRequest {
-                goods_id: id,
-                stocks: stock,
-            })
-            .await?;
-    }
-    Ok(())
+    let mut order = OrderClient::new(calls::channel(order_addr.to_owned()).await?);
+    let mut inventory = InventoryClient::new(calls::channel(inventory_addr.to_owned()).await?);
+    let goods = (1..=GOODS).map(|id| (calls::numbered_goods(id, 100 * i64::from(id)), stock));
+    calls::seed_goods(&mut order, &mut inventory, goods, Stock::Set).await
 }
 
 /// One user: fill the cart, CreateOrder (retrying while order_srv is down), maybe pay.
@@ -916,143 +1088,181 @@ async fn place_one(
     pay_timeout: Duration,
     tally: &Arc<Mutex<Tally>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let user_id = 1_000 + i as i64;
-    // Round-robin over the replicas, as a gateway spreads calls; a replica that refuses
-    // the connection (it is restarting) passes the call to the next one.
-    let mut turn = i;
-    let mut order_addr = || {
-        turn = turn.wrapping_add(1);
-        replica(order_addrs, turn)
-    };
-    let goods: Vec<i32> = {
-        let first = rng.random_range(1..=GOODS);
-        let second = rng.random_range(1..=GOODS);
-        if first == second {
-            vec![first]
-        } else {
-            vec![first, second]
+    let mut buyer = Buyer::new(order_addrs, i, rng, pay_timeout);
+    buyer.fill_cart(tally).await?;
+    let order_sn = buyer.create_order(tally).await?;
+    if !buyer.pays {
+        return None;
+    }
+    buyer.pay(order_sn, tally).await
+}
+
+/// One user's choices (the goods, whether and when to pay) and the replica it calls next.
+struct Buyer<'a> {
+    i: usize,
+    user_id: i64,
+    order_addrs: &'a [String],
+    turn: usize,
+    goods: Vec<i32>,
+    nums: i32,
+    pays: bool,
+    pay_after: Duration,
+    /// The buyer gives up on order_srv after this.
+    deadline: Instant,
+}
+
+impl<'a> Buyer<'a> {
+    fn new(order_addrs: &'a [String], i: usize, rng: &mut StdRng, pay_timeout: Duration) -> Self {
+        let goods: Vec<i32> = {
+            let first = rng.random_range(1..=GOODS);
+            let second = rng.random_range(1..=GOODS);
+            if first == second {
+                vec![first]
+            } else {
+                vec![first, second]
+            }
+        };
+        let nums = rng.random_range(1..=3);
+        let pays = rng.random_bool(0.5);
+        let pay_after =
+            Duration::from_millis(rng.random_range(0..=(pay_timeout.as_millis() as u64 * 3 / 2)));
+        Self {
+            i,
+            user_id: 1_000 + i as i64,
+            order_addrs,
+            turn: i,
+            goods,
+            nums,
+            pays,
+            pay_after,
+            deadline: Instant::now() + Duration::from_secs(120),
         }
-    };
-    let nums = rng.random_range(1..=3);
-    let pays = rng.random_bool(0.5);
-    let pay_after =
-        Duration::from_millis(rng.random_range(0..=(pay_timeout.as_millis() as u64 * 3 / 2)));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let record_failure = |code: String| {
-        if let Ok(mut t) = tally.lock() {
-            *t.failed.entry(code).or_default() += 1;
-        }
-    };
-    // The cart: retried while order_srv refuses connections (it may be restarting). An
-    // add that order_srv answers with an error (its MySQL cut off) is not retried: the
-    // buyer goes on to CreateOrder with what the cart holds, so CreateOrders meet such
-    // cuts too (with an empty cart it is refused, counted under its code).
-    'goods: for goods_id in &goods {
+    }
+
+    /// Round-robin over the replicas, as a gateway spreads calls; a replica that refuses
+    /// the connection (it is restarting) passes the call to the next one.
+    fn next_addr(&mut self) -> String {
+        self.turn = self.turn.wrapping_add(1);
+        replica(self.order_addrs, self.turn)
+    }
+
+    /// A client of the next replica that accepts a connection, tried every 200 ms;
+    /// `None` once the deadline passed.
+    async fn client(&mut self) -> Option<OrderClient<Channel>> {
         loop {
-            let Some(mut client) = connect(order_addr()).await else {
-                if Instant::now() > deadline {
-                    record_failure("cart unreachable".into());
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+            if let Some(client) = connect(self.next_addr()).await {
+                return Some(client);
+            }
+            if Instant::now() > self.deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The cart: retried while order_srv refuses connections (it may be restarting). An
+    /// add that order_srv answers with an error (its MySQL cut off) is not retried: the
+    /// buyer goes on to CreateOrder with what the cart holds, so CreateOrders meet such
+    /// cuts too (with an empty cart it is refused, counted under its code). `None` when
+    /// order_srv stayed unreachable.
+    async fn fill_cart(&mut self, tally: &Mutex<Tally>) -> Option<()> {
+        for goods_id in self.goods.clone() {
+            let Some(mut client) = self.client().await else {
+                note(tally, |t| t.fail("cart unreachable".into()));
+                return None;
             };
             let started = Instant::now();
             let added = client
-                .create_cart_item(pb::CreateCartItemRequest {
-                    user_id,
-                    goods_id: *goods_id,
-                    nums,
-                    checked: Some(true),
-                })
+                .create_cart_item(calls::cart_line(self.user_id, goods_id, self.nums))
                 .await;
-            let code = added
-                .as_ref()
-                .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-            if let Ok(mut t) = tally.lock() {
-                t.other_answers
-                    .push((started, Instant::now(), format!("{code:?}")));
-            }
+            let code = code_of(&added);
+            note(tally, |t| t.other_answers.push(answer(started, code)));
             if added.is_err() {
-                record_failure(format!("cart {code:?}"));
-                break 'goods;
+                note(tally, |t| t.fail(format!("cart {code:?}")));
+                break;
             }
-            break;
         }
+        Some(())
     }
-    // CreateOrder once: a call cut by a crash is exactly what chaos is about (it sends no
-    // request_id, so a retry would be a new order; the request_id retry has tests of its
-    // own). Connection refused (nothing sent) is retried.
-    let order = loop {
-        let mut client = match connect(order_addr()).await {
-            Some(c) => c,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            None => {
-                record_failure("order_srv unreachable".into());
-                return None;
-            }
+
+    /// CreateOrder once: a call cut by a crash is exactly what chaos is about (it sends no
+    /// request_id, so a retry would be a new order; the request_id retry has tests of its
+    /// own). Connection refused (nothing sent) is retried. A call unanswered within
+    /// [`calls::CALL_WITHIN`] fails `Cancelled` like any other: its outcome is unknown,
+    /// and the audit does not count on its order. The order_sn when it succeeded.
+    async fn create_order(&mut self, tally: &Mutex<Tally>) -> Option<String> {
+        let Some(mut client) = self.client().await else {
+            note(tally, |t| t.fail("order_srv unreachable".into()));
+            return None;
         };
-        let request = pb::CreateOrderRequest {
-            user_id,
-            address: "1 Chaos Lane".into(),
-            name: "Chaos".into(),
-            mobile: "13800000000".into(),
-            post: String::new(),
-            request_id: String::new(),
-        };
+        let request = calls::order_request(self.user_id, "1 Chaos Lane", "Chaos", "");
         let started = Instant::now();
-        let answer = client.create_order(request).await;
-        if let Ok(mut t) = tally.lock() {
-            let code = answer
-                .as_ref()
-                .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-            t.answers
-                .push((started, Instant::now(), format!("{code:?}")));
-        }
-        match answer {
-            Ok(order) => break order.into_inner(),
+        let placed = client.create_order(request).await;
+        note(tally, |t| t.answers.push(answer(started, code_of(&placed))));
+        match placed {
+            Ok(order) => {
+                let order_sn = order.into_inner().order_sn;
+                note(tally, |t| t.acknowledged.push(order_sn.clone()));
+                Some(order_sn)
+            }
             Err(status) => {
-                record_failure(format!("{:?}", status.code()));
-                return None;
+                note(tally, |t| t.fail(format!("{:?}", status.code())));
+                None
             }
         }
-    };
-    if let Ok(mut t) = tally.lock() {
-        t.acknowledged.push(order.order_sn.clone());
     }
-    if !pays {
-        return None;
-    }
-    tokio::time::sleep(pay_after).await;
-    // The first attempt here; if it fails (order_srv away or its MySQL cut off), the
-    // retries go on beside the buyer's next orders, as a payment provider's would.
-    let order_sn = order.order_sn;
-    if pay_once(order_addr(), &order_sn, tally).await.is_some() {
-        return None;
-    }
-    let (addrs, tally) = (order_addrs.to_vec(), tally.clone());
-    Some(tokio::spawn(async move {
-        let mut turn = i;
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            turn = turn.wrapping_add(1);
-            if pay_once(replica(&addrs, turn), &order_sn, &tally)
-                .await
-                .is_some()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                if let Ok(mut t) = tally.lock() {
-                    *t.failed.entry("payment unanswered".into()).or_default() += 1;
+
+    /// Pays after its delay. The first attempt here; if it fails (order_srv away or its
+    /// MySQL cut off), the retries go on beside the buyer's next orders, as a payment
+    /// provider's would: the task that makes them.
+    async fn pay(
+        mut self,
+        order_sn: String,
+        tally: &Arc<Mutex<Tally>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        tokio::time::sleep(self.pay_after).await;
+        if pay_once(self.next_addr(), &order_sn, tally).await.is_some() {
+            return None;
+        }
+        let (addrs, tally) = (self.order_addrs.to_vec(), tally.clone());
+        let (i, deadline) = (self.i, self.deadline);
+        Some(tokio::spawn(async move {
+            let mut turn = i;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                turn = turn.wrapping_add(1);
+                if pay_once(replica(&addrs, turn), &order_sn, &tally)
+                    .await
+                    .is_some()
+                {
+                    return;
                 }
-                return;
+                if Instant::now() > deadline {
+                    note(&tally, |t| t.fail("payment unanswered".into()));
+                    return;
+                }
             }
-        }
-    }))
+        }))
+    }
+}
+
+/// Changes the tally (unless a buyer panicked holding it).
+fn note(tally: &Mutex<Tally>, change: impl FnOnce(&mut Tally)) {
+    if let Ok(mut t) = tally.lock() {
+        change(&mut t);
+    }
+}
+
+/// A call's code ("Ok" for success).
+fn code_of<T>(result: &Result<T, tonic::Status>) -> tonic::Code {
+    result
+        .as_ref()
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok)
+}
+
+/// An answer to a call that started at `started`, received now.
+fn answer(started: Instant, code: tonic::Code) -> (Instant, Instant, String) {
+    (started, Instant::now(), format!("{code:?}"))
 }
 
 /// Replica `turn` (round-robin) of `addrs`.
@@ -1064,19 +1274,10 @@ fn replica(addrs: &[String], turn: usize) -> String {
 }
 
 /// A client of order_srv at `addr`, or `None` when it does not accept a connection within
-/// 2 s. Every call on it gives up after [`CALL_WITHIN`].
-async fn connect(addr: String) -> Option<OrderClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(addr)
-        .ok()?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(CALL_WITHIN);
-    OrderClient::connect(endpoint).await.ok()
+/// 2 s. Every call on it gives up after [`calls::CALL_WITHIN`].
+async fn connect(addr: String) -> Option<OrderClient<Channel>> {
+    calls::channel(addr).await.ok().map(OrderClient::new)
 }
-
-/// The longest a buyer's call waits: past every server-side bound (the budget, the
-/// handlers' 10 s), so it only ends a call whose server hangs, which the summary then
-/// shows as the slowest answer instead of the run hanging.
-const CALL_WITHIN: Duration = Duration::from_secs(30);
 
 /// One payment call; `Some` when it settled the payment (paid, or refused because the
 /// order was closed first), `None` when it should be tried again.
@@ -1084,19 +1285,11 @@ async fn pay_once(addr: String, order_sn: &str, tally: &Mutex<Tally>) -> Option<
     let mut client = connect(addr).await?;
     let started = Instant::now();
     let paid = client
-        .update_order_status(pb::UpdateOrderStatusRequest {
-            order_sn: order_sn.to_owned(),
-            status: pb::OrderStatus::TradeSuccess as i32,
-            pay_type: "chaos".into(),
-            trade_no: format!("T{order_sn}"),
-        })
-        .await
-        .map(|_| ())
-        .map_err(|s| s.code());
+        .update_order_status(calls::payment(order_sn, "chaos"))
+        .await;
     let mut t = tally.lock().ok()?;
-    let code = paid.err().unwrap_or(tonic::Code::Ok);
-    t.other_answers
-        .push((started, Instant::now(), format!("{code:?}")));
+    let code = code_of(&paid);
+    t.other_answers.push(answer(started, code));
     match code {
         tonic::Code::Ok => t.paid += 1,
         tonic::Code::FailedPrecondition => t.payment_refused += 1,

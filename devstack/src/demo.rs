@@ -12,13 +12,14 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use proto::order::{self as pb, order_client::OrderClient};
-use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::MySqlPool;
 
 use testkit::audit::{AuditInput, Liveness, audit, report};
 
 use crate::{
+    calls,
     chaos::seed,
-    procs::{Parts, Proc},
+    procs::{Parts, Proc, fresh_databases},
 };
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -47,21 +48,14 @@ struct Demo {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let base: MySqlConnectOptions = args.mysql_url.parse().context("DEMO_MYSQL_URL")?;
-    testkit::mysql::recreate_databases(
-        &base,
-        &["shop_demo_order", "shop_demo_inventory"],
+    let (_, [order_db, inventory_db]) = fresh_databases(
+        &args.mysql_url,
+        ["shop_demo_order", "shop_demo_inventory"],
         "DEMO_MYSQL_URL",
     )
     .await?;
-    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
     let work: PathBuf = std::env::temp_dir().join(format!("shop-demo-{}", std::process::id()));
-    let parts = Parts::new(
-        &work,
-        url("shop_demo_order"),
-        url("shop_demo_inventory"),
-        args.pay_timeout,
-    )?;
+    let parts = Parts::new(&work, order_db, inventory_db, args.pay_timeout)?;
     println!(
         "starting the broker (check-back after ~1 s) and both services; logs in {}",
         work.display()
@@ -109,12 +103,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 impl Demo {
     async fn scenarios(&mut self, pay_timeout: Duration) -> anyhow::Result<()> {
+        self.happy_path().await?;
+        self.insufficient_stock().await?;
+        self.local_transaction_fails_after_sell().await?;
+        self.crash_before_commit().await?;
+        self.unpaid_order_times_out(pay_timeout).await?;
+        self.payment_and_timeout_race(pay_timeout).await?;
+        self.lost_reply_retried().await?;
+        self.buyer_cancels().await
+    }
+
+    async fn happy_path(&mut self) -> anyhow::Result<()> {
         self.heading("1. happy path: order created, stock deducted, the reback rolled back");
-        let order = self
-            .place(101, 1, 2)
-            .await?
-            .map_err(anyhow::Error::msg)
-            .context("the order should succeed")?;
+        let order = self.place_ok(101, 1, 2).await?;
         self.show(&order, 1).await?;
         self.expect(
             &order,
@@ -124,8 +125,10 @@ impl Demo {
             Some("committed"),
             STOCK - 2,
         )
-        .await?;
+        .await
+    }
 
+    async fn insufficient_stock(&mut self) -> anyhow::Result<()> {
         self.heading("2. insufficient stock: Sell refused, Rollback, nothing changes");
         let refused = self.place(102, 2, STOCK + 1).await?;
         ensure!(
@@ -141,7 +144,10 @@ impl Demo {
             self.stock(2).await? == STOCK,
             "goods 2 stock must be unchanged"
         );
+        Ok(())
+    }
 
+    async fn local_transaction_fails_after_sell(&mut self) -> anyhow::Result<()> {
         self.heading("3. the local transaction fails after Sell: the reback is committed");
         self.restart_order(Some("order.fail_local_tx=return(103)".into()))
             .await?;
@@ -157,8 +163,10 @@ impl Demo {
         self.until(&sn, 3, |o, d, _, s| {
             o.is_none() && d.as_deref() == Some("RETURNED") && s == STOCK
         })
-        .await?;
+        .await
+    }
 
+    async fn crash_before_commit(&mut self) -> anyhow::Result<()> {
         self.heading(
             "4. order_srv crashes before COMMIT: the broker checks back, barrier says aborted",
         );
@@ -178,32 +186,21 @@ impl Demo {
                 && b.as_deref() == Some("aborted")
                 && s == STOCK
         })
-        .await?;
+        .await
+    }
 
+    async fn unpaid_order_times_out(&mut self, pay_timeout: Duration) -> anyhow::Result<()> {
         self.heading("5. pay timeout: an unpaid order is closed and its stock returned");
-        let order = self
-            .place(105, 5, 4)
-            .await?
-            .map_err(anyhow::Error::msg)
-            .context("the order should succeed")?;
+        let order = self.place_ok(105, 5, 4).await?;
         self.show(&order, 5).await?;
         self.log(&format!("not paying; the pay timeout is {pay_timeout:?}"));
-        self.until(&order.order_sn, 5, |o, d, _, s| {
-            o.as_deref() == Some("TRADE_CLOSED") && d.as_deref() == Some("RETURNED") && s == STOCK
-        })
-        .await?;
+        self.until_closed_and_returned(&order.order_sn, 5).await
+    }
 
+    async fn payment_and_timeout_race(&mut self, pay_timeout: Duration) -> anyhow::Result<()> {
         self.heading("6. payment and timeout race: exactly one wins");
-        let late = self
-            .place(106, 6, 1)
-            .await?
-            .map_err(anyhow::Error::msg)
-            .context("the order should succeed")?;
-        let on_time = self
-            .place(107, 7, 1)
-            .await?
-            .map_err(anyhow::Error::msg)
-            .context("the order should succeed")?;
+        let late = self.place_ok(106, 6, 1).await?;
+        let on_time = self.place_ok(107, 7, 1).await?;
         let paid = self.pay(&on_time.order_sn).await;
         self.log(&format!(
             "payment of {} at once → {}",
@@ -225,10 +222,7 @@ impl Demo {
                 .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition),
             "a late payment must be refused"
         );
-        self.until(&late.order_sn, 6, |o, d, _, s| {
-            o.as_deref() == Some("TRADE_CLOSED") && d.as_deref() == Some("RETURNED") && s == STOCK
-        })
-        .await?;
+        self.until_closed_and_returned(&late.order_sn, 6).await?;
         self.expect(
             &on_time,
             7,
@@ -237,8 +231,10 @@ impl Demo {
             Some("committed"),
             STOCK - 1,
         )
-        .await?;
+        .await
+    }
 
+    async fn lost_reply_retried(&mut self) -> anyhow::Result<()> {
         self.heading(
             "7. the reply is lost; the retry with the same request_id returns the same order",
         );
@@ -269,14 +265,12 @@ impl Demo {
             Some("committed"),
             STOCK - 2,
         )
-        .await?;
+        .await
+    }
 
+    async fn buyer_cancels(&mut self) -> anyhow::Result<()> {
         self.heading("8. the buyer cancels an unpaid order: closed, stock returned once");
-        let order = self
-            .place(109, 9, 3)
-            .await?
-            .map_err(anyhow::Error::msg)
-            .context("the order should succeed")?;
+        let order = self.place_ok(109, 9, 3).await?;
         self.show(&order, 9).await?;
         let cancelled = self
             .client()
@@ -294,11 +288,15 @@ impl Demo {
             }
         ));
         ensure!(cancelled.is_ok(), "an unpaid order can be cancelled");
-        self.until(&order.order_sn, 9, |o, d, _, s| {
+        self.until_closed_and_returned(&order.order_sn, 9).await
+    }
+
+    /// Waits until the order is closed and its goods' stock is all back.
+    async fn until_closed_and_returned(&self, order_sn: &str, goods_id: i32) -> anyhow::Result<()> {
+        self.until(order_sn, goods_id, |o, d, _, s| {
             o.as_deref() == Some("TRADE_CLOSED") && d.as_deref() == Some("RETURNED") && s == STOCK
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     fn heading(&self, text: &str) {
@@ -333,6 +331,19 @@ impl Demo {
         self.place_keyed(user_id, goods_id, nums, None).await
     }
 
+    /// Cart + CreateOrder that must succeed.
+    async fn place_ok(
+        &mut self,
+        user_id: i64,
+        goods_id: i32,
+        nums: i32,
+    ) -> anyhow::Result<pb::OrderInfo> {
+        self.place(user_id, goods_id, nums)
+            .await?
+            .map_err(anyhow::Error::msg)
+            .context("the order should succeed")
+    }
+
     /// CreateOrder alone, with an optional request_id; `Err` inside is the refusal.
     async fn create_order(
         &self,
@@ -342,14 +353,12 @@ impl Demo {
         let placed = self
             .client()
             .await?
-            .create_order(pb::CreateOrderRequest {
+            .create_order(calls::order_request(
                 user_id,
-                address: "1 Demo Street".into(),
-                name: "Demo".into(),
-                mobile: "13800000000".into(),
-                post: String::new(),
-                request_id: request_id.unwrap_or_default().to_owned(),
-            })
+                "1 Demo Street",
+                "Demo",
+                request_id.unwrap_or_default(),
+            ))
             .await;
         Ok(placed
             .map(tonic::Response::into_inner)
@@ -366,12 +375,7 @@ impl Demo {
     ) -> anyhow::Result<Result<pb::OrderInfo, String>> {
         let mut client = self.client().await?;
         client
-            .create_cart_item(pb::CreateCartItemRequest {
-                user_id,
-                goods_id,
-                nums,
-                checked: Some(true),
-            })
+            .create_cart_item(calls::cart_line(user_id, goods_id, nums))
             .await?;
         let keyed = request_id.map_or(String::new(), |k| format!(" with request_id {k}"));
         self.log(&format!(
@@ -394,12 +398,7 @@ impl Demo {
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         client
-            .update_order_status(pb::UpdateOrderStatusRequest {
-                order_sn: order_sn.to_owned(),
-                status: pb::OrderStatus::TradeSuccess as i32,
-                pay_type: "demo".into(),
-                trade_no: format!("T{order_sn}"),
-            })
+            .update_order_status(calls::payment(order_sn, "demo"))
             .await
             .map(|_| ())
     }

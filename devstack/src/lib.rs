@@ -3,8 +3,10 @@
 //! them. The embedded broker and the audit live in the `testkit` crate.
 
 pub mod bench;
+mod calls;
 pub mod chaos;
 pub mod demo;
+mod driver;
 pub mod partition;
 pub mod procs;
 pub mod soak;

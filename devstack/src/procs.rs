@@ -270,6 +270,21 @@ pub fn pid_named(names: &[&str]) -> Option<String> {
         })
 }
 
+/// Fresh databases for a run's parts: drops and creates `names` on the MySQL server at
+/// `server_url` (read from the environment variable `variable`, which errors name);
+/// returns the server's options and each database's URL.
+pub(crate) async fn fresh_databases<const N: usize>(
+    server_url: &str,
+    names: [&str; N],
+    variable: &str,
+) -> anyhow::Result<(sqlx::mysql::MySqlConnectOptions, [String; N])> {
+    let server: sqlx::mysql::MySqlConnectOptions =
+        server_url.parse().with_context(|| variable.to_owned())?;
+    testkit::mysql::recreate_databases(&server, &names, variable).await?;
+    let urls = names.map(|db| format!("{}/{db}", server_url.trim_end_matches('/')));
+    Ok((server, urls))
+}
+
 /// The ports of every part; one entry per replica (broker `i` is `broker-a`, `broker-b`,
 /// ...; the first one runs in the process with the name server).
 pub struct Ports {
@@ -594,7 +609,7 @@ impl Parts {
         let mut env: Vec<(String, String)> = vec![
             ("INVENTORY_DATABASE_URL".into(), self.inventory_db.clone()),
             ("INVENTORY_GRPC_ADDR".into(), grpc.clone()),
-            ("INVENTORY_ORDER_ENDPOINT".into(), self.order_addr()),
+            ("ORDER_ENDPOINT".into(), self.order_addr()),
             (
                 "INVENTORY_METRICS_ADDR".into(),
                 format!("127.0.0.1:{}", port(&self.ports.inventory_metrics, i)),

@@ -20,13 +20,17 @@ use std::{
 use anyhow::{Context, bail};
 use proto::order::{self as pb, order_client::OrderClient};
 use serde_json::json;
-use sqlx::{MySqlPool, mysql::MySqlConnectOptions};
+use sqlx::MySqlPool;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use testkit::audit::{AuditInput, Liveness, close_report, report};
 
-use crate::procs::Parts;
+use crate::{
+    calls,
+    chaos::count,
+    procs::{Parts, Proc, fresh_databases},
+};
 
 #[derive(Debug, Clone, clap::Parser)]
 pub struct SoakArgs {
@@ -94,230 +98,17 @@ struct Calls {
 }
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
-    let base: MySqlConnectOptions = args.mysql_url.parse().context("SOAK_MYSQL_URL")?;
-    testkit::mysql::recreate_databases(&base, &[ORDER_DB, INVENTORY_DB], "SOAK_MYSQL_URL").await?;
-    let url = |db: &str| format!("{}/{db}", args.mysql_url.trim_end_matches('/'));
-    let work = std::env::temp_dir().join(format!("shop-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    println!(
-        "soak: {} orders/s for {:?}, pay timeout {:?} (every {}th paid, every {}th cancelled); \
-         logs in {}",
-        args.rate,
-        args.duration,
-        args.pay_timeout,
-        args.pay_every,
-        args.cancel_every,
-        work.display()
-    );
-    let parts = Parts::new(&work, url(ORDER_DB), url(INVENTORY_DB), args.pay_timeout)?
-        .with_order_env(
-            "ORDER_OVERDUE_SWEEP_GRACE",
-            format!("{}ms", args.sweep_grace.as_millis()),
-        )
-        .with_order_env("ORDER_OVERDUE_SWEEP_INTERVAL", "5s".into());
-    let mut broker = parts.broker().await?;
-    testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
-    let mut inventory = parts.inventory(false).await?;
-    let mut order = parts.order_with(None).await?;
-    // Enough stock that no order is refused for want of it.
-    let stock = i32::try_from(
-        u64::from(args.rate)
-            .saturating_mul(args.duration.as_secs().max(1))
-            .saturating_mul(2),
-    )
-    .unwrap_or(i32::MAX)
-    .max(1_000);
-    crate::chaos::seed(&parts.order_addr(), &parts.inventory_addr(), stock).await?;
-    let order_pool = MySqlPool::connect(&parts.order_db_url()).await?;
-    let inventory_pool = MySqlPool::connect(&parts.inventory_db_url()).await?;
-    let client = OrderClient::connect(parts.order_addr()).await?;
-    let mq = mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "soak")?;
-
-    let calls = Arc::new(Mutex::new(Calls::default()));
-    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let started = Instant::now();
-    let pids = [
-        (broker.name.clone(), broker.pid()),
-        (inventory.name.clone(), inventory.pid()),
-        (order.name.clone(), order.pid()),
-    ];
-    let take_sample = |from: Instant| {
-        sample(
-            &mq,
-            &order_pool,
-            &inventory_pool,
-            &pids,
-            &work,
-            &calls,
-            (from, Instant::now()),
-            started,
-            args.pay_timeout,
-        )
-    };
-    let mut samples = Vec::new();
-    let mut next_sample = started + args.sample_every;
-    let mut sampled_at = started;
-    let mut tasks = tokio::task::JoinSet::new();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let mut i: u64 = 0;
-    let stream_end = started + args.duration;
-    print_sample_header();
-    loop {
-        let due = started + interval.mul_f64(i as f64);
-        if due >= stream_end {
-            break;
-        }
-        if Instant::now() >= next_sample {
-            let sample = take_sample(sampled_at).await?;
-            print_sample(&sample);
-            samples.push(sample);
-            sampled_at = Instant::now();
-            next_sample += args.sample_every;
-        }
-        tokio::time::sleep_until(due.into()).await;
-        let permit = slots.clone().acquire_owned().await?;
-        let (client, calls, args) = (client.clone(), calls.clone(), args.clone());
-        tasks.spawn(async move {
-            place(client, i, &args, &calls).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-        i += 1;
-    }
-    while tasks.join_next().await.is_some() {}
-    let placed_in = started.elapsed();
-    let started_orders = i;
-    let achieved = started_orders as f64 / placed_in.as_secs_f64().max(0.001);
-    let last = take_sample(sampled_at).await?;
-    print_sample(&last);
-    samples.push(last);
-
-    // Quiet: every unpaid order closed (or the deadline passed) and the audit passing twice.
-    let liveness = Liveness::new(args.pay_timeout);
-    let input = AuditInput {
-        initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(stock))).collect()),
-        acknowledged: Vec::new(),
-        liveness: Some(liveness),
-    };
-    let verdicts = crate::chaos::audit_once_quiet(
-        &order_pool,
-        &inventory_pool,
-        &input,
-        Instant::now() + args.pay_timeout + args.settle_within,
-    )
-    .await?;
-    let quiet_after = started.elapsed().saturating_sub(placed_in);
-    let closes = close_report(&order_pool, args.pay_timeout).await?;
-    let timer = scrape_counters(&parts.order_metrics_addr()).await.ok();
-    let timer_at_end = timer_backlog(&mq).await;
-    mq.shutdown().await;
-    for proc in [&mut order, &mut inventory, &mut broker] {
-        proc.stop(Duration::from_secs(20)).await;
-    }
-
-    let (ok, failed, latency) = {
-        let c = calls
-            .lock()
-            .map_err(|_| anyhow::anyhow!("calls poisoned"))?;
-        let mut latencies: Vec<Duration> =
-            c.calls.iter().filter(|c| c.ok).map(|c| c.latency).collect();
-        latencies.sort();
-        (
-            latencies.len(),
-            c.failed.clone(),
-            (percentile(&latencies, 0.5), percentile(&latencies, 0.99)),
-        )
-    };
-    let lateness = (
-        closes.lateness_at(0.5),
-        closes.lateness_at(0.99),
-        closes.lateness_at(1.0),
-    );
-    println!("\nsoak summary:");
-    println!(
-        "  orders started         {started_orders} in {:.1}s ({achieved:.1}/s; asked {}/s)",
-        placed_in.as_secs_f64(),
-        args.rate
-    );
-    println!(
-        "  CreateOrder OK         {ok} (p50 {:.1} ms, p99 {:.1} ms)",
-        ms(latency.0),
-        ms(latency.1)
-    );
-    for (code, n) in &failed {
-        println!("  failed {code:<16} {n}");
-    }
-    println!(
-        "  closed                 by pay timeout {}, by cancel {}, by the overdue sweep {}",
-        closes.by_pay_timeout, closes.by_cancel, closes.by_sweep
-    );
-    println!(
-        "  pay-timeout lateness   p50 {:.1}s, p99 {:.1}s, max {:.1}s (limit p99 {:?})",
-        lateness.0, lateness.1, lateness.2, args.max_lateness
-    );
-    if let Some(timer) = &timer {
-        println!("  order_srv counters     {timer}");
-    }
-    match &timer_at_end {
-        Some(backlog) => println!("  broker timer at end    {backlog}"),
-        None => println!("  broker timer at end    no answer"),
-    }
-    println!("  quiet after            {:.1}s", quiet_after.as_secs_f64());
-    println!("\naudit:");
-    print!("{}", report(&verdicts));
-
-    let mut problems = Vec::new();
-    if !verdicts.iter().all(|v| v.passed()) {
-        problems.push("invariants violated (see the audit)".to_owned());
-    }
-    if closes.by_sweep > 0 {
-        problems.push(format!(
-            "{} orders were closed by the overdue sweep: their pay-timeout messages did not come",
-            closes.by_sweep
-        ));
-    }
-    if closes.by_pay_timeout == 0 {
-        problems.push("no order was closed by its pay timeout".to_owned());
-    }
-    if lateness.1 > args.max_lateness.as_secs_f64() {
-        problems.push(format!(
-            "pay-timeout closes p99 {:.1}s late, above {:?}",
-            lateness.1, args.max_lateness
-        ));
-    }
-    if achieved < f64::from(args.rate) * 0.95 {
-        problems.push(format!(
-            "the stream reached {achieved:.1} orders/s of {} asked",
-            args.rate
-        ));
-    }
-    let json_path = args.json.clone().unwrap_or_else(|| work.join("soak.json"));
-    let result = json!({
-        "args": {
-            "duration_s": args.duration.as_secs_f64(),
-            "rate": args.rate,
-            "concurrency": args.concurrency,
-            "pay_timeout_s": args.pay_timeout.as_secs_f64(),
-            "pay_every": args.pay_every,
-            "cancel_every": args.cancel_every,
-        },
-        "orders_started": started_orders,
-        "orders_per_s": achieved,
-        "create_order_ok": ok,
-        "create_order_p50_ms": ms(latency.0),
-        "create_order_p99_ms": ms(latency.1),
-        "failed": failed,
-        "closed": {
-            "by_pay_timeout": closes.by_pay_timeout,
-            "by_cancel": closes.by_cancel,
-            "by_sweep": closes.by_sweep,
-        },
-        "pay_timeout_lateness_s": { "p50": lateness.0, "p99": lateness.1, "max": lateness.2 },
-        "quiet_after_s": quiet_after.as_secs_f64(),
-        "audit_passed": verdicts.iter().all(|v| v.passed()),
-        "samples": samples.iter().map(Sample::json).collect::<Vec<_>>(),
-        "problems": problems,
-    });
+    let soak = Soak::start(&args).await?;
+    let stream = soak.drive(&args).await?;
+    let findings = soak.settle(&args, stream).await?;
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| soak.work.join("soak.json"));
+    soak.stop().await;
+    findings.print(&args);
+    let problems = findings.problems(&args);
+    let result = findings.json(&args, &problems);
     std::fs::write(&json_path, serde_json::to_string_pretty(&result)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("\nsamples and result: {}", json_path.display());
@@ -326,6 +117,384 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("soak failed:\n  {}", problems.join("\n  "))
+    }
+}
+
+/// The run's processes and the connections it watches them through.
+struct Soak {
+    work: PathBuf,
+    parts: Parts,
+    broker: Proc,
+    inventory: Proc,
+    order: Proc,
+    stock: i32,
+    order_pool: MySqlPool,
+    inventory_pool: MySqlPool,
+    client: OrderClient<Channel>,
+    mq: mq::Mq,
+    calls: Arc<Mutex<Calls>>,
+}
+
+impl Soak {
+    /// Fresh databases, the broker and both services as processes, the goods seeded.
+    async fn start(args: &SoakArgs) -> anyhow::Result<Self> {
+        let (_, [order_db, inventory_db]) =
+            fresh_databases(&args.mysql_url, [ORDER_DB, INVENTORY_DB], "SOAK_MYSQL_URL").await?;
+        let work = std::env::temp_dir().join(format!("shop-soak-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        println!(
+            "soak: {} orders/s for {:?}, pay timeout {:?} (every {}th paid, every {}th cancelled); \
+             logs in {}",
+            args.rate,
+            args.duration,
+            args.pay_timeout,
+            args.pay_every,
+            args.cancel_every,
+            work.display()
+        );
+        let parts = Parts::new(&work, order_db, inventory_db, args.pay_timeout)?
+            .with_order_env(
+                "ORDER_OVERDUE_SWEEP_GRACE",
+                format!("{}ms", args.sweep_grace.as_millis()),
+            )
+            .with_order_env("ORDER_OVERDUE_SWEEP_INTERVAL", "5s".into());
+        let broker = parts.broker().await?;
+        testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
+        let inventory = parts.inventory(false).await?;
+        let order = parts.order_with(None).await?;
+        // Enough stock that no order is refused for want of it.
+        let stock = i32::try_from(
+            u64::from(args.rate)
+                .saturating_mul(args.duration.as_secs().max(1))
+                .saturating_mul(2),
+        )
+        .unwrap_or(i32::MAX)
+        .max(1_000);
+        crate::chaos::seed(&parts.order_addr(), &parts.inventory_addr(), stock).await?;
+        Ok(Self {
+            order_pool: MySqlPool::connect(&parts.order_db_url()).await?,
+            inventory_pool: MySqlPool::connect(&parts.inventory_db_url()).await?,
+            client: OrderClient::connect(parts.order_addr()).await?,
+            mq: mq::Mq::new(&mq::MqConfig::new(parts.namesrv()), "soak")?,
+            calls: Arc::new(Mutex::new(Calls::default())),
+            work,
+            parts,
+            broker,
+            inventory,
+            order,
+            stock,
+        })
+    }
+
+    /// The stream: an order started every 1/rate s (open loop, at most --concurrency in
+    /// flight) for --duration, a sample every --sample-every and one at the end.
+    async fn drive(&self, args: &SoakArgs) -> anyhow::Result<Stream> {
+        let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        let mut next_sample = started + args.sample_every;
+        let mut sampled_at = started;
+        let mut tasks = tokio::task::JoinSet::new();
+        let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+        let mut i: u64 = 0;
+        let stream_end = started + args.duration;
+        print_sample_header();
+        loop {
+            let due = started + interval.mul_f64(i as f64);
+            if due >= stream_end {
+                break;
+            }
+            if Instant::now() >= next_sample {
+                samples.push(self.sample(sampled_at, started, args.pay_timeout).await?);
+                sampled_at = Instant::now();
+                next_sample += args.sample_every;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            let permit = slots.clone().acquire_owned().await?;
+            let (client, calls, args) = (self.client.clone(), self.calls.clone(), args.clone());
+            tasks.spawn(async move {
+                place(client, i, &args, &calls).await;
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+            i += 1;
+        }
+        while tasks.join_next().await.is_some() {}
+        let placed_in = started.elapsed();
+        samples.push(self.sample(sampled_at, started, args.pay_timeout).await?);
+        Ok(Stream {
+            started,
+            started_orders: i,
+            placed_in,
+            samples,
+        })
+    }
+
+    /// Quiet: every unpaid order closed (or the deadline passed) and the audit passing
+    /// twice; then how the orders were closed and what order_srv and the broker count.
+    async fn settle(&self, args: &SoakArgs, stream: Stream) -> anyhow::Result<Findings> {
+        let input = AuditInput {
+            initial_stock: Some((1..=GOODS).map(|g| (g, i64::from(self.stock))).collect()),
+            acknowledged: Vec::new(),
+            liveness: Some(Liveness::new(args.pay_timeout)),
+        };
+        let verdicts = crate::chaos::audit_once_quiet(
+            &self.order_pool,
+            &self.inventory_pool,
+            &input,
+            Instant::now() + args.pay_timeout + args.settle_within,
+        )
+        .await?;
+        let quiet_after = stream.started.elapsed().saturating_sub(stream.placed_in);
+        let closes = close_report(&self.order_pool, args.pay_timeout).await?;
+        let counters = scrape_counters(&self.parts.order_metrics_addr()).await.ok();
+        let timer_at_end = timer_backlog(&self.mq).await;
+        let calls = CallsSummary::of(&self.calls)?;
+        Ok(Findings {
+            stream,
+            verdicts,
+            quiet_after,
+            closes,
+            counters,
+            timer_at_end,
+            calls,
+        })
+    }
+
+    async fn stop(self) {
+        let Self {
+            mq,
+            mut order,
+            mut inventory,
+            mut broker,
+            ..
+        } = self;
+        mq.shutdown().await;
+        for proc in [&mut order, &mut inventory, &mut broker] {
+            proc.stop(Duration::from_secs(20)).await;
+        }
+    }
+
+    /// A sample of the span since `from`, printed.
+    async fn sample(
+        &self,
+        from: Instant,
+        started: Instant,
+        pay_timeout: Duration,
+    ) -> anyhow::Result<Sample> {
+        let to = Instant::now();
+        let latencies = self.latencies_between(from, to)?;
+        let seconds = to.duration_since(from).as_secs_f64().max(0.001);
+        let orders = OrderCounts::of(&self.order_pool, pay_timeout).await?;
+        let (_, connections): (String, String) =
+            sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                .fetch_one(&self.order_pool)
+                .await?;
+        let sample = Sample {
+            at_s: to.duration_since(started).as_secs_f64(),
+            orders_per_s: latencies.len() as f64 / seconds,
+            p50_ms: ms(percentile(&latencies, 0.5)),
+            p99_ms: ms(percentile(&latencies, 0.99)),
+            unpaid: orders.unpaid,
+            overdue: orders.overdue,
+            closed_by_timeout: orders.closed_by_timeout,
+            closed_by_sweep: orders.closed_by_sweep,
+            procs: [&self.broker, &self.inventory, &self.order]
+                .into_iter()
+                .map(|proc| {
+                    let (rss, fds) = process_usage(proc.pid());
+                    (proc.name.clone(), rss, fds)
+                })
+                .collect(),
+            mysql_connections: connections.parse().unwrap_or(-1),
+            rows: table_rows(&self.order_pool, &self.inventory_pool).await?,
+            broker_store_mib: dir_size(&self.work.join("store")) as f64 / (1024.0 * 1024.0),
+            timer: timer_backlog(&self.mq).await,
+        };
+        print_sample(&sample);
+        Ok(sample)
+    }
+
+    /// The latencies of the CreateOrders that succeeded between `from` and `to`, sorted.
+    fn latencies_between(&self, from: Instant, to: Instant) -> anyhow::Result<Vec<Duration>> {
+        let mut latencies: Vec<Duration> = self
+            .calls
+            .lock()
+            .map_err(|_| anyhow::anyhow!("calls poisoned"))?
+            .calls
+            .iter()
+            .filter(|c| c.ok && c.at >= from && c.at < to)
+            .map(|c| c.latency)
+            .collect();
+        latencies.sort();
+        Ok(latencies)
+    }
+}
+
+/// The stream of orders as it went.
+struct Stream {
+    started: Instant,
+    started_orders: u64,
+    placed_in: Duration,
+    samples: Vec<Sample>,
+}
+
+impl Stream {
+    fn achieved(&self) -> f64 {
+        self.started_orders as f64 / self.placed_in.as_secs_f64().max(0.001)
+    }
+}
+
+/// The CreateOrders over the whole run.
+struct CallsSummary {
+    ok: usize,
+    failed: std::collections::BTreeMap<String, usize>,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl CallsSummary {
+    fn of(calls: &Mutex<Calls>) -> anyhow::Result<Self> {
+        let c = calls
+            .lock()
+            .map_err(|_| anyhow::anyhow!("calls poisoned"))?;
+        let mut latencies: Vec<Duration> =
+            c.calls.iter().filter(|c| c.ok).map(|c| c.latency).collect();
+        latencies.sort();
+        Ok(Self {
+            ok: latencies.len(),
+            failed: c.failed.clone(),
+            p50: percentile(&latencies, 0.5),
+            p99: percentile(&latencies, 0.99),
+        })
+    }
+}
+
+/// What the run found: the stream, the audit once quiet, the closes and the counters.
+struct Findings {
+    stream: Stream,
+    verdicts: Vec<testkit::audit::Verdict>,
+    quiet_after: Duration,
+    closes: testkit::audit::CloseReport,
+    /// order_srv's pay-timeout counters, as one line.
+    counters: Option<String>,
+    timer_at_end: Option<mq::TimerBacklog>,
+    calls: CallsSummary,
+}
+
+impl Findings {
+    /// The pay-timeout closes' lateness: p50, p99, max.
+    fn lateness(&self) -> (f64, f64, f64) {
+        (
+            self.closes.lateness_at(0.5),
+            self.closes.lateness_at(0.99),
+            self.closes.lateness_at(1.0),
+        )
+    }
+
+    fn print(&self, args: &SoakArgs) {
+        let (stream, calls, closes) = (&self.stream, &self.calls, &self.closes);
+        let lateness = self.lateness();
+        println!("\nsoak summary:");
+        println!(
+            "  orders started         {} in {:.1}s ({:.1}/s; asked {}/s)",
+            stream.started_orders,
+            stream.placed_in.as_secs_f64(),
+            stream.achieved(),
+            args.rate
+        );
+        println!(
+            "  CreateOrder OK         {} (p50 {:.1} ms, p99 {:.1} ms)",
+            calls.ok,
+            ms(calls.p50),
+            ms(calls.p99)
+        );
+        for (code, n) in &calls.failed {
+            println!("  failed {code:<16} {n}");
+        }
+        println!(
+            "  closed                 by pay timeout {}, by cancel {}, by the overdue sweep {}",
+            closes.by_pay_timeout, closes.by_cancel, closes.by_sweep
+        );
+        println!(
+            "  pay-timeout lateness   p50 {:.1}s, p99 {:.1}s, max {:.1}s (limit p99 {:?})",
+            lateness.0, lateness.1, lateness.2, args.max_lateness
+        );
+        if let Some(counters) = &self.counters {
+            println!("  order_srv counters     {counters}");
+        }
+        match &self.timer_at_end {
+            Some(backlog) => println!("  broker timer at end    {backlog}"),
+            None => println!("  broker timer at end    no answer"),
+        }
+        println!(
+            "  quiet after            {:.1}s",
+            self.quiet_after.as_secs_f64()
+        );
+        println!("\naudit:");
+        print!("{}", report(&self.verdicts));
+    }
+
+    /// Why the run fails; empty when it passed.
+    fn problems(&self, args: &SoakArgs) -> Vec<String> {
+        let (closes, lateness, achieved) = (&self.closes, self.lateness(), self.stream.achieved());
+        let mut problems = Vec::new();
+        if !self.verdicts.iter().all(|v| v.passed()) {
+            problems.push("invariants violated (see the audit)".to_owned());
+        }
+        if closes.by_sweep > 0 {
+            problems.push(format!(
+                "{} orders were closed by the overdue sweep: their pay-timeout messages did not come",
+                closes.by_sweep
+            ));
+        }
+        if closes.by_pay_timeout == 0 {
+            problems.push("no order was closed by its pay timeout".to_owned());
+        }
+        if lateness.1 > args.max_lateness.as_secs_f64() {
+            problems.push(format!(
+                "pay-timeout closes p99 {:.1}s late, above {:?}",
+                lateness.1, args.max_lateness
+            ));
+        }
+        if achieved < f64::from(args.rate) * 0.95 {
+            problems.push(format!(
+                "the stream reached {achieved:.1} orders/s of {} asked",
+                args.rate
+            ));
+        }
+        problems
+    }
+
+    fn json(&self, args: &SoakArgs, problems: &[String]) -> serde_json::Value {
+        let (stream, calls, closes, lateness) =
+            (&self.stream, &self.calls, &self.closes, self.lateness());
+        json!({
+            "args": {
+                "duration_s": args.duration.as_secs_f64(),
+                "rate": args.rate,
+                "concurrency": args.concurrency,
+                "pay_timeout_s": args.pay_timeout.as_secs_f64(),
+                "pay_every": args.pay_every,
+                "cancel_every": args.cancel_every,
+            },
+            "orders_started": stream.started_orders,
+            "orders_per_s": stream.achieved(),
+            "create_order_ok": calls.ok,
+            "create_order_p50_ms": ms(calls.p50),
+            "create_order_p99_ms": ms(calls.p99),
+            "failed": calls.failed,
+            "closed": {
+                "by_pay_timeout": closes.by_pay_timeout,
+                "by_cancel": closes.by_cancel,
+                "by_sweep": closes.by_sweep,
+            },
+            "pay_timeout_lateness_s": { "p50": lateness.0, "p99": lateness.1, "max": lateness.2 },
+            "quiet_after_s": self.quiet_after.as_secs_f64(),
+            "audit_passed": self.verdicts.iter().all(|v| v.passed()),
+            "samples": stream.samples.iter().map(Sample::json).collect::<Vec<_>>(),
+            "problems": problems,
+        })
     }
 }
 
@@ -340,26 +509,15 @@ async fn place(client: OrderClient<Channel>, i: u64, args: &SoakArgs, calls: &Mu
     };
     let goods_id = (i % GOODS as u64) as i32 + 1;
     if let Err(status) = client
-        .create_cart_item(pb::CreateCartItemRequest {
-            user_id,
-            goods_id,
-            nums: 1,
-            checked: Some(true),
-        })
+        .create_cart_item(calls::cart_line(user_id, goods_id, 1))
         .await
     {
         record_failure(format!("cart {:?}", status.code()));
         return;
     }
     let t = Instant::now();
-    let mut request = tonic::Request::new(pb::CreateOrderRequest {
-        user_id,
-        address: "1 Soak Street".into(),
-        name: "Soak".into(),
-        mobile: "13800000000".into(),
-        post: String::new(),
-        request_id: String::new(),
-    });
+    let mut request =
+        tonic::Request::new(calls::order_request(user_id, "1 Soak Street", "Soak", ""));
     request.set_timeout(Duration::from_secs(30));
     let answer = client.create_order(request).await;
     if let Ok(mut c) = calls.lock() {
@@ -378,12 +536,7 @@ async fn place(client: OrderClient<Channel>, i: u64, args: &SoakArgs, calls: &Mu
     };
     if i.is_multiple_of(u64::from(args.pay_every)) {
         let paid = client
-            .update_order_status(pb::UpdateOrderStatusRequest {
-                order_sn: order.order_sn.clone(),
-                status: pb::OrderStatus::TradeSuccess as i32,
-                pay_type: "soak".into(),
-                trade_no: format!("T{}", order.order_sn),
-            })
+            .update_order_status(calls::payment(&order.order_sn, "soak"))
             .await;
         if paid.is_err()
             && let Ok(mut c) = calls.lock()
@@ -452,61 +605,52 @@ impl Sample {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn sample(
-    mq: &mq::Mq,
+/// The orders a sample counts by state.
+struct OrderCounts {
+    unpaid: i64,
+    overdue: i64,
+    closed_by_timeout: i64,
+    closed_by_sweep: i64,
+}
+
+impl OrderCounts {
+    async fn of(order_db: &MySqlPool, pay_timeout: Duration) -> anyhow::Result<Self> {
+        let unpaid = count(
+            order_db,
+            "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'",
+        )
+        .await?;
+        // Unpaid past their pay timeout by more than the timer's one-second slots and a
+        // little: what the pay-timeout messages should have closed already.
+        let overdue: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY' \
+             AND created_at < NOW(6) - INTERVAL ? MICROSECOND",
+        )
+        .bind(u64::try_from((pay_timeout + Duration::from_secs(5)).as_micros()).unwrap_or(u64::MAX))
+        .fetch_one(order_db)
+        .await?;
+        Ok(Self {
+            unpaid,
+            overdue,
+            closed_by_timeout: count(
+                order_db,
+                "SELECT COUNT(*) FROM order_info WHERE closed_by = 'pay_timeout'",
+            )
+            .await?,
+            closed_by_sweep: count(
+                order_db,
+                "SELECT COUNT(*) FROM order_info WHERE closed_by = 'sweep'",
+            )
+            .await?,
+        })
+    }
+}
+
+/// Rows per table the run grows (and the purges shrink).
+async fn table_rows(
     order_db: &MySqlPool,
     inventory_db: &MySqlPool,
-    procs: &[(String, u32)],
-    work: &Path,
-    calls: &Mutex<Calls>,
-    (from, to): (Instant, Instant),
-    started: Instant,
-    pay_timeout: Duration,
-) -> anyhow::Result<Sample> {
-    let mut latencies: Vec<Duration> = calls
-        .lock()
-        .map_err(|_| anyhow::anyhow!("calls poisoned"))?
-        .calls
-        .iter()
-        .filter(|c| c.ok && c.at >= from && c.at < to)
-        .map(|c| c.latency)
-        .collect();
-    latencies.sort();
-    let seconds = to.duration_since(from).as_secs_f64().max(0.001);
-    let count = |sql: &'static str, pool: &MySqlPool| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .with_context(|| sql.to_owned())
-        }
-    };
-    let unpaid = count(
-        "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY'",
-        order_db,
-    )
-    .await?;
-    // Unpaid past their pay timeout by more than the timer's one-second slots and a
-    // little: what the pay-timeout messages should have closed already.
-    let overdue: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM order_info WHERE status = 'WAIT_BUYER_PAY' \
-         AND created_at < NOW(6) - INTERVAL ? MICROSECOND",
-    )
-    .bind(u64::try_from((pay_timeout + Duration::from_secs(5)).as_micros()).unwrap_or(u64::MAX))
-    .fetch_one(order_db)
-    .await?;
-    let closed_by_timeout = count(
-        "SELECT COUNT(*) FROM order_info WHERE closed_by = 'pay_timeout'",
-        order_db,
-    )
-    .await?;
-    let closed_by_sweep = count(
-        "SELECT COUNT(*) FROM order_info WHERE closed_by = 'sweep'",
-        order_db,
-    )
-    .await?;
+) -> anyhow::Result<Vec<(&'static str, i64)>> {
     let mut rows = Vec::new();
     for (table, sql, pool) in [
         ("order_info", "SELECT COUNT(*) FROM order_info", order_db),
@@ -523,33 +667,9 @@ async fn sample(
             inventory_db,
         ),
     ] {
-        rows.push((table, count(sql, pool).await?));
+        rows.push((table, count(pool, sql).await?));
     }
-    let (_, connections): (String, String) =
-        sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-            .fetch_one(order_db)
-            .await?;
-    Ok(Sample {
-        at_s: to.duration_since(started).as_secs_f64(),
-        orders_per_s: latencies.len() as f64 / seconds,
-        p50_ms: ms(percentile(&latencies, 0.5)),
-        p99_ms: ms(percentile(&latencies, 0.99)),
-        unpaid,
-        overdue,
-        closed_by_timeout,
-        closed_by_sweep,
-        procs: procs
-            .iter()
-            .map(|(name, pid)| {
-                let (rss, fds) = process_usage(*pid);
-                (name.clone(), rss, fds)
-            })
-            .collect(),
-        mysql_connections: connections.parse().unwrap_or(-1),
-        rows,
-        broker_store_mib: dir_size(&work.join("store")) as f64 / (1024.0 * 1024.0),
-        timer: timer_backlog(mq).await,
-    })
+    Ok(rows)
 }
 
 /// The first broker's timer backlog, or `None` when it does not answer within 5 s.

@@ -6,12 +6,14 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use proto::{
-    inventory::{self as inv, inventory_client::InventoryClient},
+    inventory::inventory_client::InventoryClient,
     order::{self as pb, order_client::OrderClient},
 };
 use tokio::{sync::watch, task::JoinSet};
 
 use testkit::{BrokerSettings, EmbeddedBroker};
+
+use crate::calls::{self, Stock};
 
 /// Goods the demo starts with: id, name, price in cents, initial stock.
 pub const DEMO_GOODS: [(i32, &str, i64, i32); 5] = [
@@ -71,8 +73,8 @@ pub fn gateway_config(
     }
     let mut config = gateway::config::Config::try_parse_from(args)
         .context("gateway configuration (GATEWAY_*)")?;
-    config.order_endpoint = format!("http://{order}");
-    config.inventory_endpoint = format!("http://{inventory}");
+    config.order.order_endpoint = format!("http://{order}");
+    config.inventory.inventory_endpoint = format!("http://{inventory}");
     Ok((config, dev))
 }
 
@@ -142,45 +144,27 @@ async fn serve(
 ) -> anyhow::Result<()> {
     inventory_config.namesrv_addr = namesrv.to_owned();
     // The reconciler asks the first order_srv (it binds the configured address below).
-    inventory_config.order_endpoint = format!("http://{}", order_config.grpc_addr);
-    let mut inventories = Vec::new();
-    for i in 0..replicas {
-        let mut config = inventory_config.clone();
-        config.grpc_addr = replica_addr(inventory_config.grpc_addr, i)?;
-        config.metrics_addr = replica_addr(inventory_config.metrics_addr, i)?;
-        inventories.push(
-            inventory_srv::startup::Application::build(config)
-                .await
-                .with_context(|| format!("starting inventory_srv {}", i + 1))?,
-        );
-    }
+    inventory_config.order.order_endpoint = format!("http://{}", order_config.grpc_addr);
+    let inventories = start_inventories(&inventory_config, replicas).await?;
     let inventory_replicas: Vec<(SocketAddr, SocketAddr)> = inventories
         .iter()
         .map(|app| (app.grpc_addr(), app.metrics_addr()))
         .collect();
     order_config.namesrv_addr = namesrv.to_owned();
-    order_config.inventory_endpoint = inventory_replicas
+    order_config.inventory.inventory_endpoint = inventory_replicas
         .iter()
         .map(|(grpc, _)| format!("http://{grpc}"))
         .collect::<Vec<_>>()
         .join(",");
-    let mut orders = Vec::new();
-    for i in 0..replicas {
-        let mut config = order_config.clone();
-        config.grpc_addr = replica_addr(order_config.grpc_addr, i)?;
-        config.metrics_addr = replica_addr(order_config.metrics_addr, i)?;
-        orders.push(
-            order_srv::startup::Application::build(config)
-                .await
-                .with_context(|| format!("starting order_srv {}", i + 1))?,
-        );
-    }
+    let orders = start_orders(&order_config, replicas).await?;
     let order_replicas: Vec<(SocketAddr, SocketAddr)> = orders
         .iter()
         .map(|app| (app.grpc_addr(), app.metrics_addr()))
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // A closure, not an `async fn`: with the latter, proving the services' futures `Send`
+    // overflows the compiler's recursion limit.
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -191,7 +175,6 @@ async fn serve(
     for app in orders {
         services.spawn(app.run_until(stopped(stop_rx.clone())));
     }
-
     let first = |replicas: &[(SocketAddr, SocketAddr)]| {
         replicas
             .first()
@@ -218,16 +201,63 @@ async fn serve(
         .await
         .context("seeding demo goods")?;
     on_ready(&addrs);
+    run_until_shutdown(services, &stop_tx, shutdown).await
+}
 
+/// `replicas` inventory_srv, replica `i` on the ports [`replica_addr`] gives it.
+async fn start_inventories(
+    config: &inventory_srv::config::Config,
+    replicas: usize,
+) -> anyhow::Result<Vec<inventory_srv::startup::Application>> {
+    let mut inventories = Vec::new();
+    for i in 0..replicas {
+        let mut replica = config.clone();
+        replica.grpc_addr = replica_addr(config.grpc_addr, i)?;
+        replica.metrics_addr = replica_addr(config.metrics_addr, i)?;
+        inventories.push(
+            inventory_srv::startup::Application::build(replica)
+                .await
+                .with_context(|| format!("starting inventory_srv {}", i + 1))?,
+        );
+    }
+    Ok(inventories)
+}
+
+/// `replicas` order_srv, replica `i` on the ports [`replica_addr`] gives it.
+async fn start_orders(
+    config: &order_srv::config::Config,
+    replicas: usize,
+) -> anyhow::Result<Vec<order_srv::startup::Application>> {
+    let mut orders = Vec::new();
+    for i in 0..replicas {
+        let mut replica = config.clone();
+        replica.grpc_addr = replica_addr(config.grpc_addr, i)?;
+        replica.metrics_addr = replica_addr(config.metrics_addr, i)?;
+        orders.push(
+            order_srv::startup::Application::build(replica)
+                .await
+                .with_context(|| format!("starting order_srv {}", i + 1))?,
+        );
+    }
+    Ok(orders)
+}
+
+/// Runs the services until `shutdown` resolves or one of them stops on its own, then
+/// stops them all and reports the first error.
+async fn run_until_shutdown(
+    mut services: JoinSet<anyhow::Result<()>>,
+    stop: &watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::select! {
         () = shutdown => {}
         Some(ended) = services.join_next() => {
             // A service stopped on its own: report why, then stop the rest.
-            let _ = stop_tx.send(true);
+            let _ = stop.send(true);
             ended.context("service task")?.context("a service stopped")?;
         }
     }
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     while let Some(ended) = services.join_next().await {
         ended.context("service task")??;
     }
@@ -268,26 +298,13 @@ async fn check_mysql(database_url: &str) -> anyhow::Result<()> {
 pub async fn seed_demo_goods(addrs: &StackAddrs) -> anyhow::Result<()> {
     let mut order = OrderClient::connect(format!("http://{}", addrs.order)).await?;
     let mut inventory = InventoryClient::connect(format!("http://{}", addrs.inventory)).await?;
-    for (id, name, price_cents, stock) in DEMO_GOODS {
-        order
-            .upsert_goods(pb::Goods {
-                id,
-                name: name.to_owned(),
-                price_cents,
-            })
-            .await?;
-        let known = inventory
-            .inv_detail(inv::InvDetailRequest { goods_id: id })
-            .await
-            .is_ok();
-        if !known {
-            inventory
-                .set_inv(inv::SetInvRequest {
-                    goods_id: id,
-                    stocks: stock,
-                })
-                .await?;
-        }
-    }
-    Ok(())
+    let goods = DEMO_GOODS.map(|(id, name, price_cents, stock)| {
+        let goods = pb::Goods {
+            id,
+            name: name.to_owned(),
+            price_cents,
+        };
+        (goods, stock)
+    });
+    calls::seed_goods(&mut order, &mut inventory, goods, Stock::KeepKnown).await
 }

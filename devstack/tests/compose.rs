@@ -123,7 +123,7 @@ fn the_services_environment_is_exactly_what_the_binaries_read() {
     assert_eq!(order_config.namesrv_addr, "namesrv:9876");
     assert_eq!(inventory_config.reback_topic, order_config.reback_topic);
     assert_points_at(
-        &order_config.inventory_endpoint,
+        &order_config.inventory.inventory_endpoint,
         "inventory_srv",
         inventory_config.grpc_addr.port(),
     );
@@ -173,10 +173,14 @@ fn both_services_export_their_traces_to_jaeger() {
     for (name, endpoint, definition) in [
         (
             "inventory_srv",
-            inventory_config.otel_exporter_otlp_endpoint,
+            inventory_config.telemetry.otel_exporter_otlp_endpoint,
             inventory,
         ),
-        ("order_srv", order_config.otel_exporter_otlp_endpoint, order),
+        (
+            "order_srv",
+            order_config.telemetry.otel_exporter_otlp_endpoint,
+            order,
+        ),
     ] {
         assert_eq!(
             endpoint.as_deref(),
@@ -298,9 +302,13 @@ fn the_gateway_reaches_both_services_and_is_probed_on_its_own_port() {
     let order: order_srv::config::Config = parse_with(&environment(service(&compose, "order_srv")));
     let inventory: inventory_srv::config::Config =
         parse_with(&environment(service(&compose, "inventory_srv")));
-    assert_points_at(&config.order_endpoint, "order_srv", order.grpc_addr.port());
     assert_points_at(
-        &config.inventory_endpoint,
+        &config.order.order_endpoint,
+        "order_srv",
+        order.grpc_addr.port(),
+    );
+    assert_points_at(
+        &config.inventory.inventory_endpoint,
         "inventory_srv",
         inventory.grpc_addr.port(),
     );
@@ -321,7 +329,7 @@ fn the_gateway_reaches_both_services_and_is_probed_on_its_own_port() {
     waits_for(gateway, "gateway", "order_srv", "service_healthy");
     waits_for(gateway, "gateway", "inventory_srv", "service_healthy");
     assert_eq!(
-        config.otel_exporter_otlp_endpoint.as_deref(),
+        config.telemetry.otel_exporter_otlp_endpoint.as_deref(),
         Some("http://jaeger:4317")
     );
     let dockerfile = repo_file("Dockerfile");

@@ -391,7 +391,7 @@ fn the_services_environment_is_exactly_what_the_binaries_read_and_all_they_need(
                 "INVENTORY_DATABASE_URL",
                 "INVENTORY_GRPC_ADDR",
                 "INVENTORY_METRICS_ADDR",
-                "INVENTORY_ORDER_ENDPOINT",
+                "ORDER_ENDPOINT",
                 "NAMESRV_ADDR",
                 mq::REBALANCE_INTERVAL_ENV,
             ][..],
@@ -421,12 +421,12 @@ fn the_services_environment_is_exactly_what_the_binaries_read_and_all_they_need(
         "inventory-srv is headless, so its name resolves to every ready pod"
     );
     assert_points_at(
-        &order_config.inventory_endpoint,
+        &order_config.inventory.inventory_endpoint,
         "inventory-srv",
         inventory_config.grpc_addr.port(),
     );
     assert_points_at(
-        &inventory_config.order_endpoint,
+        &inventory_config.order.order_endpoint,
         "order-srv",
         order_config.grpc_addr.port(),
     );
@@ -734,9 +734,13 @@ fn the_gateway_reaches_both_services_and_is_probed_over_http() {
     );
     let config: gateway::config::Config = parse_with(&env);
     let (order, inventory) = service_configs(&objects);
-    assert_points_at(&config.order_endpoint, "order-srv", order.grpc_addr.port());
     assert_points_at(
-        &config.inventory_endpoint,
+        &config.order.order_endpoint,
+        "order-srv",
+        order.grpc_addr.port(),
+    );
+    assert_points_at(
+        &config.inventory.inventory_endpoint,
         "inventory-srv",
         inventory.grpc_addr.port(),
     );

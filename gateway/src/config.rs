@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
+use observe::service::{InventoryEndpoint, OrderEndpoint, TelemetryArgs};
 
 /// The shortest secret accepted: HS256 and HMAC-SHA256 keys shorter than the hash (32
 /// bytes) are weaker than the algorithm (RFC 7518 §3.2).
@@ -20,17 +21,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// gRPC endpoint of order_srv (`http://host:port`; a Service name in Kubernetes).
-    #[arg(long, env = "ORDER_ENDPOINT", default_value = "http://127.0.0.1:50051")]
-    pub order_endpoint: String,
+    #[command(flatten)]
+    pub order: OrderEndpoint,
 
-    /// gRPC endpoint of inventory_srv (for live stock next to the goods).
-    #[arg(
-        long,
-        env = "INVENTORY_ENDPOINT",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub inventory_endpoint: String,
+    /// Where inventory_srv is (`INVENTORY_ENDPOINT`), for live stock next to the goods.
+    #[command(flatten)]
+    pub inventory: InventoryEndpoint,
 
     /// The HS256 key of the buyers' tokens (`Authorization: Bearer <JWT>`), at least 32
     /// bytes. The identity provider signs with it; so does the dev token route.
@@ -82,9 +78,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_CALL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
 
-    /// OTLP/gRPC collector for traces (e.g. `http://127.0.0.1:4317`); empty: no export.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otel_exporter_otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 fn secret(value: &str) -> Result<String, String> {

@@ -60,7 +60,10 @@ impl Application {
             anyhow::anyhow!("GATEWAY_HTTP_ADDR: cannot bind {}: {e}", config.http_addr)
         })?;
         let state = AppState {
-            backends: Backends::connect_lazy(&config.order_endpoint, &config.inventory_endpoint)?,
+            backends: Backends::connect_lazy(
+                &config.order.order_endpoint,
+                &config.inventory.inventory_endpoint,
+            )?,
             tokens: Arc::new(
                 Tokens::new(config.jwt_secret.as_bytes(), &config.jwt_issuer)
                     .map_err(|e| anyhow::anyhow!("GATEWAY_JWT_SECRET: {e}"))?,

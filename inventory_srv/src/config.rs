@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
+use observe::service::{OrderEndpoint, TelemetryArgs};
 
 /// Everything `inventory_srv` reads from its environment.
 #[derive(Clone, Parser)]
@@ -36,10 +37,8 @@ pub struct Config {
     #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
     pub namesrv_addr: String,
 
-    /// OTLP/gRPC endpoint spans are exported to (e.g. `http://jaeger:4317`); unset, no
-    /// spans are built or exported and no trace context is propagated.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otel_exporter_otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 
     /// Topic of the "give this order's stock back" messages.
     #[arg(long, env = "INVENTORY_REBACK_TOPIC", default_value = "order_reback")]
@@ -76,14 +75,10 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub purge_interval: std::time::Duration,
 
-    /// gRPC endpoint of order_srv, which the reconciler asks what became of orders
-    /// (`http://host:port`; a name may resolve to several replicas).
-    #[arg(
-        long,
-        env = "INVENTORY_ORDER_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub order_endpoint: String,
+    /// Where order_srv is (`ORDER_ENDPOINT`): the reconciler asks it what became of
+    /// orders.
+    #[command(flatten)]
+    pub order: OrderEndpoint,
 
     /// The reconciler asks about DEDUCTED details older than this. Keep it longer than the
     /// broker's check window (transactionCheckMax x transactionCheckInterval plus the
@@ -109,10 +104,8 @@ impl std::fmt::Debug for Config {
             .field("grpc_addr", &self.grpc_addr)
             .field("db_max_connections", &self.db_max_connections)
             .field("namesrv_addr", &self.namesrv_addr)
-            .field(
-                "otel_exporter_otlp_endpoint",
-                &self.otel_exporter_otlp_endpoint,
-            )
+            .field("telemetry", &self.telemetry)
+            .field("order_endpoint", &self.order.order_endpoint)
             .field("reback_topic", &self.reback_topic)
             .field("reback_consumer_group", &self.reback_consumer_group)
             .finish_non_exhaustive()

@@ -1,12 +1,12 @@
 //! One query per function; the caller owns the connection and so the transaction.
 
 use service_db::ResultExt;
-use sqlx::{MySqlConnection, Row};
+use sqlx::{FromRow, MySqlConnection};
 
 use crate::domain::{OrderSn, SellStatus};
 
 /// A `stock_sell_detail` row as stored.
-#[derive(Debug)]
+#[derive(Debug, FromRow)]
 pub struct SellDetailRow {
     pub status: String,
     pub detail: String,
@@ -37,17 +37,10 @@ pub async fn lock_sell_detail(
     conn: &mut MySqlConnection,
     order_sn: &OrderSn,
 ) -> sqlx::Result<Option<SellDetailRow>> {
-    sqlx::query("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ? FOR UPDATE")
+    sqlx::query_as("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ? FOR UPDATE")
         .bind(order_sn.as_str())
         .fetch_optional(conn)
-        .await?
-        .map(|row| {
-            Ok(SellDetailRow {
-                status: row.try_get("status")?,
-                detail: row.try_get("detail")?,
-            })
-        })
-        .transpose()
+        .await
 }
 
 /// Reads the detail of one order without locking.
@@ -55,17 +48,10 @@ pub async fn find_sell_detail(
     conn: &mut MySqlConnection,
     order_sn: &OrderSn,
 ) -> sqlx::Result<Option<SellDetailRow>> {
-    sqlx::query("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ?")
+    sqlx::query_as("SELECT status, detail FROM stock_sell_detail WHERE order_sn = ?")
         .bind(order_sn.as_str())
         .fetch_optional(conn)
-        .await?
-        .map(|row| {
-            Ok(SellDetailRow {
-                status: row.try_get("status")?,
-                detail: row.try_get("detail")?,
-            })
-        })
-        .transpose()
+        .await
 }
 
 #[tracing::instrument(skip_all, fields(order_sn = %order_sn))]

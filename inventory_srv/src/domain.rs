@@ -33,12 +33,8 @@ impl std::fmt::Display for OrderSn {
 
 /// A positive goods id.
 pub fn goods_id(raw: i32) -> Result<i32, Error> {
-    if raw <= 0 {
-        return Err(Error::InvalidArgument(
-            "goods_id",
-            format!("goods_id must be positive, got {raw}"),
-        ));
-    }
+    proto::check_id("goods_id", raw.into())
+        .map_err(|reason| Error::InvalidArgument("goods_id", reason))?;
     Ok(raw)
 }
 

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use inventory_srv::{config::Config, startup::Application};
-use observe::telemetry;
+use observe::telemetry::{ServiceName, shutdown_signal};
 
 // mimalloc instead of glibc's malloc, as in order_srv: a Sell allocates many small,
 // short-lived buffers across worker threads (docs/benchmark.md, mimalloc: inventory_srv's CPU per
@@ -12,29 +12,24 @@ use observe::telemetry;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const SERVICE: ServiceName = ServiceName {
+    name: "inventory_srv",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    let telemetry = config.telemetry.clone();
     // One runtime for the service and its RocketMQ client (`mq::Mq::new`).
-    mq::service_runtime(config.mq_blocking_threads)
-        .context("INVENTORY_MQ_BLOCKING_THREADS")?
-        .block_on(serve(config))
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(
-        telemetry::ServiceName {
-            name: "inventory_srv",
-            version: env!("CARGO_PKG_VERSION"),
-        },
-        config.otel_exporter_otlp_endpoint.as_deref(),
-        telemetry::DEFAULT_FILTER,
-    )?;
-    // Failpoints from the FAILPOINTS environment variable (chaos runs only).
-    #[cfg(feature = "failpoints")]
-    let _failpoints = fail::FailScenario::setup();
-    let app = Application::build(config).await?;
-    tracing::info!(addr = %app.grpc_addr(), "inventory_srv listening");
-    let served = app.run_until(telemetry::shutdown_signal()).await;
-    telemetry.shutdown();
-    served
+    let runtime =
+        mq::service_runtime(config.mq_blocking_threads).context("INVENTORY_MQ_BLOCKING_THREADS")?;
+    runtime.block_on(observe::service::run(SERVICE, &telemetry, async {
+        // Failpoints from the FAILPOINTS environment variable (chaos runs only).
+        #[cfg(feature = "failpoints")]
+        let _failpoints = fail::FailScenario::setup();
+        Application::build(config)
+            .await?
+            .run_until(shutdown_signal())
+            .await
+    }))
 }

@@ -1,16 +1,13 @@
-//! Wiring: database pool and migrations, the bound gRPC listener, and graceful shutdown.
+//! Wiring: database pool and migrations, the bound listeners, and graceful shutdown.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use proto::inventory::inventory_server::InventoryServer;
-use sqlx::MySqlPool;
-use tokio::net::TcpListener;
-
-use std::sync::Arc;
-
 use mq::{Mq, MqConfig};
+use observe::service::{Background, Listeners};
+use proto::inventory::inventory_server::InventoryServer;
 use rocketmq_client_rust::DefaultMQPushConsumer;
+use sqlx::MySqlPool;
 
 use crate::{
     MIGRATOR,
@@ -25,10 +22,9 @@ struct Consuming {
     consumer: DefaultMQPushConsumer,
 }
 
-/// A service whose listener is already bound: `grpc_addr` is real even for port 0.
+/// A service whose listeners are already bound: their addresses are real even for port 0.
 pub struct Application {
-    listener: TcpListener,
-    grpc_addr: SocketAddr,
+    listeners: Listeners,
     pool: MySqlPool,
     counters: Arc<RebackCounters>,
     consuming: Option<Consuming>,
@@ -36,9 +32,6 @@ pub struct Application {
     purge_interval: Duration,
     reconciler: crate::reconcile::Reconciler,
     reconcile_interval: Duration,
-    registry: observe::Registry,
-    metrics_listener: TcpListener,
-    metrics_addr: SocketAddr,
     service: InventoryService,
 }
 
@@ -71,19 +64,16 @@ impl Application {
         service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the inventory database")?;
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("INVENTORY_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
-        let grpc_addr = listener.local_addr()?;
-        let registry = observe::Registry::new();
-        let counters = Arc::new(RebackCounters::register(&registry));
-        let service = InventoryService::new(pool.clone(), &registry);
-        let metrics_listener = observe::bind(config.metrics_addr, "INVENTORY_METRICS_ADDR")
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let metrics_addr = metrics_listener.local_addr()?;
-        let orders = observe::grpc::endpoint(&config.order_endpoint, Duration::from_secs(2))
-            .with_context(|| format!("INVENTORY_ORDER_ENDPOINT: {:?}", config.order_endpoint))?
+        let listeners = Listeners::bind(
+            (config.grpc_addr, "INVENTORY_GRPC_ADDR"),
+            (config.metrics_addr, "INVENTORY_METRICS_ADDR"),
+        )
+        .await?;
+        let registry = &listeners.registry;
+        let counters = Arc::new(RebackCounters::register(registry));
+        let service = InventoryService::new(pool.clone(), registry);
+        let orders = observe::grpc::endpoint(&config.order.order_endpoint, Duration::from_secs(2))
+            .with_context(|| format!("ORDER_ENDPOINT: {:?}", config.order.order_endpoint))?
             .connect_lazy();
         let reconciler = crate::reconcile::Reconciler {
             pool: pool.clone(),
@@ -91,7 +81,7 @@ impl Application {
             horizon: config.reconcile_horizon,
             batch: config.reconcile_batch,
             call_timeout: Duration::from_secs(10),
-            counters: Arc::new(crate::reconcile::ReconcileCounters::register(&registry)),
+            counters: Arc::new(crate::reconcile::ReconcileCounters::register(registry)),
         };
         let consuming = if consume {
             Some(start_consuming(config, &pool, &counters).await?)
@@ -99,8 +89,7 @@ impl Application {
             None
         };
         Ok(Self {
-            listener,
-            grpc_addr,
+            listeners,
             pool,
             counters,
             consuming,
@@ -108,15 +97,12 @@ impl Application {
             purge_interval: config.purge_interval,
             reconciler,
             reconcile_interval: config.reconcile_interval,
-            registry,
-            metrics_listener,
-            metrics_addr,
             service,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.listeners.grpc_addr
     }
 
     pub fn pool(&self) -> &MySqlPool {
@@ -125,7 +111,7 @@ impl Application {
 
     /// Where `GET /metrics` is served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        self.listeners.metrics_addr
     }
 
     /// What the reback consumer has done so far.
@@ -142,29 +128,31 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let metrics_server = tokio::spawn(observe::serve(
-            self.metrics_listener,
-            self.registry,
-            observe::stopped(stopped.clone()),
-        ));
-        let purger = service_db::spawn_purge(
+        let listeners = self.listeners;
+        tracing::info!(grpc = %listeners.grpc_addr, metrics = %listeners.metrics_addr, "inventory_srv listening");
+        let mut background = Background::new();
+        background.serve_metrics(listeners.metrics, listeners.registry);
+        background.add(service_db::spawn_purge(
             self.pool.clone(),
             crate::db::EXPIRED_RETURNED_DETAILS,
             self.tombstone_retention,
             self.purge_interval,
-            stopped.clone(),
-        );
-        let reconciling =
-            crate::reconcile::spawn(self.reconciler, self.reconcile_interval, stopped);
+            background.stopped(),
+        ));
+        background.add(crate::reconcile::spawn(
+            self.reconciler,
+            self.reconcile_interval,
+            background.stopped(),
+        ));
         let service = InventoryServer::new(self.service);
-        let served =
-            observe::grpc::serve(self.listener, service, proto::FILE_DESCRIPTOR_SET, shutdown)
-                .await;
-        let _ = stop.send(true);
-        let _ = purger.await;
-        let _ = reconciling.await;
-        let _ = metrics_server.await;
+        let served = observe::grpc::serve(
+            listeners.grpc,
+            service,
+            proto::FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
+        .await;
+        background.stop().await;
         if let Some(Consuming { mq, mut consumer }) = self.consuming {
             // Stops pulling and waits for in-flight callbacks before the pool closes.
             consumer.shutdown().await;

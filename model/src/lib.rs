@@ -123,6 +123,13 @@ pub enum Order {
     Closed,
 }
 
+impl Order {
+    /// Placed and not closed: the order keeps its deduction.
+    fn is_live(self) -> bool {
+        matches!(self, Order::WaitBuyerPay | Order::Paid)
+    }
+}
+
 /// A row of `stock_sell_detail`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Detail {
@@ -195,24 +202,24 @@ pub enum Action {
     Start(usize),
     /// The broker stores the half message; the listener runs (`send_half_message`).
     StoreHalf(usize),
-    /// `claim_priced_cart` (4.1-4.2), beside the half message: claim the cart lines, or
+    /// `OrderPlacer::claim` (4.1-4.2), beside the half message: claim the cart lines, or
     /// fail (answered Rollback once the listener runs).
     ClaimCart(usize),
-    /// `LocalTransaction::sell` (4.3): send Sell.
+    /// `OrderPlacer::sell` (4.3): send Sell.
     SendSell(usize),
     /// inventory `stock::sell`: the Sell request arrives (any time, even late).
     SellArrives(usize),
-    /// `LocalTransaction::run` reads Sell's answer: OK, or a definitive refusal (Rollback).
+    /// `OrderPlacer::decide` reads Sell's answer: OK, or a definitive refusal (Rollback).
     SellAnswered(usize),
     /// Sell's deadline passes: the outcome is unknown, so Commit the reback.
     SellTimesOut(usize),
     /// `write_order_rows` (4.4), from the claim on, beside the half message and Sell: insert
     /// the barrier row 'committed' first (the order's rows follow; nothing is committed).
     InsertBarrier(usize),
-    /// `LocalTransaction::pay_timeout`, sent with the half message, beside the claim, Sell
+    /// `OrderPlacer::send_pay_timeout`, sent first, beside the claim, Sell
     /// and the order's writes: the delayed pay-timeout message is stored.
     SendPayTimeout(usize),
-    /// `commit_order`: COMMIT once Sell answered OK, the writes are done and the
+    /// `OrderPlacer::commit`: COMMIT once Sell answered OK, the writes are done and the
     /// pay-timeout is stored (4.4-4.5).
     Commit(usize),
     /// The listener's answer Rollback reaches the broker (END_TRANSACTION).
@@ -270,7 +277,7 @@ impl Protocol {
     /// What the reconciler would act on: stock deducted for an order that does not exist
     /// (yet, or ever) or is closed.
     fn reconcilable(state: &State, i: usize) -> bool {
-        state.detail[i] == Detail::Deducted && matches!(state.order[i], Order::None | Order::Closed)
+        state.detail[i] == Detail::Deducted && !state.order[i].is_live()
     }
 
     /// `stock::reback`: the effect of a reback on inventory (the consumer and the
@@ -333,6 +340,135 @@ impl Protocol {
             }
         }
     }
+
+    /// Claims the barrier of call `i` as the check-back does (`INSERT IGNORE` 'aborted'):
+    /// the row that stands, or `None` while the insert waits on an uncommitted row.
+    fn claim_barrier(state: &mut State, i: usize) -> Option<Barrier> {
+        match state.barrier[i] {
+            Barrier::CommittedUncommitted => return None,
+            Barrier::None => state.barrier[i] = Barrier::Aborted,
+            Barrier::Committed | Barrier::Aborted => {}
+        }
+        Some(state.barrier[i])
+    }
+
+    /// The conditional close (§7) of the pay timeout and CancelOrder: an unpaid order
+    /// closes, and a closed order's reback is to be sent.
+    fn close(state: &mut State, i: usize, bugs: Bugs) {
+        let closable = state.order[i] == Order::WaitBuyerPay
+            || (bugs.unconditional_timeout_close && state.order[i] != Order::None);
+        if closable {
+            state.order[i] = Order::Closed;
+        }
+        if state.order[i] == Order::Closed {
+            state.reback_to_send[i] = true;
+        }
+    }
+
+    /// The steps of call `i` itself, of what it sends beside the cart claim (the half
+    /// message, the pay-timeout, the order's writes), and its crash.
+    fn call_steps(s: &State, i: usize, actions: &mut Vec<Action>) {
+        if s.half_in_flight[i] {
+            actions.push(Action::StoreHalf(i));
+        }
+        // The pay-timeout message, sent with the half message, is stored any time
+        // before COMMIT (which waits for it), or after a refusal or a crash.
+        if s.timeout_in_flight[i] {
+            actions.push(Action::SendPayTimeout(i));
+        }
+        // So are the order's writes (uncommitted until COMMIT).
+        if s.writes[i] == Writes::Pending
+            && matches!(s.call[i], Call::Claimed | Call::Selling | Call::Sold)
+        {
+            actions.push(Action::InsertBarrier(i));
+        }
+        match s.call[i] {
+            Call::Idle => actions.push(Action::Start(i)),
+            Call::Started => actions.push(Action::ClaimCart(i)),
+            Call::Refused => {}
+            // Sell only once the half message is stored.
+            Call::Claimed if s.half[i] != Half::None => actions.push(Action::SendSell(i)),
+            Call::Claimed => {}
+            Call::Selling => {
+                if s.sell_answer[i] != SellAnswer::None {
+                    actions.push(Action::SellAnswered(i));
+                }
+                actions.push(Action::SellTimesOut(i));
+            }
+            Call::Sold if s.writes[i] == Writes::Done && s.timeout_stored[i] => {
+                actions.push(Action::Commit(i));
+            }
+            Call::Sold => {}
+            Call::Committed => {
+                actions.push(Action::EndTransaction(i));
+                actions.push(Action::EndTransactionLost(i));
+            }
+            Call::Ended => {}
+        }
+        if !matches!(s.call[i], Call::Idle | Call::Ended) {
+            actions.push(Action::Crash(i));
+        }
+    }
+
+    /// What the broker, inventory, the reconciler and the pay timeout may do about call
+    /// `i`'s messages and deduction, at any time.
+    fn system_steps(&self, s: &State, i: usize, actions: &mut Vec<Action>) {
+        // The broker checks back a pending half message at any time; one resolved as
+        // Commit may be checked again (its resolution record was still buffered when
+        // the broker restarted), which delivers the reback once more.
+        if s.half[i] == Half::Pending
+            || (s.half[i] == Half::Committed
+                && s.rebacks[i] == 0
+                && s.reback_deliveries[i] < MAX_DELIVERIES)
+        {
+            actions.push(Action::CheckBack(i));
+        }
+        if s.half[i] == Half::Pending {
+            actions.push(Action::BrokerGivesUp(i));
+        }
+        if !self.bugs.no_reconciler && Self::reconcilable(s, i) {
+            actions.push(Action::Reconcile(i));
+        }
+        if s.sell_in_flight[i] {
+            actions.push(Action::SellArrives(i));
+        }
+        Self::deliveries(actions, s.rebacks[i], s.reback_deliveries[i], |again| {
+            Action::DeliverReback(i, again)
+        });
+        Self::deliveries(actions, s.timeouts[i], s.timeout_deliveries[i], |again| {
+            Action::DeliverTimeout(i, again)
+        });
+        if s.reback_to_send[i] {
+            actions.push(Action::SendTimeoutReback(i));
+        }
+    }
+
+    /// A message with deliveries still to come is delivered: `deliver(false)`, or, while
+    /// it has been delivered less than [`MAX_DELIVERIES`] times, `deliver(true)` (it will
+    /// come again).
+    fn deliveries(
+        actions: &mut Vec<Action>,
+        to_come: u8,
+        delivered: u8,
+        deliver: impl Fn(bool) -> Action,
+    ) {
+        if to_come > 0 {
+            actions.push(deliver(false));
+            if delivered + 1 < MAX_DELIVERIES {
+                actions.push(deliver(true));
+            }
+        }
+    }
+
+    /// What the buyer may do with order `i`.
+    fn buyer_steps(s: &State, i: usize, actions: &mut Vec<Action>) {
+        if s.order[i] == Order::WaitBuyerPay {
+            actions.push(Action::Pay(i));
+        }
+        if s.order[i] != Order::None && s.cancels[i] < 2 {
+            actions.push(Action::Cancel(i));
+        }
+    }
 }
 
 impl Model for Protocol {
@@ -370,87 +506,9 @@ impl Model for Protocol {
 
     fn actions(&self, s: &State, actions: &mut Vec<Action>) {
         for i in 0..CALLS {
-            let live = !matches!(s.call[i], Call::Idle | Call::Ended);
-            if s.half_in_flight[i] {
-                actions.push(Action::StoreHalf(i));
-            }
-            // The pay-timeout message, sent with the half message, is stored any time
-            // before COMMIT (which waits for it), or after a refusal or a crash.
-            if s.timeout_in_flight[i] {
-                actions.push(Action::SendPayTimeout(i));
-            }
-            // So are the order's writes (uncommitted until COMMIT).
-            if s.writes[i] == Writes::Pending
-                && matches!(s.call[i], Call::Claimed | Call::Selling | Call::Sold)
-            {
-                actions.push(Action::InsertBarrier(i));
-            }
-            match s.call[i] {
-                Call::Idle => actions.push(Action::Start(i)),
-                Call::Started => actions.push(Action::ClaimCart(i)),
-                Call::Refused => {}
-                // Sell only once the half message is stored.
-                Call::Claimed if s.half[i] != Half::None => actions.push(Action::SendSell(i)),
-                Call::Claimed => {}
-                Call::Selling => {
-                    if s.sell_answer[i] != SellAnswer::None {
-                        actions.push(Action::SellAnswered(i));
-                    }
-                    actions.push(Action::SellTimesOut(i));
-                }
-                Call::Sold if s.writes[i] == Writes::Done && s.timeout_stored[i] => {
-                    actions.push(Action::Commit(i));
-                }
-                Call::Sold => {}
-                Call::Committed => {
-                    actions.push(Action::EndTransaction(i));
-                    actions.push(Action::EndTransactionLost(i));
-                }
-                Call::Ended => {}
-            }
-            if live {
-                actions.push(Action::Crash(i));
-            }
-            // The broker checks back a pending half message at any time; one resolved as
-            // Commit may be checked again (its resolution record was still buffered when
-            // the broker restarted), which delivers the reback once more.
-            if s.half[i] == Half::Pending
-                || (s.half[i] == Half::Committed
-                    && s.rebacks[i] == 0
-                    && s.reback_deliveries[i] < MAX_DELIVERIES)
-            {
-                actions.push(Action::CheckBack(i));
-            }
-            if s.half[i] == Half::Pending {
-                actions.push(Action::BrokerGivesUp(i));
-            }
-            if !self.bugs.no_reconciler && Self::reconcilable(s, i) {
-                actions.push(Action::Reconcile(i));
-            }
-            if s.sell_in_flight[i] {
-                actions.push(Action::SellArrives(i));
-            }
-            if s.rebacks[i] > 0 {
-                actions.push(Action::DeliverReback(i, false));
-                if s.reback_deliveries[i] + 1 < MAX_DELIVERIES {
-                    actions.push(Action::DeliverReback(i, true));
-                }
-            }
-            if s.timeouts[i] > 0 {
-                actions.push(Action::DeliverTimeout(i, false));
-                if s.timeout_deliveries[i] + 1 < MAX_DELIVERIES {
-                    actions.push(Action::DeliverTimeout(i, true));
-                }
-            }
-            if s.reback_to_send[i] {
-                actions.push(Action::SendTimeoutReback(i));
-            }
-            if s.order[i] == Order::WaitBuyerPay {
-                actions.push(Action::Pay(i));
-            }
-            if s.order[i] != Order::None && s.cancels[i] < 2 {
-                actions.push(Action::Cancel(i));
-            }
+            Self::call_steps(s, i, actions);
+            self.system_steps(s, i, actions);
+            Self::buyer_steps(s, i, actions);
         }
     }
 
@@ -579,13 +637,7 @@ impl Model for Protocol {
                         }
                     }
                 } else {
-                    match s.barrier[i] {
-                        // INSERT IGNORE waits on the uncommitted row.
-                        Barrier::CommittedUncommitted => return None,
-                        Barrier::None => s.barrier[i] = Barrier::Aborted,
-                        Barrier::Committed | Barrier::Aborted => {}
-                    }
-                    let answer = match s.barrier[i] {
+                    let answer = match Self::claim_barrier(&mut s, i)? {
                         Barrier::Committed => Half::RolledBack,
                         _ => Half::Committed,
                     };
@@ -605,16 +657,13 @@ impl Model for Protocol {
             }
             Action::BrokerGivesUp(i) => s.half[i] = Half::Discarded,
             Action::Reconcile(i) => {
-                if s.order[i] == Order::None {
-                    // `ReconcileService::fate`: no order row, so claim the barrier as the
-                    // check-back does (an uncommitted 'committed' row is waited for).
-                    match s.barrier[i] {
-                        Barrier::CommittedUncommitted => return None,
-                        Barrier::None => s.barrier[i] = Barrier::Aborted,
-                        Barrier::Aborted => {}
-                        // COMMIT writes the barrier and the order together.
-                        Barrier::Committed => return None,
-                    }
+                // `ReconcileService::fate`: no order row, so claim the barrier as the
+                // check-back does (an uncommitted 'committed' row is waited for).
+                if s.order[i] == Order::None
+                    && Self::claim_barrier(&mut s, i)? == Barrier::Committed
+                {
+                    // COMMIT writes the barrier and the order together.
+                    return None;
                 }
                 Self::reback(&mut s, i, bugs);
             }
@@ -625,21 +674,10 @@ impl Model for Protocol {
                 if s.order[i] == Order::None && !bugs.timeout_without_barrier {
                     // `committed_meanwhile`: claim the barrier as the check-back does; an
                     // uncommitted 'committed' row is waited for.
-                    match s.barrier[i] {
-                        Barrier::None => s.barrier[i] = Barrier::Aborted,
-                        Barrier::CommittedUncommitted => return None,
-                        Barrier::Committed | Barrier::Aborted => {}
-                    }
+                    Self::claim_barrier(&mut s, i)?;
                 }
                 s.timeout_deliveries[i] = s.timeout_deliveries[i].saturating_add(1);
-                let closable = s.order[i] == Order::WaitBuyerPay
-                    || (bugs.unconditional_timeout_close && s.order[i] != Order::None);
-                if closable {
-                    s.order[i] = Order::Closed;
-                }
-                if s.order[i] == Order::Closed {
-                    s.reback_to_send[i] = true;
-                }
+                Self::close(&mut s, i, bugs);
             }
             Action::SendTimeoutReback(i) => {
                 s.reback_to_send[i] = false;
@@ -651,20 +689,22 @@ impl Model for Protocol {
             }
             Action::Cancel(i) => {
                 s.cancels[i] += 1;
-                let closable = s.order[i] == Order::WaitBuyerPay
-                    || (bugs.unconditional_timeout_close && s.order[i] != Order::None);
-                if closable {
-                    s.order[i] = Order::Closed;
-                }
-                if s.order[i] == Order::Closed {
-                    s.reback_to_send[i] = true;
-                }
+                Self::close(&mut s, i, bugs);
             }
         }
         Some(s)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
+        let mut properties = Self::invariants();
+        properties.extend(Self::promises());
+        properties
+    }
+}
+
+impl Protocol {
+    /// DESIGN.md's I1-I5, and the reconciler's half of I2.
+    fn invariants() -> Vec<Property<Self>> {
         vec![
             // I1 in every state: stock moves only together with a DEDUCTED detail.
             Property::always("I1 conservation", |_: &Protocol, s: &State| {
@@ -674,10 +714,7 @@ impl Model for Protocol {
             // I2 when quiet: DEDUCTED <=> the order exists and is not closed.
             Property::always("I2 agreement (quiet)", |p: &Protocol, s: &State| {
                 !p.quiet(s)
-                    || (0..CALLS).all(|i| {
-                        (s.detail[i] == Detail::Deducted)
-                            == matches!(s.order[i], Order::WaitBuyerPay | Order::Paid)
-                    })
+                    || (0..CALLS).all(|i| (s.detail[i] == Detail::Deducted) == s.order[i].is_live())
             }),
             // When quiet, no stock is held for an order that does not exist or is closed,
             // even when the broker gave up on its half message (half of I2, named for the
@@ -686,10 +723,8 @@ impl Model for Protocol {
                 "every deduction without a live order comes back (quiet)",
                 |p: &Protocol, s: &State| {
                     !p.quiet(s)
-                        || (0..CALLS).all(|i| {
-                            s.detail[i] != Detail::Deducted
-                                || matches!(s.order[i], Order::WaitBuyerPay | Order::Paid)
-                        })
+                        || (0..CALLS)
+                            .all(|i| s.detail[i] != Detail::Deducted || s.order[i].is_live())
                 },
             ),
             // I3 in every state.
@@ -708,6 +743,13 @@ impl Model for Protocol {
             Property::always("I5 exactly-once effect", |_: &Protocol, s: &State| {
                 (0..CALLS).all(|i| s.deducted[i] <= 1 && s.returned[i] <= s.deducted[i])
             }),
+        ]
+    }
+
+    /// What a caller and the buyer are promised, and the examples that show the model
+    /// reaches what the properties speak of.
+    fn promises() -> Vec<Property<Self>> {
+        vec![
             // An order told OK keeps its deduction unless the pay timeout closed it, and a
             // paid order is never closed.
             Property::always("told OK keeps its deduction", |_: &Protocol, s: &State| {

@@ -50,54 +50,55 @@ pub fn endpoint(uri: &str, connect_within: Duration) -> Result<Endpoint, tonic::
         .keep_alive_while_idle(true))
 }
 
+/// What [`serve`] serves: a tonic service (a generated `...Server`) that every connection
+/// gets a clone of, named for health and reflection.
+pub trait GrpcService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> GrpcService for T where
+    T: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, with gRPC health (SERVING,
 /// then NOT_SERVING as soon as shutdown starts, while the server drains its calls) and
 /// reflection in both protocol versions listing only `service`, health and reflection.
 /// `descriptors` is the encoded file descriptor set that describes `service`.
-pub async fn serve<S>(
+pub async fn serve<S: GrpcService>(
     listener: TcpListener,
     service: S,
     descriptors: &'static [u8],
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> anyhow::Result<()> {
     serve_with_internal(listener, service, None::<S>, descriptors, shutdown).await
 }
 
 /// Like [`serve`], with a second service on the same port for other services of the
 /// system, not for the gateway (order_srv's `OrderReconcile`): it has its own health
 /// status and is left out of reflection.
-pub async fn serve_with_internal<S, I>(
+pub async fn serve_with_internal<S: GrpcService, I: GrpcService>(
     listener: TcpListener,
     service: S,
     internal: Option<I>,
     descriptors: &'static [u8],
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    I: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    I::Future: Send + 'static,
-{
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<S>().await;
     let has_internal = internal.is_some();

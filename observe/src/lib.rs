@@ -6,10 +6,9 @@
 
 pub mod grpc;
 pub mod outage;
+pub mod service;
 pub mod telemetry;
 pub mod trace;
-
-use std::net::SocketAddr;
 
 use axum::http;
 use prometheus::{Encoder, TextEncoder};
@@ -135,13 +134,6 @@ fn metrics_text(registry: &Registry) -> axum::response::Response {
             .into_response(),
         Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-/// Binds the metrics listener, naming the variable on failure.
-pub async fn bind(addr: SocketAddr, variable: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{variable}: cannot bind {addr}: {e}"))
 }
 
 #[cfg(test)]

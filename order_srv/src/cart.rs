@@ -1,10 +1,12 @@
 //! The shopping cart: one line per (user, goods), with a "checked" flag that selects
 //! the lines the next CreateOrder takes.
 
-use sqlx::MySqlPool;
+use std::collections::HashMap;
+
+use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::{
-    db::{self, CartRow},
+    db::{self, CartRow, OrderGoodsRow, PriceRow},
     domain::{MAX_CART_LINES, MAX_CART_NUMS},
     error::{Error, Reason, Result},
 };
@@ -109,4 +111,60 @@ fn not_in_cart(goods_id: i32) -> Error {
         Reason::NotInCart,
         format!("goods {goods_id} is not in the cart"),
     )
+}
+
+/// Steps 4.1-4.2: the user's checked cart lines, claimed for this order, priced from the
+/// server's price list.
+///
+/// The claim is a row lock on the cart lines (`FOR UPDATE NOWAIT`) taken in the order's
+/// own transaction: it lasts until that transaction commits (the lines are deleted) or
+/// ends otherwise (the lines are free again), and it dies with the connection when the
+/// process does, so there is never a claim to clean up. A second CreateOrder of the same
+/// cart meets the lock and fails at once with ABORTED, before it has deducted anything.
+pub async fn claim_priced_cart(
+    tx: &mut MySqlConnection,
+    user_id: i64,
+) -> Result<Vec<OrderGoodsRow>> {
+    let cart = match db::lock_checked_cart(tx, user_id).await {
+        Ok(cart) => cart,
+        Err(e) if service_db::errors::is_lock_not_granted(&e) => {
+            return Err(Error::Aborted(
+                Reason::CartInUse,
+                "the cart is being ordered by a concurrent request; retry to see its outcome"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cart.is_empty() {
+        return Err(Error::FailedPrecondition(
+            Reason::CartEmpty,
+            "no checked items in the cart".into(),
+        ));
+    }
+    if i64::try_from(cart.len()).map_or(true, |n| n > MAX_CART_LINES) {
+        return Err(Error::FailedPrecondition(
+            Reason::CartFull,
+            format!("an order may hold at most {MAX_CART_LINES} different goods"),
+        ));
+    }
+    let goods_ids: Vec<i32> = cart.iter().map(|(goods_id, _)| *goods_id).collect();
+    let mut prices: HashMap<i32, PriceRow> = db::prices_of(tx, &goods_ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    cart.into_iter()
+        .map(|(goods_id, nums)| {
+            let price = prices.remove(&goods_id).ok_or_else(|| {
+                Error::NotFound(Reason::GoodsNotFound, format!("goods {goods_id} not found"))
+            })?;
+            Ok(OrderGoodsRow {
+                goods_id,
+                goods_name: price.name,
+                price_cents: price.price_cents,
+                nums,
+            })
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
+use observe::service::{InventoryEndpoint, TelemetryArgs};
 
 /// Everything `order_srv` reads from its environment.
 #[derive(Clone, Parser)]
@@ -32,15 +33,10 @@ pub struct Config {
     #[arg(long, env = "ORDER_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
 
-    /// gRPC endpoint(s) of inventory_srv: comma-separated `http://host:port`; a name may
-    /// resolve to several replicas. Sells are balanced over the replicas whose health
-    /// check says SERVING (see `order_srv::inventory`).
-    #[arg(
-        long,
-        env = "INVENTORY_ENDPOINT",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub inventory_endpoint: String,
+    /// Where inventory_srv is (`INVENTORY_ENDPOINT`): Sells are balanced over its
+    /// replicas whose health check says SERVING (see `order_srv::inventory`).
+    #[command(flatten)]
+    pub inventory: InventoryEndpoint,
 
     /// How often the inventory replicas are resolved and health-checked; a replica that
     /// stops serving receives no new Sell after at most this long.
@@ -61,10 +57,8 @@ pub struct Config {
     #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
     pub namesrv_addr: String,
 
-    /// OTLP/gRPC endpoint spans are exported to (e.g. `http://jaeger:4317`); unset, no
-    /// spans are built or exported and no trace context is propagated.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otel_exporter_otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 
     /// How long an order may wait for payment before it is closed and its stock returned.
     #[arg(long, env = "ORDER_PAY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -154,13 +148,10 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &"<redacted>")
             .field("grpc_addr", &self.grpc_addr)
-            .field("inventory_endpoint", &self.inventory_endpoint)
+            .field("inventory_endpoint", &self.inventory.inventory_endpoint)
             .field("inventory_probe_interval", &self.inventory_probe_interval)
             .field("namesrv_addr", &self.namesrv_addr)
-            .field(
-                "otel_exporter_otlp_endpoint",
-                &self.otel_exporter_otlp_endpoint,
-            )
+            .field("telemetry", &self.telemetry)
             .field("pay_timeout", &self.pay_timeout)
             .field("overdue_sweep_grace", &self.overdue_sweep_grace)
             .field("reback_topic", &self.reback_topic)

@@ -19,22 +19,13 @@ pub const MAX_CART_LINES: i64 = 200;
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 
 pub fn user_id(raw: i64) -> Result<i64, Error> {
-    if raw <= 0 {
-        return Err(Error::InvalidArgument(
-            "user_id",
-            format!("user_id must be positive, got {raw}"),
-        ));
-    }
+    proto::check_id("user_id", raw).map_err(|reason| Error::InvalidArgument("user_id", reason))?;
     Ok(raw)
 }
 
 pub fn goods_id(raw: i32) -> Result<i32, Error> {
-    if raw <= 0 {
-        return Err(Error::InvalidArgument(
-            "goods_id",
-            format!("goods_id must be positive, got {raw}"),
-        ));
-    }
+    proto::check_id("goods_id", raw.into())
+        .map_err(|reason| Error::InvalidArgument("goods_id", reason))?;
     Ok(raw)
 }
 

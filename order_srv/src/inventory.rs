@@ -22,12 +22,15 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use observe::IntGauge;
+use observe::{IntGauge, grpc::Traced};
+use proto::inventory::{self as inv, inventory_client::InventoryClient};
 use tokio::sync::mpsc::Sender;
 use tonic::transport::{Channel, Endpoint, channel::Change};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+use crate::{db::OrderGoodsRow, error::is_definitive_refusal};
 
 /// The gRPC service a replica must report SERVING to receive Sells.
 const SERVICE: &str = "inventory.v1.Inventory";
@@ -35,6 +38,58 @@ const SERVICE: &str = "inventory.v1.Inventory";
 /// inventory_srv as order_srv sees it: one WARN when Sell stops being answered, one INFO
 /// when it is answered again.
 pub static INVENTORY: observe::outage::Outage = observe::outage::Outage::new("inventory_srv");
+
+/// Inventory's Sell as CreateOrder calls it (step 4.3).
+#[derive(Clone)]
+pub struct Inventory {
+    /// Every Sell carries the order's trace context (see `observe::grpc::Traced`).
+    pub client: InventoryClient<Traced<Channel>>,
+    /// Past it the Sell's outcome counts as unknown.
+    pub sell_timeout: Duration,
+}
+
+impl Inventory {
+    /// `Sell(order_sn, items)` within the Sell timeout; past it DEADLINE_EXCEEDED (the
+    /// outcome unknown). An answer, or a definitive refusal, counts as inventory being
+    /// there ([`INVENTORY`]); the caller says when it is not.
+    #[tracing::instrument(skip_all, fields(otel.name = "Sell", otel.kind = "client"))]
+    pub async fn sell(
+        &self,
+        order_sn: &str,
+        items: Vec<inv::GoodsNum>,
+    ) -> Result<(), tonic::Status> {
+        let mut request = tonic::Request::new(inv::SellRequest {
+            order_sn: order_sn.to_owned(),
+            items,
+        });
+        request.set_timeout(self.sell_timeout);
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.sell_timeout, client.sell(request)).await {
+            Ok(Ok(_)) => {
+                INVENTORY.answered();
+                Ok(())
+            }
+            Ok(Err(status)) => {
+                if is_definitive_refusal(&status) {
+                    INVENTORY.answered();
+                }
+                Err(status)
+            }
+            Err(_) => Err(tonic::Status::deadline_exceeded("Sell deadline passed")),
+        }
+    }
+}
+
+/// What Sell deducts for these claimed lines: each goods and its quantity.
+pub fn sell_items(lines: &[OrderGoodsRow]) -> Vec<inv::GoodsNum> {
+    lines
+        .iter()
+        .map(|l| inv::GoodsNum {
+            goods_id: l.goods_id,
+            num: l.nums,
+        })
+        .collect()
+}
 
 /// How replicas are found and checked.
 #[derive(Clone, Debug)]

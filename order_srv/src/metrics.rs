@@ -114,6 +114,14 @@ impl OrderMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Runs one step of a CreateOrder, recording how long it took.
+    pub async fn timed<T>(&self, step: Step, work: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let done = work.await;
+        self.step_took(step, started.elapsed());
+        done
+    }
+
     /// A check-back was answered `answer` after `elapsed`.
     pub fn check_back_took(&self, answer: LocalTransactionState, elapsed: Duration) {
         self.check_back_seconds

@@ -1,33 +1,32 @@
 //! Wiring: database pool and migrations, the RocketMQ clients, the inventory client, the
-//! bound gRPC listener, and an orderly shutdown.
+//! bound listeners, and an orderly shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use mq::{Mq, MqConfig};
+use observe::service::{Background, Listeners};
 use proto::{
     inventory::inventory_client::InventoryClient,
     order::{order_reconcile_server::OrderReconcileServer, order_server::OrderServer},
 };
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 use sqlx::MySqlPool;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::{
     MIGRATOR,
     config::Config,
-    create_order::{LocalTransaction, OrderPlacer, RebackTxListener},
+    create_order::{OrderPlacer, Placing, RebackTxListener},
     grpc::OrderService,
-    inventory::Discovery,
+    inventory::{Discovery, Inventory},
     metrics::OrderMetrics,
-    timeout::{OrderCloser, TimeoutCounters},
+    timeout::{OrderCloser, PayTimeoutSender, TimeoutCounters},
 };
 
-/// A service whose listener is bound and whose RocketMQ clients are started.
+/// A service whose listeners are bound and whose RocketMQ clients are started.
 pub struct Application {
-    listener: TcpListener,
-    grpc_addr: SocketAddr,
+    listeners: Listeners,
     pool: MySqlPool,
     mq: Mq,
     plain_producer: DefaultMQProducer,
@@ -43,9 +42,6 @@ pub struct Application {
     /// Answers inventory's reconciler.
     reconcile: crate::reconcile::ReconcileService,
     metrics: OrderMetrics,
-    registry: observe::Registry,
-    metrics_listener: TcpListener,
-    metrics_addr: SocketAddr,
     /// Keeps the inventory channel to the serving replicas.
     inventory_discovery: JoinHandle<()>,
 }
@@ -69,69 +65,46 @@ impl Application {
         service_db::migrate(&pool, &MIGRATOR)
             .await
             .context("migrating the order database")?;
-        let registry = observe::Registry::new();
+        let listeners = Listeners::bind(
+            (config.grpc_addr, "ORDER_GRPC_ADDR"),
+            (config.metrics_addr, "ORDER_METRICS_ADDR"),
+        )
+        .await?;
+        let registry = &listeners.registry;
         let (inventory, inventory_discovery) = Discovery::parse(
-            &config.inventory_endpoint,
+            &config.inventory.inventory_endpoint,
             Duration::from_secs(2),
             config.inventory_probe_interval,
         )?
         .start(observe::gauge(
-            &registry,
+            registry,
             "order_inventory_replicas",
             "inventory_srv replicas that Sells are balanced over (those whose health check says SERVING)",
         ))
         .await;
-
-        let mq = Mq::new(
-            &MqConfig {
-                namesrv_addr: config.namesrv_addr.clone(),
-                // Check-backs and consumer callbacks run on the runtime's blocking threads:
-                // never more at once.
-                listener_concurrency: config.mq_io_concurrency.min(config.mq_blocking_threads),
-            },
-            "order_srv",
-        )
-        .context("ORDER_MQ_*: RocketMQ client runtime")?;
+        let mq = mq_client(config)?;
         let mut plain_producer = mq.producer(&config.plain_producer_group);
-        plain_producer.start().await.map_err(|e| {
-            anyhow::anyhow!(
-                "NAMESRV_ADDR: starting the plain producer: {}",
-                mq::describe(&e)
-            )
-        })?;
-
-        let metrics = OrderMetrics::register(&registry);
-        let local_transaction = Arc::new(LocalTransaction {
-            metrics: metrics.clone(),
+        plain_producer
+            .start()
+            .await
+            .map_err(|e| not_started("plain", &e))?;
+        let metrics = OrderMetrics::register(registry);
+        let placing = Placing {
             pool: pool.clone(),
-            inventory: InventoryClient::new(observe::grpc::Traced(inventory)),
-            sell_timeout: config.sell_timeout,
-            timeout_producer: plain_producer.clone(),
-            timeout_topic: config.timeout_topic.clone(),
-            pay_timeout: config.pay_timeout,
-        });
-        let listener =
-            RebackTxListener::new(local_transaction.clone(), tokio::runtime::Handle::current());
-        let mut tx_producer = mq.transactional_producer(
-            &config.tx_producer_group,
-            &[config.reback_topic.as_str()],
-            listener,
-            config.mq_instance_name.as_deref(),
-        );
-        tx_producer.start().await.map_err(|e| {
-            anyhow::anyhow!(
-                "NAMESRV_ADDR: starting the transactional producer: {}",
-                mq::describe(&e)
-            )
-        })?;
-        let placer = OrderPlacer::new(
-            tx_producer,
-            config.reback_topic.clone(),
-            local_transaction,
-            config.create_order_budget,
-        );
-
-        let timeout_counters = Arc::new(TimeoutCounters::register(&registry));
+            inventory: Inventory {
+                client: InventoryClient::new(observe::grpc::Traced(inventory)),
+                sell_timeout: config.sell_timeout,
+            },
+            pay_timeouts: Arc::new(PayTimeoutSender {
+                producer: plain_producer.clone(),
+                topic: config.timeout_topic.clone(),
+                pay_within: config.pay_timeout,
+            }),
+            metrics: metrics.clone(),
+            budget: config.create_order_budget,
+        };
+        let placer = start_placer(config, &mq, placing).await?;
+        let timeout_counters = Arc::new(TimeoutCounters::register(registry));
         let closer = Arc::new(OrderCloser {
             pool: pool.clone(),
             producer: plain_producer.clone(),
@@ -139,34 +112,16 @@ impl Application {
             counters: timeout_counters.clone(),
             pay_timeout: config.pay_timeout,
         });
-        let timeout_consumer = mq::consumer::start(
-            &mq,
-            &config.timeout_consumer_group,
-            &config.timeout_topic,
-            config.timeout_consumer_threads,
-            None,
-            closer.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .await
-        .context("NAMESRV_ADDR: starting the order_timeout consumer")?;
-
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("ORDER_GRPC_ADDR: cannot bind {}", config.grpc_addr))?;
-        let grpc_addr = listener.local_addr()?;
-        let metrics_listener = observe::bind(config.metrics_addr, "ORDER_METRICS_ADDR")
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let metrics_addr = metrics_listener.local_addr()?;
-        let reconcile_pool = pool.clone();
+        let timeout_consumer = start_timeout_consumer(config, &mq, &closer).await?;
         Ok(Self {
+            reconcile: crate::reconcile::ReconcileService::new(
+                pool.clone(),
+                config.pay_timeout,
+                config.overdue_sweep_grace,
+                config.barrier_retention,
+            ),
             metrics,
-            registry,
-            metrics_listener,
-            metrics_addr,
-            listener,
-            grpc_addr,
+            listeners,
             pool,
             mq,
             plain_producer,
@@ -180,18 +135,12 @@ impl Application {
                 .pay_timeout
                 .saturating_add(config.overdue_sweep_grace),
             sweep_interval: config.overdue_sweep_interval,
-            reconcile: crate::reconcile::ReconcileService::new(
-                reconcile_pool,
-                config.pay_timeout,
-                config.overdue_sweep_grace,
-                config.barrier_retention,
-            ),
             inventory_discovery,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.listeners.grpc_addr
     }
 
     pub fn pool(&self) -> &MySqlPool {
@@ -200,7 +149,7 @@ impl Application {
 
     /// Where `GET /metrics` is served.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        self.listeners.metrics_addr
     }
 
     /// What CreateOrder and the transaction listener have done so far.
@@ -220,16 +169,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves. Then, in order: health turns NOT_SERVING and the
-    /// gRPC server drains its calls; one signal stops the purge, the overdue sweep, the
-    /// metrics endpoint and the pay-timeout consumer (which finishes its in-flight deliveries); the producers go
-    /// offline (every transaction in flight already got its answer); the client runtime
-    /// and the pool close.
+    /// gRPC server drains its calls; one signal stops the purge, the overdue sweep and the
+    /// metrics endpoint; the pay-timeout consumer stops (finishing its in-flight
+    /// deliveries); the producers go offline (every transaction in flight already got its
+    /// answer); the client runtime and the pool close.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            listener,
+            listeners,
             pool,
             mq,
             mut plain_producer,
@@ -242,26 +191,25 @@ impl Application {
             sweep_interval,
             reconcile,
             metrics,
-            registry,
-            metrics_listener,
             inventory_discovery,
             ..
         } = self;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let metrics_server = tokio::spawn(observe::serve(
-            metrics_listener,
-            registry,
-            observe::stopped(stopped.clone()),
-        ));
-        let purger = service_db::spawn_purge(
+        tracing::info!(grpc = %listeners.grpc_addr, metrics = %listeners.metrics_addr, "order_srv listening");
+        let mut background = Background::new();
+        background.serve_metrics(listeners.metrics, listeners.registry);
+        background.add(service_db::spawn_purge(
             pool.clone(),
             crate::db::EXPIRED_BARRIERS,
             barrier_retention,
             purge_interval,
-            stopped.clone(),
-        );
-        let sweeper =
-            crate::timeout::spawn_sweep(closer.clone(), overdue_after, sweep_interval, stopped);
+            background.stopped(),
+        ));
+        background.add(crate::timeout::spawn_sweep(
+            closer.clone(),
+            overdue_after,
+            sweep_interval,
+            background.stopped(),
+        ));
         let placer = Arc::new(placer);
         let service = OrderServer::new(OrderService::new(
             pool.clone(),
@@ -270,7 +218,7 @@ impl Application {
             metrics,
         ));
         let served = observe::grpc::serve_with_internal(
-            listener,
+            listeners.grpc,
             service,
             Some(OrderReconcileServer::new(reconcile)),
             proto::FILE_DESCRIPTOR_SET,
@@ -278,10 +226,7 @@ impl Application {
         )
         .await;
 
-        let _ = stop.send(true);
-        let _ = purger.await;
-        let _ = sweeper.await;
-        let _ = metrics_server.await;
+        background.stop().await;
         timeout_consumer.shutdown().await;
         placer.shutdown(Duration::from_secs(10)).await;
         plain_producer.shutdown().await;
@@ -290,4 +235,67 @@ impl Application {
         pool.close().await;
         served
     }
+}
+
+/// The RocketMQ client runtime of the producers and the pay-timeout consumer.
+fn mq_client(config: &Config) -> anyhow::Result<Mq> {
+    let mq_config = MqConfig {
+        namesrv_addr: config.namesrv_addr.clone(),
+        // Check-backs and consumer callbacks run on the runtime's blocking threads: never
+        // more at once.
+        listener_concurrency: config.mq_io_concurrency.min(config.mq_blocking_threads),
+    };
+    Mq::new(&mq_config, "order_srv").context("ORDER_MQ_*: RocketMQ client runtime")
+}
+
+/// The `order_timeout` consumer: closes unpaid orders (DESIGN.md §7).
+async fn start_timeout_consumer(
+    config: &Config,
+    mq: &Mq,
+    closer: &Arc<OrderCloser>,
+) -> anyhow::Result<DefaultMQPushConsumer> {
+    mq::consumer::start(
+        mq,
+        &config.timeout_consumer_group,
+        &config.timeout_topic,
+        config.timeout_consumer_threads,
+        None,
+        closer.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .context("NAMESRV_ADDR: starting the order_timeout consumer")
+}
+
+/// Why a producer did not start, naming the variable that says where the broker is.
+fn not_started(what: &str, error: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    anyhow::anyhow!(
+        "NAMESRV_ADDR: starting the {what} producer: {}",
+        mq::describe(error)
+    )
+}
+
+/// The transactional producer of `order_reback`, with CreateOrder's transaction listener,
+/// and the placer that sends on it.
+async fn start_placer(config: &Config, mq: &Mq, placing: Placing) -> anyhow::Result<OrderPlacer> {
+    let listener = RebackTxListener::new(
+        placing.pool.clone(),
+        placing.metrics.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let mut tx_producer = mq.transactional_producer(
+        &config.tx_producer_group,
+        &[config.reback_topic.as_str()],
+        listener,
+        config.mq_instance_name.as_deref(),
+    );
+    tx_producer
+        .start()
+        .await
+        .map_err(|e| not_started("transactional", &e))?;
+    Ok(OrderPlacer::new(
+        tx_producer,
+        config.reback_topic.clone(),
+        placing,
+    ))
 }

@@ -31,6 +31,44 @@ use crate::{
     faults,
 };
 
+/// Sends a new order's delayed `order_timeout` message (step 4.4 of CreateOrder: stored
+/// before COMMIT, so no committed order lacks one; an order that then fails to commit
+/// leaves a pay timeout that finds no order and is acknowledged).
+pub struct PayTimeoutSender {
+    pub producer: DefaultMQProducer,
+    pub topic: String,
+    /// How long an order may wait for payment (`ORDER_PAY_TIMEOUT`).
+    pub pay_within: Duration,
+}
+
+impl PayTimeoutSender {
+    #[tracing::instrument(name = "send_pay_timeout", skip_all, fields(otel.kind = "producer"))]
+    pub async fn send(&self, order_sn: &str) -> Result<()> {
+        let send = || async {
+            let message =
+                OrderSnBody::new(order_sn).delayed_message(&self.topic, self.pay_within)?;
+            Ok::<_, mq::MqError>(self.producer.send(message).await)
+        };
+        let mut sent = send().await?;
+        // Once more after a transport failure (a broker just stopped; see
+        // `OrderPlacer::send_half_message`): a second pay timeout of the same order is
+        // harmless, the consumer closes an order only while it waits for payment.
+        if let Err(e) = &sent
+            && mq::is_transport_failure(e)
+        {
+            tracing::info!(error = %mq::describe(e), "pay-timeout not sent; sending it once more");
+            sent = send().await?;
+        }
+        sent.map_err(|e| {
+            Error::Unavailable(format!(
+                "pay-timeout message not sent: {}",
+                mq::describe(&e)
+            ))
+        })?;
+        Ok(())
+    }
+}
+
 /// What the consumer has done since start: Prometheus counters (`/metrics`), also read
 /// by tests.
 #[derive(Debug, Clone)]

@@ -33,5 +33,14 @@ pub fn check_order_sn(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The rule for an id (`user_id`, `goods_id`), shared by both services: positive. The
+/// error says why not, naming `field`.
+pub fn check_id(field: &str, raw: i64) -> Result<(), String> {
+    if raw <= 0 {
+        return Err(format!("{field} must be positive, got {raw}"));
+    }
+    Ok(())
+}
+
 /// Encoded descriptors of both packages, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shop_descriptor");

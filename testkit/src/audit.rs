@@ -34,6 +34,25 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// A checked invariant's verdict; it passed when `violations` is empty.
+    fn new(name: &'static str, rule: &'static str, violations: Vec<String>) -> Self {
+        Self {
+            name,
+            rule,
+            checked: true,
+            violations,
+            notes: Vec::new(),
+        }
+    }
+
+    /// An invariant the audit lacked the input to check.
+    fn skipped(name: &'static str, rule: &'static str) -> Self {
+        Self {
+            checked: false,
+            ..Self::new(name, rule, Vec::new())
+        }
+    }
 }
 
 /// What the caller knows beyond the databases.
@@ -79,190 +98,233 @@ struct Line {
     num: i64,
 }
 
-/// Checks I1-I5 and returns one verdict each.
+/// Checks I1-I6 and returns one verdict each.
 pub async fn audit(
     order_db: &MySqlPool,
     inventory_db: &MySqlPool,
     input: &AuditInput,
 ) -> anyhow::Result<Vec<Verdict>> {
-    let stocks: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT goods_id, CAST(stocks AS SIGNED) FROM inventory")
+    let rows = Rows::read(order_db, inventory_db).await?;
+    let seen = Seen::of(&rows);
+    Ok(vec![
+        seen.conservation(input.initial_stock.as_ref()),
+        seen.agreement(),
+        seen.no_oversell(),
+        seen.durability(&input.acknowledged),
+        seen.exactly_once(),
+        liveness(order_db, inventory_db, input.liveness).await?,
+    ])
+}
+
+/// The rows I1-I5 read, as the two databases hold them.
+struct Rows {
+    /// `(goods_id, stocks)` of every goods.
+    stocks: Vec<(i32, i64)>,
+    /// `(order_sn, status, detail)` of every stock_sell_detail row.
+    details: Vec<(String, String, String)>,
+    /// `(order_sn, status)` of every order.
+    orders: Vec<(String, String)>,
+    /// `(order_sn, goods_id, nums)` of every order line.
+    order_goods: Vec<(String, i32, i64)>,
+}
+
+impl Rows {
+    async fn read(order_db: &MySqlPool, inventory_db: &MySqlPool) -> anyhow::Result<Self> {
+        let stocks = sqlx::query_as("SELECT goods_id, CAST(stocks AS SIGNED) FROM inventory")
             .fetch_all(inventory_db)
             .await
             .context("reading inventory")?;
-    let details: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT order_sn, status, detail FROM stock_sell_detail")
+        let details = sqlx::query_as("SELECT order_sn, status, detail FROM stock_sell_detail")
             .fetch_all(inventory_db)
             .await
             .context("reading stock_sell_detail")?;
-    let orders: Vec<(String, String)> = sqlx::query_as("SELECT order_sn, status FROM order_info")
+        let orders = sqlx::query_as("SELECT order_sn, status FROM order_info")
+            .fetch_all(order_db)
+            .await
+            .context("reading order_info")?;
+        let order_goods = sqlx::query_as(
+            "SELECT o.order_sn, g.goods_id, CAST(g.nums AS SIGNED) \
+             FROM order_goods g JOIN order_info o ON o.id = g.order_id",
+        )
         .fetch_all(order_db)
         .await
-        .context("reading order_info")?;
-    let order_goods: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT o.order_sn, g.goods_id, CAST(g.nums AS SIGNED) \
-         FROM order_goods g JOIN order_info o ON o.id = g.order_id",
-    )
-    .fetch_all(order_db)
-    .await
-    .context("reading order_goods")?;
+        .context("reading order_goods")?;
+        Ok(Self {
+            stocks,
+            details,
+            orders,
+            order_goods,
+        })
+    }
+}
 
-    let mut deducted_by_goods: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut deducted_lines: HashMap<&str, BTreeMap<i32, i64>> = HashMap::new();
-    let mut detail_status: HashMap<&str, &str> = HashMap::new();
-    let mut unreadable = Vec::new();
-    for (order_sn, status, detail) in &details {
-        detail_status.insert(order_sn, status);
-        if status != "DEDUCTED" {
-            continue;
+/// What I1-I5 share: the rows, indexed by order_sn and by goods.
+struct Seen<'a> {
+    rows: &'a Rows,
+    /// Σ DEDUCTED per goods.
+    deducted_by_goods: BTreeMap<i32, i64>,
+    /// The goods each DEDUCTED detail holds.
+    deducted_lines: HashMap<&'a str, BTreeMap<i32, i64>>,
+    detail_status: HashMap<&'a str, &'a str>,
+    order_status: HashMap<&'a str, &'a str>,
+    /// DEDUCTED details whose goods could not be read (I1 violations).
+    unreadable: Vec<String>,
+}
+
+impl<'a> Seen<'a> {
+    fn of(rows: &'a Rows) -> Self {
+        let mut seen = Self {
+            rows,
+            deducted_by_goods: BTreeMap::new(),
+            deducted_lines: HashMap::new(),
+            detail_status: HashMap::new(),
+            order_status: rows
+                .orders
+                .iter()
+                .map(|(sn, st)| (sn.as_str(), st.as_str()))
+                .collect(),
+            unreadable: Vec::new(),
+        };
+        for (order_sn, status, detail) in &rows.details {
+            seen.detail_status.insert(order_sn, status);
+            if status == "DEDUCTED" {
+                seen.add_deduction(order_sn, detail);
+            }
         }
+        seen
+    }
+
+    fn add_deduction(&mut self, order_sn: &'a str, detail: &str) {
         match serde_json::from_str::<Vec<Line>>(detail) {
             Ok(lines) => {
-                let per_order = deducted_lines.entry(order_sn).or_default();
+                let per_order = self.deducted_lines.entry(order_sn).or_default();
                 for line in lines {
-                    *deducted_by_goods.entry(line.goods_id).or_default() += line.num;
+                    *self.deducted_by_goods.entry(line.goods_id).or_default() += line.num;
                     *per_order.entry(line.goods_id).or_default() += line.num;
                 }
             }
-            Err(e) => unreadable.push(format!("{order_sn}: unreadable detail ({e})")),
+            Err(e) => self
+                .unreadable
+                .push(format!("{order_sn}: unreadable detail ({e})")),
         }
     }
-    let order_status: HashMap<&str, &str> = orders
-        .iter()
-        .map(|(sn, st)| (sn.as_str(), st.as_str()))
-        .collect();
 
-    // I1: initial = current + Σ DEDUCTED.
-    let i1 = match &input.initial_stock {
-        None => Verdict {
-            name: "I1 conservation",
-            rule: "initial stock = current stock + deducted, per goods",
-            checked: false,
-            violations: Vec::new(),
-            notes: Vec::new(),
-        },
-        Some(initial) => {
-            let current: HashMap<i32, i64> = stocks.iter().copied().collect();
-            let goods: BTreeSet<i32> = initial
-                .keys()
-                .chain(current.keys())
-                .chain(deducted_by_goods.keys())
-                .copied()
-                .collect();
-            let mut violations = unreadable.clone();
-            for id in goods {
-                let before = initial.get(&id).copied().unwrap_or(0);
-                let now = current.get(&id).copied().unwrap_or(0);
-                let deducted = deducted_by_goods.get(&id).copied().unwrap_or(0);
-                if before != now + deducted {
-                    violations.push(format!(
-                        "goods {id}: initial {before} != current {now} + deducted {deducted}"
-                    ));
+    /// I1: initial = current + Σ DEDUCTED.
+    fn conservation(&self, initial: Option<&HashMap<i32, i64>>) -> Verdict {
+        const NAME: &str = "I1 conservation";
+        const RULE: &str = "initial stock = current stock + deducted, per goods";
+        let Some(initial) = initial else {
+            return Verdict::skipped(NAME, RULE);
+        };
+        let current: HashMap<i32, i64> = self.rows.stocks.iter().copied().collect();
+        let goods: BTreeSet<i32> = initial
+            .keys()
+            .chain(current.keys())
+            .chain(self.deducted_by_goods.keys())
+            .copied()
+            .collect();
+        let mut violations = self.unreadable.clone();
+        for id in goods {
+            let before = initial.get(&id).copied().unwrap_or(0);
+            let now = current.get(&id).copied().unwrap_or(0);
+            let deducted = self.deducted_by_goods.get(&id).copied().unwrap_or(0);
+            if before != now + deducted {
+                violations.push(format!(
+                    "goods {id}: initial {before} != current {now} + deducted {deducted}"
+                ));
+            }
+        }
+        Verdict::new(NAME, RULE, violations)
+    }
+
+    /// I2: DEDUCTED <=> the order exists and is not closed.
+    fn agreement(&self) -> Verdict {
+        let mut violations = Vec::new();
+        for (order_sn, status) in &self.detail_status {
+            let order = self.order_status.get(order_sn);
+            let open = order.is_some_and(|s| *s != "TRADE_CLOSED");
+            if (*status == "DEDUCTED") != open {
+                violations.push(format!(
+                    "{order_sn}: stock {status}, order {}",
+                    order.copied().unwrap_or("missing")
+                ));
+            }
+        }
+        for (order_sn, status) in &self.order_status {
+            if !self.detail_status.contains_key(order_sn) && *status != "TRADE_CLOSED" {
+                violations.push(format!("{order_sn}: order {status} without any deduction"));
+            }
+        }
+        violations.sort();
+        Verdict::new(
+            "I2 agreement",
+            "stock DEDUCTED <=> order exists and is not TRADE_CLOSED",
+            violations,
+        )
+    }
+
+    /// I3: never below zero.
+    fn no_oversell(&self) -> Verdict {
+        let violations = self
+            .rows
+            .stocks
+            .iter()
+            .filter(|(_, s)| *s < 0)
+            .map(|(id, s)| format!("goods {id}: stock {s}"))
+            .collect();
+        Verdict::new("I3 no oversell", "stock never below zero", violations)
+    }
+
+    /// I4: every acknowledged order has its row and its deduction (or, once closed, its
+    /// return).
+    fn durability(&self, acknowledged: &[String]) -> Verdict {
+        let mut violations = Vec::new();
+        for order_sn in acknowledged {
+            match (
+                self.order_status.get(order_sn.as_str()),
+                self.detail_status.get(order_sn.as_str()),
+            ) {
+                (None, _) => violations.push(format!("{order_sn}: acknowledged but no order row")),
+                (Some(_), None) => {
+                    violations.push(format!("{order_sn}: acknowledged but never deducted"));
                 }
-            }
-            Verdict {
-                name: "I1 conservation",
-                rule: "initial stock = current stock + deducted, per goods",
-                checked: true,
-                violations,
-                notes: Vec::new(),
+                _ => {}
             }
         }
-    };
+        Verdict::new(
+            "I4 durability",
+            "every acknowledged CreateOrder has its order row and its deduction",
+            violations,
+        )
+    }
 
-    // I2: DEDUCTED <=> the order exists and is not closed.
-    let mut i2 = Vec::new();
-    for (order_sn, status) in &detail_status {
-        let open = order_status
-            .get(order_sn)
-            .is_some_and(|s| *s != "TRADE_CLOSED");
-        if (*status == "DEDUCTED") != open {
-            i2.push(format!(
-                "{order_sn}: stock {status}, order {}",
-                order_status.get(order_sn).copied().unwrap_or("missing")
-            ));
+    /// I5: each live deduction is exactly the order's goods: nothing deducted twice.
+    fn exactly_once(&self) -> Verdict {
+        let mut ordered: HashMap<&str, BTreeMap<i32, i64>> = HashMap::new();
+        for (order_sn, goods_id, nums) in &self.rows.order_goods {
+            *ordered
+                .entry(order_sn)
+                .or_default()
+                .entry(*goods_id)
+                .or_default() += nums;
         }
-    }
-    for (order_sn, status) in &order_status {
-        if !detail_status.contains_key(order_sn) && *status != "TRADE_CLOSED" {
-            i2.push(format!("{order_sn}: order {status} without any deduction"));
+        let mut violations = Vec::new();
+        for (order_sn, lines) in &self.deducted_lines {
+            if let Some(expected) = ordered.get(order_sn)
+                && expected != lines
+            {
+                violations.push(format!(
+                    "{order_sn}: deducted {lines:?}, ordered {expected:?}"
+                ));
+            }
         }
+        violations.sort();
+        Verdict::new(
+            "I5 exactly-once effect",
+            "each deduction equals its order's goods (nothing deducted or returned twice)",
+            violations,
+        )
     }
-    i2.sort();
-
-    // I3: never below zero.
-    let i3: Vec<String> = stocks
-        .iter()
-        .filter(|(_, s)| *s < 0)
-        .map(|(id, s)| format!("goods {id}: stock {s}"))
-        .collect();
-
-    // I4: every acknowledged order has its row and its deduction (or, once closed, its return).
-    let mut i4 = Vec::new();
-    for order_sn in &input.acknowledged {
-        match (
-            order_status.get(order_sn.as_str()),
-            detail_status.get(order_sn.as_str()),
-        ) {
-            (None, _) => i4.push(format!("{order_sn}: acknowledged but no order row")),
-            (Some(_), None) => i4.push(format!("{order_sn}: acknowledged but never deducted")),
-            _ => {}
-        }
-    }
-
-    // I5: each live deduction is exactly the order's goods: nothing deducted twice.
-    let mut ordered: HashMap<&str, BTreeMap<i32, i64>> = HashMap::new();
-    for (order_sn, goods_id, nums) in &order_goods {
-        *ordered
-            .entry(order_sn)
-            .or_default()
-            .entry(*goods_id)
-            .or_default() += nums;
-    }
-    let mut i5 = Vec::new();
-    for (order_sn, lines) in &deducted_lines {
-        if let Some(expected) = ordered.get(order_sn)
-            && expected != lines
-        {
-            i5.push(format!(
-                "{order_sn}: deducted {lines:?}, ordered {expected:?}"
-            ));
-        }
-    }
-    i5.sort();
-
-    Ok(vec![
-        i1,
-        Verdict {
-            name: "I2 agreement",
-            rule: "stock DEDUCTED <=> order exists and is not TRADE_CLOSED",
-            checked: true,
-            violations: i2,
-            notes: Vec::new(),
-        },
-        Verdict {
-            name: "I3 no oversell",
-            rule: "stock never below zero",
-            checked: true,
-            violations: i3,
-            notes: Vec::new(),
-        },
-        Verdict {
-            name: "I4 durability",
-            rule: "every acknowledged CreateOrder has its order row and its deduction",
-            checked: true,
-            violations: i4,
-            notes: Vec::new(),
-        },
-        Verdict {
-            name: "I5 exactly-once effect",
-            rule: "each deduction equals its order's goods (nothing deducted or returned twice)",
-            checked: true,
-            violations: i5,
-            notes: Vec::new(),
-        },
-        liveness(order_db, inventory_db, input.liveness).await?,
-    ])
 }
 
 /// I6: once the system is quiet, no unpaid order is older than its pay timeout plus the
@@ -280,13 +342,10 @@ async fn liveness(
         reconcile_horizon,
     }) = liveness
     else {
-        return Ok(Verdict {
-            name: NAME,
-            rule: "no unpaid order outlives its pay timeout (pay timeout not given)",
-            checked: false,
-            violations: Vec::new(),
-            notes: Vec::new(),
-        });
+        return Ok(Verdict::skipped(
+            NAME,
+            "no unpaid order outlives its pay timeout (pay timeout not given)",
+        ));
     };
     let limit = pay_timeout.saturating_add(slack);
     // Ages by the database's clock, the one that stamped created_at.

@@ -147,21 +147,7 @@ impl EmbeddedBroker {
     /// Starts both on the current tokio runtime and waits until the broker has registered
     /// and the configured topics exist.
     pub async fn start(settings: BrokerSettings) -> anyhow::Result<Self> {
-        let (store_dir, temp_store) = match &settings.store_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating store directory {}", dir.display()))?;
-                (dir.clone(), None)
-            }
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("devstack-broker-")
-                    .tempdir()
-                    .context("creating a throwaway store directory")?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
-        };
-
+        let (store_dir, temp_store) = open_store(settings.store_dir.as_deref())?;
         let mut stack = Self {
             namesrv_addr: String::new(),
             broker_addrs: Vec::new(),
@@ -173,31 +159,10 @@ impl EmbeddedBroker {
         };
         match &settings.join_namesrv {
             Some(addr) => stack.namesrv_addr = addr.clone(),
-            None => {
-                let namesrv_port = match settings.namesrv_port {
-                    0 => free_port(&settings.host)?,
-                    port => port,
-                };
-                stack.namesrv_addr = format!("{}:{namesrv_port}", settings.host);
-                let (stop, task) =
-                    start_namesrv(namesrv_port, &stack.store_dir.join("namesrv")).await?;
-                stack.namesrv_stop = Some(stop);
-                stack.namesrv_task = Some(task);
-                wait_for_port(&stack.namesrv_addr, Duration::from_secs(30))
-                    .await
-                    .context("the name server did not start listening")?;
-            }
+            None => stack.start_own_namesrv(&settings).await?,
         }
-
         for (i, name) in settings.broker_names.iter().enumerate() {
-            let port = match settings.broker_port {
-                port if port != 0 && i == 0 => port,
-                _ => free_broker_port(&settings.host)?,
-            };
-            let ha_port = match settings.ha_port {
-                port if port != 0 && i == 0 => port,
-                _ => free_port(&settings.host)?,
-            };
+            let (port, ha_port) = broker_ports(&settings, i)?;
             // The first broker keeps the store layout of a single-broker stack.
             let store = match i {
                 0 => stack.store_dir.join("broker"),
@@ -216,27 +181,32 @@ impl EmbeddedBroker {
                     .context("broker address")?,
             );
         }
-
-        let retry_topics: Vec<String> = settings
-            .consumer_groups
-            .iter()
-            .map(|group| format!("%RETRY%{group}"))
-            .collect();
-        for (topics, queues) in [
-            (&settings.topics, settings.queues_per_topic),
-            (&retry_topics, 1),
-        ] {
-            if topics.is_empty() {
-                continue;
-            }
+        // Inline, not in a helper: one more nested future makes the compiler's `Send`
+        // check of `start`'s future overflow where a caller spawns it.
+        let brokers = settings.broker_names.len();
+        for (topics, queues) in topics_to_create(&settings) {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let brokers = settings.broker_names.len();
             if let Err(e) = create_topics_on(&stack.namesrv_addr, &topics, queues, brokers).await {
                 stack.shutdown().await;
                 return Err(e);
             }
         }
         Ok(stack)
+    }
+
+    /// Starts the stack's own name server and waits until it listens.
+    async fn start_own_namesrv(&mut self, settings: &BrokerSettings) -> anyhow::Result<()> {
+        let namesrv_port = match settings.namesrv_port {
+            0 => free_port(&settings.host)?,
+            port => port,
+        };
+        self.namesrv_addr = format!("{}:{namesrv_port}", settings.host);
+        let (stop, task) = start_namesrv(namesrv_port, &self.store_dir.join("namesrv")).await?;
+        self.namesrv_stop = Some(stop);
+        self.namesrv_task = Some(task);
+        wait_for_port(&self.namesrv_addr, Duration::from_secs(30))
+            .await
+            .context("the name server did not start listening")
     }
 
     /// `host:port` of the name server: what clients need.
@@ -273,6 +243,56 @@ impl EmbeddedBroker {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// The store directory: `dir`, created if missing, or a throwaway one (returned too, so
+/// that it lives as long as the broker).
+fn open_store(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating store directory {}", dir.display()))?;
+            Ok((dir.to_path_buf(), None))
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("devstack-broker-")
+                .tempdir()
+                .context("creating a throwaway store directory")?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
+    }
+}
+
+/// The port and HA port of broker `i`: for the first broker the configured ones unless
+/// 0, free ones otherwise.
+fn broker_ports(settings: &BrokerSettings, i: usize) -> anyhow::Result<(u16, u16)> {
+    let port = match settings.broker_port {
+        port if port != 0 && i == 0 => port,
+        _ => free_broker_port(&settings.host)?,
+    };
+    let ha_port = match settings.ha_port {
+        port if port != 0 && i == 0 => port,
+        _ => free_port(&settings.host)?,
+    };
+    Ok((port, ha_port))
+}
+
+/// The topics to create, with their queues: the configured ones, and the consumer groups'
+/// retry topics with one queue each; an empty list is left out.
+fn topics_to_create(settings: &BrokerSettings) -> Vec<(Vec<String>, i32)> {
+    let retry_topics: Vec<String> = settings
+        .consumer_groups
+        .iter()
+        .map(|group| format!("%RETRY%{group}"))
+        .collect();
+    [
+        (settings.topics.clone(), settings.queues_per_topic),
+        (retry_topics, 1),
+    ]
+    .into_iter()
+    .filter(|(topics, _)| !topics.is_empty())
+    .collect()
 }
 
 async fn start_namesrv(

@@ -62,10 +62,8 @@ pub struct Order {
     pub order_sn: String,
     pub status: OrderStatus,
     pub total_cents: i64,
-    pub address: String,
-    pub name: String,
-    pub mobile: String,
-    pub post: String,
+    /// Where it goes: what it was placed with.
+    pub delivery: Delivery,
     /// Set once paid.
     pub pay_type: String,
     pub trade_no: String,
@@ -81,10 +79,12 @@ impl TryFrom<pb::OrderInfo> for Order {
             status: OrderStatus::try_from(o.status)?,
             order_sn: o.order_sn,
             total_cents: o.total_cents,
-            address: o.address,
-            name: o.name,
-            mobile: o.mobile,
-            post: o.post,
+            delivery: Delivery {
+                address: o.address,
+                name: o.name,
+                mobile: o.mobile,
+                post: o.post,
+            },
             pay_type: o.pay_type,
             trade_no: o.trade_no,
             created_at: o.created_at,
@@ -92,10 +92,10 @@ impl TryFrom<pb::OrderInfo> for Order {
     }
 }
 
-/// Where the order goes.
+/// Where the order goes: the body of `POST /v1/orders`, and an order's `delivery`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PlaceOrder {
+pub struct Delivery {
     /// Leading and trailing whitespace is dropped; something must remain.
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub address: String,
@@ -177,7 +177,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "1-64 of [A-Za-z0-9_-] (a UUID fits); the same key returns the same order")),
-    request_body = PlaceOrder,
+    request_body = Delivery,
     responses(
         (status = 201, description = "The order (the first attempt's, for a repeated key)", body = Order,
          headers(("Location" = String, description = "The order's URL"))),
@@ -190,7 +190,7 @@ pub async fn place(
     State(state): State<AppState>,
     buyer: Buyer,
     headers: HeaderMap,
-    Body(body): Body<PlaceOrder>,
+    Body(body): Body<Delivery>,
 ) -> Result<Response, Problem> {
     let request_id = idempotency_key(&headers)?;
     let info = state

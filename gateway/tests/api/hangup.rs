@@ -98,7 +98,7 @@ async fn a_client_that_hangs_up_cancels_the_call_below_it() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let mut config = gateway_config();
-    config.order_endpoint = format!("http://{order_addr}");
+    config.order.order_endpoint = format!("http://{order_addr}");
     // Long enough that only the hang-up can end the call within the test's wait.
     config.call_timeout = Duration::from_secs(120);
     let app = Application::build(&config)

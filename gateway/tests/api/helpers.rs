@@ -68,8 +68,8 @@ pub async fn shop_with_cart(
 
 pub async fn spawn_shop_with(db: MySqlConnectOptions, mut config: Config) -> Shop {
     let stack = stack::spawn_stack(db).await;
-    config.order_endpoint = format!("http://{}", stack.order_addr);
-    config.inventory_endpoint = format!("http://{}", stack.inventory_addr);
+    config.order.order_endpoint = format!("http://{}", stack.order_addr);
+    config.inventory.inventory_endpoint = format!("http://{}", stack.inventory_addr);
     let app = Application::build(&config)
         .await
         .expect("the gateway starts");

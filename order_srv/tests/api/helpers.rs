@@ -154,7 +154,7 @@ pub async fn spawn_stack_reaching(
     )));
 
     let mut config = config;
-    config.inventory_endpoint = format!("http://{inv_addr}");
+    config.inventory.inventory_endpoint = format!("http://{inv_addr}");
     let order_pool = service_db::connect(order_db.clone(), config.db_max_connections)
         .await
         .expect("order pool");
@@ -261,7 +261,7 @@ impl Stack {
         inventory_endpoint: String,
     ) -> (Replica, OrderClient<Channel>) {
         let mut config = self.config.clone();
-        config.inventory_endpoint = inventory_endpoint;
+        config.inventory.inventory_endpoint = inventory_endpoint;
         config.mq_instance_name = Some(unique("order-replica"));
         let pool = service_db::connect(self.order_db.clone(), config.db_max_connections)
             .await
