@@ -44,6 +44,12 @@ async fn the_same_idempotency_key_returns_the_same_order(
     .await;
     assert_eq!(detail.status, StatusCode::OK, "{detail:?}");
     assert_eq!(detail.body["goods"][0]["nums"], 2);
+    // The order shows where it goes as the body it was placed with.
+    assert_eq!(
+        detail.body["order"]["delivery"],
+        serde_json::json!({ "address": "1 Main St", "name": "Ada", "mobile": "555-0100", "post": "" }),
+        "{detail:?}"
+    );
 
     // A new key is a new order: the cart is empty now.
     let other = shop.place(7, Some("checkout-7-b")).await;
