@@ -29,8 +29,8 @@ pub enum Step {
     PayTimeoutSend,
     /// The local transaction's writes, barrier row to cart lines, beside Sell (4.4).
     OrderWrites,
-    /// From Sell's answer to COMMIT done: what COMMIT still waits for (the writes, the
-    /// pay-timeout) and COMMIT itself (4.4).
+    /// From Sell's answer and the writes both done to COMMIT done: what COMMIT still
+    /// waits for (the pay-timeout) and COMMIT itself (4.4).
     Commit,
     /// From the listener's answer to the send's return: END_TRANSACTION and the client's
     /// hand-back (5).

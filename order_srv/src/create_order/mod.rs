@@ -225,7 +225,10 @@ impl OrderPlacer {
                 abandon(claim.tx).await;
                 stopped
             }
-            None => self.commit(call, claim.tx, written, pay_timeout).await,
+            None => {
+                let commit = self.commit(call, claim.tx, written, pay_timeout);
+                self.placing.metrics.timed(Step::Commit, commit).await
+            }
         };
         // 4.5: the broker's answer.
         self.answer(call, answer, state);
@@ -255,8 +258,7 @@ impl OrderPlacer {
         if let Some(pause) = faults::pause("order.pause_before_commit", call.order.user_id) {
             tokio::time::sleep(pause).await;
         }
-        let metrics = &self.placing.metrics;
-        if let Err(e) = metrics.timed(Step::Commit, tx.commit()).await {
+        if let Err(e) = tx.commit().await {
             return (LocalTransactionState::Unknown, Err(e.into()));
         }
         if faults::triggered("order.after_local_commit", call.order.user_id) {
