@@ -210,22 +210,19 @@ impl OrderPlacer {
             Ok(self.sell(call, items).await)
         };
         let (written, sold) = tokio::join!(writes, sell);
-        let state = match sold {
+        let (state, result) = match sold {
             // Not stored: nothing was deducted and nobody waits for an answer.
             Err(not_stored) => {
                 abandon(claim.tx).await;
                 return Err(not_stored);
             }
-            Ok(SellOutcome::Deducted) => None,
-            Ok(SellOutcome::Stop(state, stopped)) => Some((state, Err(stopped))),
-        };
-        // 4.4: COMMIT, once Sell deducted, the writes are done and the pay-timeout stored.
-        let (state, result) = match state {
-            Some(stopped) => {
+            Ok(SellOutcome::Stop(state, stopped)) => {
                 abandon(claim.tx).await;
-                stopped
+                (state, Err(stopped))
             }
-            None => {
+            // 4.4: COMMIT, once Sell deducted, the writes are done and the pay-timeout
+            // stored.
+            Ok(SellOutcome::Deducted) => {
                 let commit = self.commit(call, claim.tx, written, pay_timeout);
                 self.placing.metrics.timed(Step::Commit, commit).await
             }
