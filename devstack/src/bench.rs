@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use crate::{
     calls::{self, Stock},
     driver::{Pool, Tickets},
+    history,
     procs::{Parts, Proc, fresh_databases},
     steps,
 };
@@ -61,6 +62,11 @@ pub struct BenchArgs {
     /// the table shows what the gateway adds per order.
     #[arg(long)]
     pub via_gateway: bool,
+    /// Past orders seeded on both sides before the scenarios (bulk inserts into every
+    /// table an order touches; see `history.rs`); the probes after the scenarios time the
+    /// lookups a large history could slow.
+    #[arg(long, default_value_t = 0)]
+    pub history: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -138,8 +144,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     println!("process logs in {}", logs.display());
+    let service_dbs = [order_db.clone(), inventory_db.clone()];
     let stack = BenchStack::start(&logs, order_db, inventory_db, args.via_gateway).await?;
-    let outcome = run_scenarios(&args, &stack, &base_order_db, &base_inventory_db).await;
+    let outcome = run_scenarios(
+        &args,
+        &stack,
+        &service_dbs,
+        [base_order_db.as_str(), base_inventory_db.as_str()],
+    )
+    .await;
     stack.stop().await;
     // The broker's store preallocates its commit log (1.5 GB): runs would fill the disk
     // (and a broker on a full disk refuses to start). The logs stay.
@@ -328,8 +341,8 @@ impl Side {
 async fn run_scenarios(
     args: &BenchArgs,
     stack: &BenchStack,
-    base_order_url: &str,
-    base_inventory_url: &str,
+    [order_url, inventory_url]: &[String; 2],
+    [base_order_url, base_inventory_url]: [&str; 2],
 ) -> anyhow::Result<()> {
     let bench = Bench {
         args,
@@ -337,19 +350,76 @@ async fn run_scenarios(
         baseline: Baseline::connect(base_order_url, base_inventory_url).await?,
     };
     bench.seed().await?;
+    let service = Baseline::connect(order_url, inventory_url).await?;
+    let history = seed_history(args, &service, &bench.baseline).await?;
     let selected = select_scenarios(args)?;
     print_table_header();
     let mut rows = Vec::new();
     for (index, scenario) in selected.iter().enumerate() {
         rows.push(bench.run_scenario(index, scenario).await?);
     }
+    let probes = history::probe(
+        &history,
+        &service.order,
+        &service.inventory,
+        &stack.order_client,
+    )
+    .await?;
+    print_probes(&history, &probes);
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "history": {
+            "orders": history.orders,
+            "heavy_buyer_orders": history.heavy_orders,
+            "seeded_in_s": history.seeded_in.as_secs_f64(),
+        },
         "scenarios": rows,
+        "probes": probes.iter().map(history::Probe::json).collect::<Vec<_>>(),
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nresults written to {}", args.out.display());
     Ok(())
+}
+
+/// `--history` past orders on both sides (the same rows), timed.
+async fn seed_history(
+    args: &BenchArgs,
+    service: &Baseline,
+    baseline: &Baseline,
+) -> anyhow::Result<history::History> {
+    println!("seeding {} past orders on each side", args.history);
+    let service_side =
+        history::seed(&service.order, &service.inventory, args.history, args.goods).await?;
+    let baseline_side = history::seed(
+        &baseline.order,
+        &baseline.inventory,
+        args.history,
+        args.goods,
+    )
+    .await?;
+    println!(
+        "  seeded in {:.1}s (services) and {:.1}s (baseline)",
+        service_side.seeded_in.as_secs_f64(),
+        baseline_side.seeded_in.as_secs_f64()
+    );
+    Ok(service_side)
+}
+
+fn print_probes(history: &history::History, probes: &[history::Probe]) {
+    println!(
+        "\nprobes on {} past orders (heavy buyer: {} orders), one call at a time:",
+        history.orders, history.heavy_orders
+    );
+    println!(
+        "  {:<28} {:>6} {:>7} {:>9} {:>9} {:>9}",
+        "probe", "calls", "failed", "p50 ms", "p99 ms", "max ms"
+    );
+    for p in probes {
+        println!(
+            "  {:<28} {:>6} {:>7} {:>9.2} {:>9.2} {:>9.2}",
+            p.name, p.calls, p.failed, p.p50_ms, p.p99_ms, p.max_ms
+        );
+    }
 }
 
 /// The scenarios `--only` selects, in their order.

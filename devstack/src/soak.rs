@@ -60,6 +60,17 @@ pub struct SoakArgs {
     /// The largest p99 lateness of the pay-timeout closes past their timeout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub max_lateness: Duration,
+    /// How long tx_barrier rows and RETURNED sell details are kept (ORDER_BARRIER_RETENTION,
+    /// INVENTORY_TOMBSTONE_RETENTION); the reconciler's horizon is half of it.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// INVENTORY_SETTLE_AFTER: a paid order's deduction, once confirmed by the reconciler,
+    /// is settled (its detail row deleted) this much later.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub settle_after: Duration,
+    /// How often the purges, the settle job and the reconciler run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub purge_every: Duration,
     /// How often a sample line is printed.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sample_every: Duration,
@@ -157,7 +168,14 @@ impl Soak {
                 "ORDER_OVERDUE_SWEEP_GRACE",
                 format!("{}ms", args.sweep_grace.as_millis()),
             )
-            .with_order_env("ORDER_OVERDUE_SWEEP_INTERVAL", "5s".into());
+            .with_order_env("ORDER_OVERDUE_SWEEP_INTERVAL", "5s".into())
+            .with_order_env("ORDER_BARRIER_RETENTION", secs(args.retention))
+            .with_order_env("ORDER_PURGE_INTERVAL", secs(args.purge_every))
+            .with_inventory_env("INVENTORY_TOMBSTONE_RETENTION", secs(args.retention))
+            .with_inventory_env("INVENTORY_RECONCILE_HORIZON", secs(args.retention / 2))
+            .with_inventory_env("INVENTORY_RECONCILE_INTERVAL", secs(args.purge_every))
+            .with_inventory_env("INVENTORY_SETTLE_AFTER", secs(args.settle_after))
+            .with_inventory_env("INVENTORY_PURGE_INTERVAL", secs(args.purge_every));
         let broker = parts.broker().await?;
         testkit::broker::create_topics(&parts.namesrv(), &testkit::SYSTEM_TOPICS, 4).await?;
         let inventory = parts.inventory(false).await?;
@@ -205,7 +223,10 @@ impl Soak {
                 break;
             }
             if Instant::now() >= next_sample {
-                samples.push(self.sample(sampled_at, started, args.pay_timeout).await?);
+                let sample = self
+                    .sample(sampled_at, started, args, samples.last())
+                    .await?;
+                samples.push(sample);
                 sampled_at = Instant::now();
                 next_sample += args.sample_every;
             }
@@ -221,7 +242,10 @@ impl Soak {
         }
         while tasks.join_next().await.is_some() {}
         let placed_in = started.elapsed();
-        samples.push(self.sample(sampled_at, started, args.pay_timeout).await?);
+        let sample = self
+            .sample(sampled_at, started, args, samples.last())
+            .await?;
+        samples.push(sample);
         Ok(Stream {
             started,
             started_orders: i,
@@ -246,6 +270,16 @@ impl Soak {
         )
         .await?;
         let quiet_after = stream.started.elapsed().saturating_sub(stream.placed_in);
+        // The first rows expire one retention after the stream started.
+        let purged = self
+            .purges_ran(
+                stream.started
+                    + args.retention
+                    + args.settle_after
+                    + args.purge_every.saturating_mul(4)
+                    + Duration::from_secs(60),
+            )
+            .await;
         let closes = close_report(&self.order_pool, args.pay_timeout).await?;
         let counters = scrape_counters(&self.parts.order_metrics_addr()).await.ok();
         let timer_at_end = timer_backlog(&self.mq).await;
@@ -253,6 +287,7 @@ impl Soak {
         Ok(Findings {
             stream,
             verdicts,
+            purged,
             quiet_after,
             closes,
             counters,
@@ -275,13 +310,15 @@ impl Soak {
         }
     }
 
-    /// A sample of the span since `from`, printed.
+    /// A sample of the span since `from`, printed (with what was purged since `previous`).
     async fn sample(
         &self,
         from: Instant,
         started: Instant,
-        pay_timeout: Duration,
+        args: &SoakArgs,
+        previous: Option<&Sample>,
     ) -> anyhow::Result<Sample> {
+        let pay_timeout = args.pay_timeout;
         let to = Instant::now();
         let latencies = self.latencies_between(from, to)?;
         let seconds = to.duration_since(from).as_secs_f64().max(0.001);
@@ -310,9 +347,38 @@ impl Soak {
             rows: table_rows(&self.order_pool, &self.inventory_pool).await?,
             broker_store_mib: dir_size(&self.work.join("store")) as f64 / (1024.0 * 1024.0),
             timer: timer_backlog(&self.mq).await,
+            purged: self.purged().await,
         };
-        print_sample(&sample);
+        print_sample(&sample, previous);
         Ok(sample)
+    }
+
+    /// What the purges and the settle job have deleted so far (zero where a service did
+    /// not answer).
+    async fn purged(&self) -> Purged {
+        let order = metrics_text(&self.parts.order_metrics_addr())
+            .await
+            .unwrap_or_default();
+        let inventory = metrics_text(&self.parts.inventory_metrics_addr())
+            .await
+            .unwrap_or_default();
+        Purged {
+            barriers: counter(&order, "order_purged_rows_total{table=\"tx_barrier\"}"),
+            returned: counter(&inventory, "inventory_purged_rows_total{rows=\"returned\"}"),
+            settled: counter(&inventory, "inventory_purged_rows_total{rows=\"settled\"}"),
+        }
+    }
+
+    /// Waits (up to `deadline`) until every purge has deleted rows: barrier rows, RETURNED
+    /// details and settled deductions.
+    async fn purges_ran(&self, deadline: Instant) -> Purged {
+        loop {
+            let purged = self.purged().await;
+            if purged.all_ran() || Instant::now() >= deadline {
+                return purged;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// The latencies of the CreateOrders that succeeded between `from` and `to`, sorted.
@@ -374,6 +440,8 @@ impl CallsSummary {
 struct Findings {
     stream: Stream,
     verdicts: Vec<testkit::audit::Verdict>,
+    /// What the purges and the settle job had deleted by the end.
+    purged: Purged,
     quiet_after: Duration,
     closes: testkit::audit::CloseReport,
     /// order_srv's pay-timeout counters, as one line.
@@ -390,6 +458,69 @@ impl Findings {
             self.closes.lateness_at(0.99),
             self.closes.lateness_at(1.0),
         )
+    }
+
+    /// The samples after the warm-up (the first 5 minutes of a run of 15 or more), the
+    /// last one (a partial interval) left out.
+    fn steady(&self) -> Vec<&Sample> {
+        let samples = &self.stream.samples;
+        let warm_up = if self.stream.placed_in >= Duration::from_secs(15 * 60) {
+            300.0
+        } else {
+            0.0
+        };
+        let whole = samples.len().saturating_sub(1);
+        samples
+            .iter()
+            .take(whole)
+            .filter(|s| s.at_s > warm_up)
+            .collect()
+    }
+
+    /// RSS and open files of each process, rows of the bounded tables (over the second
+    /// half of the steady samples: the plateau), and per-minute p99 first 5 vs last 5.
+    fn trends(&self) -> Vec<Trend> {
+        let steady = self.steady();
+        let mut trends = Vec::new();
+        let names: Vec<String> = steady
+            .first()
+            .map(|s| s.procs.iter().map(|(n, _, _)| n.clone()).collect())
+            .unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
+            let rss = |s: &Sample| s.procs.get(i).map_or(0.0, |p| p.1);
+            let fds = |s: &Sample| s.procs.get(i).map_or(0.0, |p| p.2 as f64);
+            trends.extend(Trend::of(format!("{name} RSS"), "MiB", &steady, rss));
+            trends.extend(Trend::of(format!("{name} open files"), "fds", &steady, fds));
+        }
+        let second_half = &steady[steady.len() / 2..];
+        for table in ["tx_barrier", "stock_sell_detail", "order_info"] {
+            let rows = |s: &Sample| {
+                s.rows
+                    .iter()
+                    .find(|(t, _)| *t == table)
+                    .map_or(0.0, |(_, n)| *n as f64)
+            };
+            trends.extend(Trend::of(
+                format!("{table} rows (2nd half)"),
+                "rows",
+                second_half,
+                rows,
+            ));
+        }
+        let p99 = |window: &[&Sample]| {
+            window.iter().map(|s| s.p99_ms).sum::<f64>() / window.len().max(1) as f64
+        };
+        let k = steady.len().min(5);
+        if k > 0 {
+            trends.push(Trend {
+                what: format!("p99, first/last {k} samples"),
+                unit: "ms",
+                first: p99(&steady[..k]),
+                last: p99(&steady[steady.len() - k..]),
+                per_minute: None,
+            });
+        }
+        trends
     }
 
     fn print(&self, args: &SoakArgs) {
@@ -423,6 +554,14 @@ impl Findings {
         if let Some(counters) = &self.counters {
             println!("  order_srv counters     {counters}");
         }
+        println!(
+            "  rows deleted           tx_barrier {}, RETURNED details {}, settled deductions {}",
+            self.purged.barriers, self.purged.returned, self.purged.settled
+        );
+        let trends = self.trends();
+        for trend in &trends {
+            println!("  {trend}");
+        }
         match &self.timer_at_end {
             Some(backlog) => println!("  broker timer at end    {backlog}"),
             None => println!("  broker timer at end    no answer"),
@@ -446,6 +585,12 @@ impl Findings {
             problems.push(format!(
                 "{} orders were closed by the overdue sweep: their pay-timeout messages did not come",
                 closes.by_sweep
+            ));
+        }
+        if !self.purged.all_ran() {
+            problems.push(format!(
+                "a purge deleted nothing (tx_barrier {}, RETURNED details {}, settled {})",
+                self.purged.barriers, self.purged.returned, self.purged.settled
             ));
         }
         if closes.by_pay_timeout == 0 {
@@ -492,6 +637,8 @@ impl Findings {
             "pay_timeout_lateness_s": { "p50": lateness.0, "p99": lateness.1, "max": lateness.2 },
             "quiet_after_s": self.quiet_after.as_secs_f64(),
             "audit_passed": self.verdicts.iter().all(|v| v.passed()),
+            "rows_deleted": self.purged.json(),
+            "trends": self.trends().iter().map(Trend::json).collect::<Vec<_>>(),
             "samples": stream.samples.iter().map(Sample::json).collect::<Vec<_>>(),
             "problems": problems,
         })
@@ -575,6 +722,8 @@ struct Sample {
     broker_store_mib: f64,
     /// The broker's timer, as it reports it (`None`: it did not answer).
     timer: Option<mq::TimerBacklog>,
+    /// What the purges had deleted so far.
+    purged: Purged,
 }
 
 impl Sample {
@@ -594,6 +743,7 @@ impl Sample {
             "mysql_connections": self.mysql_connections,
             "rows": self.rows.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "broker_store_mib": self.broker_store_mib,
+            "rows_deleted": self.purged.json(),
             "timer": self.timer.as_ref().map(|t| json!({
                 "read_behind_s": t.read_behind_secs,
                 "not_indexed": t.messages_not_indexed,
@@ -601,6 +751,99 @@ impl Sample {
                 "enqueue_per_s": t.enqueue_per_sec,
                 "dequeue_per_s": t.dequeue_per_sec,
             })),
+        })
+    }
+}
+
+/// Rows the purges and the settle job deleted since start (their counters).
+#[derive(Debug, Default, Clone, Copy)]
+struct Purged {
+    barriers: u64,
+    returned: u64,
+    settled: u64,
+}
+
+impl Purged {
+    fn all_ran(&self) -> bool {
+        self.barriers > 0 && self.returned > 0 && self.settled > 0
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            barriers: self.barriers.saturating_sub(before.barriers),
+            returned: self.returned.saturating_sub(before.returned),
+            settled: self.settled.saturating_sub(before.settled),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "tx_barrier": self.barriers,
+            "returned_details": self.returned,
+            "settled_details": self.settled,
+        })
+    }
+}
+
+/// How one measure moved after the warm-up: a least-squares slope per minute.
+struct Trend {
+    what: String,
+    unit: &'static str,
+    first: f64,
+    last: f64,
+    /// The slope; `None` for a before/after comparison.
+    per_minute: Option<f64>,
+}
+
+impl std::fmt::Display for Trend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<34} {:.1} -> {:.1} {}",
+            self.what, self.first, self.last, self.unit
+        )?;
+        match self.per_minute {
+            Some(slope) => write!(f, ", slope {slope:+.2} {}/min", self.unit),
+            None => write!(
+                f,
+                ", {:+.0}%",
+                (self.last / self.first.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+            ),
+        }
+    }
+}
+
+impl Trend {
+    /// `value` over the samples, or `None` with fewer than two.
+    fn of(
+        what: String,
+        unit: &'static str,
+        samples: &[&Sample],
+        value: impl Fn(&Sample) -> f64,
+    ) -> Option<Self> {
+        let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.at_s / 60.0, value(s))).collect();
+        let (first, last) = (points.first()?.1, points.last()?.1);
+        if points.len() < 2 {
+            return None;
+        }
+        let n = points.len() as f64;
+        let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+        Some(Self {
+            what,
+            unit,
+            first,
+            last,
+            per_minute: Some(if sxx > 0.0 { sxy / sxx } else { 0.0 }),
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "what": self.what, "unit": self.unit, "first": self.first, "last": self.last,
+            "slope_per_minute": self.per_minute,
         })
     }
 }
@@ -682,7 +925,7 @@ pub async fn timer_backlog(mq: &mq::Mq) -> Option<mq::TimerBacklog> {
 
 fn print_sample_header() {
     println!(
-        "{:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8}  timer",
+        "{:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8} {:>8} {:>8}  {:<17}  timer",
         "t(s)",
         "ok/s",
         "p50(ms)",
@@ -694,23 +937,30 @@ fn print_sample_header() {
         "RSS MiB / open files",
         "conns",
         "orders",
-        "store MiB"
+        "barriers",
+        "details",
+        "store MiB",
+        "purged b/r/s"
     );
 }
 
-fn print_sample(s: &Sample) {
+fn print_sample(s: &Sample, previous: Option<&Sample>) {
     let procs: Vec<String> = s
         .procs
         .iter()
         .map(|(name, rss, fds)| format!("{}={rss:.0}/{fds}", short(name)))
         .collect();
-    let orders = s
-        .rows
-        .iter()
-        .find(|(t, _)| *t == "order_info")
-        .map_or(0, |(_, n)| *n);
+    let rows = |table: &str| {
+        s.rows
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map_or(0, |(_, n)| *n)
+    };
+    let purged = s
+        .purged
+        .since(&previous.map(|p| p.purged).unwrap_or_default());
     println!(
-        "{:>7.0} {:>7.1} {:>8.1} {:>8.1} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8.0}  {}",
+        "{:>7.0} {:>7.1} {:>8.1} {:>8.1} {:>7} {:>7} {:>8} {:>6}  {:<40} {:>5} {:>9} {:>8} {:>8} {:>8.0}  {:<17}  {}",
         s.at_s,
         s.orders_per_s,
         s.p50_ms,
@@ -721,8 +971,11 @@ fn print_sample(s: &Sample) {
         s.closed_by_sweep,
         procs.join(" "),
         s.mysql_connections,
-        orders,
+        rows("order_info"),
+        rows("tx_barrier"),
+        rows("stock_sell_detail"),
         s.broker_store_mib,
+        format!("{}/{}/{}", purged.barriers, purged.returned, purged.settled),
         s.timer
             .as_ref()
             .map_or_else(|| "no answer".to_owned(), ToString::to_string)
@@ -772,15 +1025,39 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A service's `GET /metrics` answer (within 5 s).
+async fn metrics_text(addr: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        anyhow::Ok(text)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}/metrics did not answer within 5 s"))?
+}
+
+/// The value of the counter line starting with `name` (0 when absent).
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// `d` as whole seconds for a humantime variable (at least one).
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
 /// order_srv's pay-timeout counters, as one line.
 async fn scrape_counters(addr: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
+    let text = metrics_text(addr).await?;
     let wanted = [
         "order_pay_timeouts_total{outcome=\"closed\"}",
         "order_overdue_closed_total",

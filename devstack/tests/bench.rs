@@ -16,7 +16,16 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_devstack"))
-        .args(["bench", "--orders", "40", "--goods", "20", "--out"])
+        .args([
+            "bench",
+            "--orders",
+            "40",
+            "--goods",
+            "20",
+            "--history",
+            "3000",
+            "--out",
+        ])
         .arg(&out)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -70,6 +79,33 @@ fn a_small_bench_runs_every_scenario_on_both_sides_and_reports_them() {
         );
     }
     assert_eq!(scenarios[3]["oversell"].as_i64(), Some(0));
+
+    // The history was seeded, and every probe ran on it without a failure; the heavy
+    // buyer's order list was walked to its last page.
+    assert_eq!(report["history"]["orders"].as_u64(), Some(3000));
+    assert_eq!(report["history"]["heavy_buyer_orders"].as_u64(), Some(300));
+    let probes = report["probes"].as_array().expect("probes");
+    let names: Vec<&str> = probes.iter().filter_map(|p| p["probe"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "check-back barrier claim",
+            "pay-timeout close",
+            "reback (inventory)",
+            "OrderList, every page",
+            "OrderList, first page",
+            "OrderList, last page"
+        ]
+    );
+    for probe in probes {
+        assert_eq!(probe["failed"].as_u64(), Some(0), "{probe}");
+        assert!(probe["calls"].as_u64().is_some_and(|n| n > 0), "{probe}");
+    }
+    assert_eq!(
+        probes[3]["calls"].as_u64(),
+        Some(30),
+        "300 orders, 10 a page"
+    );
 
     // Every scenario ran in four rounds, the sides taking turns: neither always runs
     // right after the other.

@@ -71,7 +71,13 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_TOMBSTONE_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub tombstone_retention: std::time::Duration,
 
-    /// How often expired RETURNED details are purged.
+    /// How long a paid order's deduction stays a detail row after the reconciler
+    /// confirmed it; then it is settled (added to `stock_settled`, the row deleted), so
+    /// stock_sell_detail stays bounded. Keep it far beyond any Sell still in flight.
+    #[arg(long, env = "INVENTORY_SETTLE_AFTER", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub settle_after: std::time::Duration,
+
+    /// How often expired RETURNED details are purged and confirmed deductions settled.
     #[arg(long, env = "INVENTORY_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub purge_interval: std::time::Duration,
 

@@ -181,8 +181,67 @@ pub async fn defer_deduction(
     Ok(())
 }
 
+/// A confirmed deduction due to be settled.
+#[derive(Debug, FromRow)]
+pub struct ConfirmedRow {
+    pub id: i64,
+    pub order_sn: String,
+    pub detail: String,
+}
+
+/// Up to `limit` deductions confirmed more than `after` ago, oldest confirmation first,
+/// row-locked; rows another settler holds are skipped, not waited for.
+pub async fn lock_settle_candidates(
+    conn: &mut MySqlConnection,
+    after: std::time::Duration,
+    limit: u32,
+) -> sqlx::Result<Vec<ConfirmedRow>> {
+    sqlx::query_as(
+        "SELECT id, order_sn, detail FROM stock_sell_detail \
+         WHERE confirmed_at < NOW(6) - INTERVAL ? MICROSECOND AND status = 'DEDUCTED' \
+         ORDER BY confirmed_at LIMIT ? FOR UPDATE SKIP LOCKED",
+    )
+    .bind(u64::try_from(after.as_micros()).unwrap_or(u64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Adds settled deductions of one goods: `nums` units over `orders` orders.
+pub async fn add_settled(
+    conn: &mut MySqlConnection,
+    goods_id: i32,
+    nums: i64,
+    orders: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO stock_settled (goods_id, nums, orders) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE nums = nums + VALUES(nums), orders = orders + VALUES(orders)",
+    )
+    .bind(goods_id)
+    .bind(nums)
+    .bind(orders)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes detail rows by id (the ones a settle batch holds).
+pub async fn delete_details(conn: &mut MySqlConnection, ids: &[i64]) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let placeholders = vec!["?"; ids.len()].join(",");
+    let sql = format!("DELETE FROM stock_sell_detail WHERE id IN ({placeholders})");
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
+}
+
 /// RETURNED detail rows (tombstones and returned orders) not touched for the retention.
-/// DEDUCTED rows are live deductions and are never purged.
+/// DEDUCTED rows are live deductions: only settling ([`crate::stock::settle`]) removes them.
 pub const EXPIRED_RETURNED_DETAILS: service_db::Expiry = service_db::Expiry {
     what: "RETURNED details",
     delete_batch: "DELETE FROM stock_sell_detail \

@@ -29,6 +29,7 @@ pub struct Application {
     counters: Arc<RebackCounters>,
     consuming: Option<Consuming>,
     tombstone_retention: Duration,
+    settle_after: Duration,
     purge_interval: Duration,
     reconciler: crate::reconcile::Reconciler,
     reconcile_interval: Duration,
@@ -94,6 +95,7 @@ impl Application {
             counters,
             consuming,
             tombstone_retention: config.tombstone_retention,
+            settle_after: config.settle_after,
             purge_interval: config.purge_interval,
             reconciler,
             reconcile_interval: config.reconcile_interval,
@@ -130,6 +132,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let listeners = self.listeners;
         tracing::info!(grpc = %listeners.grpc_addr, metrics = %listeners.metrics_addr, "inventory_srv listening");
+        let purged = observe::counter_vec(
+            &listeners.registry,
+            "inventory_purged_rows_total",
+            "stock_sell_detail rows deleted: RETURNED ones past their retention (purged), \
+             paid orders' deductions added to stock_settled (settled)",
+            &["rows"],
+        );
         let mut background = Background::new();
         background.serve_metrics(listeners.metrics, listeners.registry);
         background.add(service_db::spawn_purge(
@@ -137,6 +146,14 @@ impl Application {
             crate::db::EXPIRED_RETURNED_DETAILS,
             self.tombstone_retention,
             self.purge_interval,
+            purged.with_label_values(&["returned"]),
+            background.stopped(),
+        ));
+        background.add(spawn_settle(
+            self.pool.clone(),
+            self.settle_after,
+            self.purge_interval,
+            purged.with_label_values(&["settled"]),
             background.stopped(),
         ));
         background.add(crate::reconcile::spawn(
@@ -162,6 +179,34 @@ impl Application {
         served?;
         Ok(())
     }
+}
+
+/// Settles confirmed deductions every `every` ([`crate::stock::settle`]).
+fn spawn_settle(
+    pool: MySqlPool,
+    after: Duration,
+    every: Duration,
+    settled: observe::IntCounter,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    const BATCH: u32 = 500;
+    const WITHIN: Duration = Duration::from_secs(600);
+    service_db::spawn_periodic("settle", every, WITHIN, stop, move || {
+        let (pool, settled) = (pool.clone(), settled.clone());
+        async move {
+            match crate::stock::settle(&pool, after, BATCH).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    settled.inc_by(n);
+                    tracing::info!(settled = n, "settled paid orders' deductions");
+                }
+                Err(crate::error::Error::Database(e)) if service_db::is_unreachable(&e) => {
+                    service_db::MYSQL.failed(&e);
+                }
+                Err(e) => tracing::warn!(error = %e, "settling deductions failed; will retry"),
+            }
+        }
+    })
 }
 
 /// The reconciler's horizon must leave the tombstones (and order_srv's barrier rows, which

@@ -127,6 +127,57 @@ pub async fn reback(pool: &MySqlPool, order_sn: &OrderSn) -> Result<RebackOutcom
     .await
 }
 
+/// Settles paid orders' deductions confirmed more than `after` ago, `batch` rows per
+/// transaction: each batch adds its lines to `stock_settled` and deletes its detail rows,
+/// so stock_sell_detail stays bounded while I1 keeps holding (see the migration). Safe
+/// because a paid order is never closed (no reback will look for the row) and `after` is
+/// far beyond any Sell still in flight for it. Returns the rows settled.
+pub async fn settle(pool: &MySqlPool, after: std::time::Duration, batch: u32) -> Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let (seen, settled) = with_deadlock_retry(|| settle_batch(pool, after, batch)).await?;
+        total = total.saturating_add(settled);
+        // A short batch is the last; one that settled nothing holds only unreadable rows.
+        if seen < batch as usize || settled == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// One settle transaction: (rows looked at, rows settled).
+async fn settle_batch(
+    pool: &MySqlPool,
+    after: std::time::Duration,
+    batch: u32,
+) -> Result<(usize, u64)> {
+    let mut tx = pool.begin().await?;
+    let rows = db::lock_settle_candidates(&mut tx, after, batch).await?;
+    let mut per_goods: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match SellLines::from_json(&row.detail) {
+            Ok(lines) => {
+                for line in lines {
+                    let (nums, orders) = per_goods.entry(line.goods_id).or_default();
+                    *nums = nums.saturating_add(i64::from(line.num));
+                    *orders = orders.saturating_add(1);
+                }
+                ids.push(row.id);
+            }
+            // Left in place (and in I1's sum) for an operator; never settled blind.
+            Err(e) => tracing::warn!(order_sn = %row.order_sn, error = %e,
+                "a confirmed deduction's detail is unreadable; not settled"),
+        }
+    }
+    // Ascending goods id, as every transaction here locks goods rows.
+    for (goods_id, (nums, orders)) in per_goods {
+        db::add_settled(&mut tx, goods_id, nums, orders).await?;
+    }
+    let settled = db::delete_details(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok((rows.len(), settled))
+}
+
 /// Sets the absolute stock of one goods (admin), creating its row when missing.
 pub async fn set_level(pool: &MySqlPool, level: &StockLevel) -> Result<()> {
     let mut conn = pool.acquire().await?;

@@ -195,6 +195,12 @@ impl Application {
             ..
         } = self;
         tracing::info!(grpc = %listeners.grpc_addr, metrics = %listeners.metrics_addr, "order_srv listening");
+        let purged = observe::counter_vec(
+            &listeners.registry,
+            "order_purged_rows_total",
+            "Rows deleted by the purge, by table",
+            &["table"],
+        );
         let mut background = Background::new();
         background.serve_metrics(listeners.metrics, listeners.registry);
         background.add(service_db::spawn_purge(
@@ -202,6 +208,7 @@ impl Application {
             crate::db::EXPIRED_BARRIERS,
             barrier_retention,
             purge_interval,
+            purged.with_label_values(&["tx_barrier"]),
             background.stopped(),
         ));
         background.add(crate::timeout::spawn_sweep(

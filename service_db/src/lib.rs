@@ -319,20 +319,25 @@ pub async fn purge_once(
     }
 }
 
-/// Purges every `every` (the first time one interval after start) until `stop` turns true.
+/// Purges every `every` (the first time one interval after start) until `stop` turns true;
+/// `purged` counts the rows deleted.
 pub fn spawn_purge(
     pool: MySqlPool,
     expiry: Expiry,
     retention: Duration,
     every: Duration,
+    purged: observe::IntCounter,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     spawn_periodic("purge", every, PURGE_WITHIN, stop, move || {
-        let pool = pool.clone();
+        let (pool, purged) = (pool.clone(), purged.clone());
         async move {
             match purge_once(&pool, expiry, retention).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "purged expired {}", expiry.what),
+                Ok(n) => {
+                    purged.inc_by(n);
+                    tracing::info!(deleted = n, "purged expired {}", expiry.what);
+                }
                 Err(e) if is_unreachable(&e) => {
                     MYSQL.failed(&e);
                 }

@@ -10,13 +10,17 @@
 //! come in time, which the sweep hid from I6.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
 use anyhow::Context;
 use serde::Deserialize;
 use sqlx::MySqlPool;
+
+/// Order statuses of a paid order: its deduction stays for good, and inventory may have
+/// settled it (deleted its detail, counted it in `stock_settled`).
+const PAID: [&str; 2] = ["TRADE_SUCCESS", "TRADE_FINISHED"];
 
 /// One invariant's verdict, with the offending order_sns or goods on failure.
 #[derive(Debug, Clone)]
@@ -126,18 +130,38 @@ struct Rows {
     orders: Vec<(String, String)>,
     /// `(order_sn, goods_id, nums)` of every order line.
     order_goods: Vec<(String, i32, i64)>,
+    /// `(goods_id, nums, orders)` settled: paid orders' deductions whose detail rows
+    /// inventory deleted once confirmed long enough.
+    settled: Vec<(i32, i64, i64)>,
 }
 
 impl Rows {
+    /// The inventory tables in one snapshot (the settle job moves units from a detail row
+    /// to `stock_settled` while the audit reads: read apart, they would count twice), then
+    /// the order tables.
     async fn read(order_db: &MySqlPool, inventory_db: &MySqlPool) -> anyhow::Result<Self> {
+        use sqlx::Executor;
+        // Its own connection, closed after: never back in the pool mid-transaction.
+        let mut inv = inventory_db.acquire().await?.detach();
+        inv.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await?;
+        inv.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
         let stocks = sqlx::query_as("SELECT goods_id, CAST(stocks AS SIGNED) FROM inventory")
-            .fetch_all(inventory_db)
+            .fetch_all(&mut inv)
             .await
             .context("reading inventory")?;
         let details = sqlx::query_as("SELECT order_sn, status, detail FROM stock_sell_detail")
-            .fetch_all(inventory_db)
+            .fetch_all(&mut inv)
             .await
             .context("reading stock_sell_detail")?;
+        let settled = sqlx::query_as(
+            "SELECT goods_id, CAST(nums AS SIGNED), CAST(orders AS SIGNED) FROM stock_settled",
+        )
+        .fetch_all(&mut inv)
+        .await
+        .context("reading stock_settled")?;
+        inv.execute("COMMIT").await?;
         let orders = sqlx::query_as("SELECT order_sn, status FROM order_info")
             .fetch_all(order_db)
             .await
@@ -154,6 +178,7 @@ impl Rows {
             details,
             orders,
             order_goods,
+            settled,
         })
     }
 }
@@ -209,18 +234,21 @@ impl<'a> Seen<'a> {
         }
     }
 
-    /// I1: initial = current + Σ DEDUCTED.
+    /// I1: initial = current + Σ DEDUCTED + settled.
     fn conservation(&self, initial: Option<&HashMap<i32, i64>>) -> Verdict {
         const NAME: &str = "I1 conservation";
-        const RULE: &str = "initial stock = current stock + deducted, per goods";
+        const RULE: &str = "initial stock = current stock + deducted + settled, per goods";
         let Some(initial) = initial else {
             return Verdict::skipped(NAME, RULE);
         };
         let current: HashMap<i32, i64> = self.rows.stocks.iter().copied().collect();
+        let settled: HashMap<i32, i64> =
+            self.rows.settled.iter().map(|(g, n, _)| (*g, *n)).collect();
         let goods: BTreeSet<i32> = initial
             .keys()
             .chain(current.keys())
             .chain(self.deducted_by_goods.keys())
+            .chain(settled.keys())
             .copied()
             .collect();
         let mut violations = self.unreadable.clone();
@@ -228,16 +256,20 @@ impl<'a> Seen<'a> {
             let before = initial.get(&id).copied().unwrap_or(0);
             let now = current.get(&id).copied().unwrap_or(0);
             let deducted = self.deducted_by_goods.get(&id).copied().unwrap_or(0);
-            if before != now + deducted {
+            let settled = settled.get(&id).copied().unwrap_or(0);
+            if before != now + deducted + settled {
                 violations.push(format!(
-                    "goods {id}: initial {before} != current {now} + deducted {deducted}"
+                    "goods {id}: initial {before} != current {now} + deducted {deducted} \
+                     + settled {settled}"
                 ));
             }
         }
         Verdict::new(NAME, RULE, violations)
     }
 
-    /// I2: DEDUCTED <=> the order exists and is not closed.
+    /// I2: DEDUCTED <=> the order exists and is not closed; a paid order without a
+    /// detail must be one inventory settled, and the settled totals (units and orders per
+    /// goods) must be exactly those of such orders.
     fn agreement(&self) -> Verdict {
         let mut violations = Vec::new();
         for (order_sn, status) in &self.detail_status {
@@ -250,17 +282,58 @@ impl<'a> Seen<'a> {
                 ));
             }
         }
+        let mut settled_orders: HashSet<&str> = HashSet::new();
         for (order_sn, status) in &self.order_status {
-            if !self.detail_status.contains_key(order_sn) && *status != "TRADE_CLOSED" {
+            if self.detail_status.contains_key(order_sn) || *status == "TRADE_CLOSED" {
+                continue;
+            }
+            if PAID.contains(status) {
+                settled_orders.insert(order_sn);
+            } else {
                 violations.push(format!("{order_sn}: order {status} without any deduction"));
             }
         }
+        violations.extend(self.settled_mismatches(&settled_orders));
         violations.sort();
         Verdict::new(
             "I2 agreement",
-            "stock DEDUCTED <=> order exists and is not TRADE_CLOSED",
+            "stock DEDUCTED <=> order exists and is not TRADE_CLOSED (or paid and settled)",
             violations,
         )
+    }
+
+    /// Where `stock_settled` differs from the goods of the paid orders without a detail.
+    fn settled_mismatches(&self, settled_orders: &HashSet<&str>) -> Vec<String> {
+        let mut expected: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for (order_sn, goods_id, nums) in &self.rows.order_goods {
+            if settled_orders.contains(order_sn.as_str()) {
+                let (units, orders) = expected.entry(*goods_id).or_default();
+                *units += nums;
+                *orders += 1;
+            }
+        }
+        let recorded: BTreeMap<i32, (i64, i64)> = self
+            .rows
+            .settled
+            .iter()
+            .filter(|(_, nums, orders)| *nums != 0 || *orders != 0)
+            .map(|(g, nums, orders)| (*g, (*nums, *orders)))
+            .collect();
+        let goods: BTreeSet<i32> = expected.keys().chain(recorded.keys()).copied().collect();
+        goods
+            .into_iter()
+            .filter_map(|id| {
+                let want = expected.get(&id).copied().unwrap_or_default();
+                let have = recorded.get(&id).copied().unwrap_or_default();
+                (want != have).then(|| {
+                    format!(
+                        "goods {id}: settled {} units of {} orders, but the paid orders \
+                         without a detail hold {} units of {} orders",
+                        have.0, have.1, want.0, want.1
+                    )
+                })
+            })
+            .collect()
     }
 
     /// I3: never below zero.
@@ -285,7 +358,7 @@ impl<'a> Seen<'a> {
                 self.detail_status.get(order_sn.as_str()),
             ) {
                 (None, _) => violations.push(format!("{order_sn}: acknowledged but no order row")),
-                (Some(_), None) => {
+                (Some(status), None) if !PAID.contains(status) => {
                     violations.push(format!("{order_sn}: acknowledged but never deducted"));
                 }
                 _ => {}

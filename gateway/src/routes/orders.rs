@@ -71,20 +71,24 @@ pub struct Order {
     pub created_at: String,
 }
 
+/// An order as order_srv answered it; a status the gateway does not know is an internal
+/// error (never shown as something it is not).
 impl TryFrom<pb::OrderInfo> for Order {
     type Error = Problem;
 
     fn try_from(o: pb::OrderInfo) -> Result<Self, Problem> {
+        let status = OrderStatus::try_from(o.status)?;
+        let delivery = Delivery {
+            address: o.address,
+            name: o.name,
+            mobile: o.mobile,
+            post: o.post,
+        };
         Ok(Self {
-            status: OrderStatus::try_from(o.status)?,
             order_sn: o.order_sn,
+            status,
             total_cents: o.total_cents,
-            delivery: Delivery {
-                address: o.address,
-                name: o.name,
-                mobile: o.mobile,
-                post: o.post,
-            },
+            delivery,
             pay_type: o.pay_type,
             trade_no: o.trade_no,
             created_at: o.created_at,
