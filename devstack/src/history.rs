@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use proto::order::{self as pb, order_client::OrderClient};
 use serde_json::json;
-use sqlx::MySqlPool;
+use sqlx::{ConnectOptions, Connection, MySqlConnection, MySqlPool};
 use tonic::transport::Channel;
 
 /// The orders of the last few minutes seeded at every size, for the probes.
@@ -52,15 +52,24 @@ pub async fn seed(
     let started = Instant::now();
     let goods = u64::try_from(goods.max(2))?;
     let total = orders.saturating_add(RECENT);
+    // Connections of their own: each statement takes seconds by design, so the pools'
+    // slow-statement log (which prints the whole statement) stays off for them.
+    let quiet = |pool: &MySqlPool| {
+        (*pool.connect_options())
+            .clone()
+            .log_slow_statements(log::LevelFilter::Off, Duration::ZERO)
+    };
+    let mut order_conn = MySqlConnection::connect_with(&quiet(order_db)).await?;
+    let mut inventory_conn = MySqlConnection::connect_with(&quiet(inventory_db)).await?;
     let mut from = 1;
     while from <= total {
         let to = from.saturating_add(CHUNK - 1).min(total);
         let rows = rows_sql(orders, goods, from, to);
         for statement in order_statements(&rows) {
-            sqlx::query(&statement).execute(order_db).await?;
+            sqlx::query(&statement).execute(&mut order_conn).await?;
         }
         for statement in inventory_statements(&rows) {
-            sqlx::query(&statement).execute(inventory_db).await?;
+            sqlx::query(&statement).execute(&mut inventory_conn).await?;
         }
         from = to + 1;
     }
@@ -252,7 +261,7 @@ pub async fn probe(
     probes.push(
         time_each("check-back barrier claim", committed, |sn| async move {
             let mut conn = order_db.acquire().await?;
-            order_srv::create_order::check_back::claim_barrier(&mut *conn, &sn).await?;
+            order_srv::create_order::check_back::claim_barrier(&mut conn, &sn).await?;
             Ok(())
         })
         .await,
@@ -260,14 +269,14 @@ pub async fn probe(
     probes.push(
         time_each("pay-timeout close", unpaid.clone(), |sn| async move {
             let mut conn = order_db.acquire().await?;
-            order_srv::db::order_by_sn(&mut *conn, &sn).await?;
+            order_srv::db::order_by_sn(&mut conn, &sn).await?;
             let closed = order_srv::db::close_if_unpaid(
-                &mut *conn,
+                &mut conn,
                 &sn,
                 order_srv::db::CloseCause::PayTimeout,
             )
             .await?;
-            order_srv::db::order_by_sn(&mut *conn, &sn).await?;
+            order_srv::db::order_by_sn(&mut conn, &sn).await?;
             anyhow::ensure!(closed, "{sn} was not unpaid");
             Ok(())
         })
