@@ -1,9 +1,10 @@
 //! `devstack bench --history N`: past orders in every table an order touches, seeded in
-//! bulk (MariaDB's SEQUENCE engine, `INSERT ... SELECT` in chunks, not through the API),
-//! and what the paths that look rows up cost on top of them.
+//! bulk (`INSERT ... SELECT` over generated numbers, in chunks, not through the API), and
+//! what the paths that look rows up cost on top of them.
 //!
-//! The history is N orders over the last six days (inside every retention, so no purge
-//! or settle removes them while the bench runs): 65% paid (their deductions confirmed by
+//! The history is N orders over six days, the newest 40 minutes old (inside every
+//! retention, so no purge or settle removes them while the bench runs, and every later
+//! timestamp of theirs, a close or a confirmation, is in the past): 65% paid (their deductions confirmed by
 //! the reconciler), 25% closed by their pay timeout and 10% cancelled (their details
 //! RETURNED), one or two goods each; a committed barrier row each, and every 50th a
 //! never-placed order's 'aborted' barrier and tombstone. Users: one heavy buyer with
@@ -26,7 +27,7 @@ use tonic::transport::Channel;
 
 /// The orders of the last few minutes seeded at every size, for the probes.
 const RECENT: u64 = 2_000;
-/// Rows per `INSERT ... SELECT`.
+/// Rows per `INSERT ... SELECT` (five digits of generated numbers, [`numbers`]).
 const CHUNK: u64 = 100_000;
 /// The heavy buyer whose order list is probed.
 pub const HEAVY_USER: i64 = 900_000_001;
@@ -94,7 +95,7 @@ fn heavy_orders(orders: u64) -> u64 {
 }
 
 /// The derived table of orders `from..=to`: seq, sn, user_id, status, closed_by, created,
-/// g1, n1, g2 (NULL for a one-goods order), n2, paid (0/1), recent (0/1).
+/// g1, n1, g2 (NULL for a one-goods order), n2, recent (0/1).
 fn rows_sql(orders: u64, goods: u64, from: u64, to: u64) -> String {
     const SIX_DAYS_US: u64 = 6 * 86_400 * 1_000_000;
     let step_us = SIX_DAYS_US / orders.max(1);
@@ -114,13 +115,33 @@ fn rows_sql(orders: u64, goods: u64, from: u64, to: u64) -> String {
            CASE WHEN seq > {orders} OR seq % 100 < 65 THEN NULL \
                 WHEN seq % 100 < 90 THEN 'pay_timeout' ELSE 'cancel' END AS closed_by, \
            IF(seq > {orders}, NOW(6) - INTERVAL ({total} + 1 - seq) * 100000 MICROSECOND, \
-              NOW(6) - INTERVAL 600 SECOND - INTERVAL ({orders} + 1 - seq) * {step_us} MICROSECOND) \
+              NOW(6) - INTERVAL 2400 SECOND - INTERVAL ({orders} + 1 - seq) * {step_us} MICROSECOND) \
              AS created, \
            1 + (seq * 7919) % {goods} AS g1, 1 + seq % 3 AS n1, \
            IF(seq % 3 = 0, NULL, 1 + ((seq * 7919) % {goods} + 1 + seq % ({goods} - 1)) % {goods}) AS g2, \
            1 + seq % 2 AS n2, \
            seq > {orders} AS recent \
-         FROM seq_{from}_to_{to}) h"
+         FROM {numbers}) h",
+        numbers = numbers(from, to),
+    )
+}
+
+/// The numbers `from..=to` (at most [`CHUNK`] of them) as a derived table of one column,
+/// `seq`, from a cross join of digits: portable to MySQL 8, which has no MariaDB
+/// `seq_1_to_N` tables.
+fn numbers(from: u64, to: u64) -> String {
+    let digits = (0..10)
+        .map(|d| format!("SELECT {d} AS d"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let offset = "d0.d + 10 * d1.d + 100 * d2.d + 1000 * d3.d + 10000 * d4.d";
+    let joined = (0..5)
+        .map(|i| format!("({digits}) d{i}"))
+        .collect::<Vec<_>>()
+        .join(" CROSS JOIN ");
+    format!(
+        "(SELECT {from} + {offset} AS seq FROM {joined} WHERE {offset} <= {span}) n",
+        span = to.saturating_sub(from)
     )
 }
 
@@ -136,7 +157,8 @@ fn order_statements(rows: &str) -> Vec<String> {
                n1 * {p1} + IF(g2 IS NULL, 0, n2 * {p2}), '1 History Lane', 'History', \
                '13800000000', IF(status IN ('TRADE_SUCCESS', 'TRADE_FINISHED'), 'alipay', ''), \
                IF(status IN ('TRADE_SUCCESS', 'TRADE_FINISHED'), CONCAT('t', seq), ''), \
-               IF(status IN ('TRADE_SUCCESS', 'TRADE_FINISHED'), created + INTERVAL 5 MINUTE, NULL), \
+               IF(status IN ('TRADE_SUCCESS', 'TRADE_FINISHED'), \
+                 IF(recent, created, created + INTERVAL 5 MINUTE), NULL), \
                created, created, CONCAT('req-', seq), closed_by, \
                IF(closed_by IS NULL, NULL, created + INTERVAL 30 MINUTE) \
              FROM {rows}",

@@ -70,11 +70,21 @@ async fn seeded_history_holds_the_invariants_the_services_keep(
         .await
         .expect("heavy buyer");
     assert_eq!(heavy, 500);
-    // Every past order is older than the probes' recent ones and inside six days.
+    // Inside six days and 40 minutes, and nothing stamped in the future (a close, a
+    // payment, a confirmation, a detail's change).
     assert_eq!(
         count(
-            "SELECT COUNT(*) FROM order_info WHERE created_at < NOW(6) - INTERVAL 6 DAY - INTERVAL 11 MINUTE",
+            "SELECT COUNT(*) FROM order_info WHERE created_at < NOW(6) - INTERVAL 6 DAY - INTERVAL 41 MINUTE \
+             OR created_at > NOW(6) OR closed_at > NOW(6) OR pay_time > NOW(6)",
             &order_pool
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM stock_sell_detail WHERE updated_at > NOW(6) OR confirmed_at > NOW(6)",
+            &inventory_pool
         )
         .await,
         0

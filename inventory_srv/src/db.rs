@@ -187,21 +187,29 @@ pub struct ConfirmedRow {
     pub id: i64,
     pub order_sn: String,
     pub detail: String,
+    pub confirmed_at: chrono::NaiveDateTime,
 }
 
-/// Up to `limit` deductions confirmed more than `after` ago, oldest confirmation first,
-/// row-locked; rows another settler holds are skipped, not waited for.
+/// Up to `limit` deductions confirmed more than `after` ago and after `from` (the last
+/// `(confirmed_at, id)` a round looked at), in that order (`idx_confirmed`, which ends in
+/// the primary key, so the scan stops at `limit`), row-locked; rows another settler holds
+/// are skipped, not waited for.
 pub async fn lock_settle_candidates(
     conn: &mut MySqlConnection,
     after: std::time::Duration,
+    from: (chrono::NaiveDateTime, i64),
     limit: u32,
 ) -> sqlx::Result<Vec<ConfirmedRow>> {
     sqlx::query_as(
-        "SELECT id, order_sn, detail FROM stock_sell_detail \
-         WHERE confirmed_at < NOW(6) - INTERVAL ? MICROSECOND AND status = 'DEDUCTED' \
-         ORDER BY confirmed_at LIMIT ? FOR UPDATE SKIP LOCKED",
+        "SELECT id, order_sn, detail, confirmed_at FROM stock_sell_detail \
+         WHERE confirmed_at < NOW(6) - INTERVAL ? MICROSECOND \
+           AND (confirmed_at > ? OR (confirmed_at = ? AND id > ?)) AND status = 'DEDUCTED' \
+         ORDER BY confirmed_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
     )
     .bind(u64::try_from(after.as_micros()).unwrap_or(u64::MAX))
+    .bind(from.0)
+    .bind(from.0)
+    .bind(from.1)
     .bind(limit)
     .fetch_all(conn)
     .await

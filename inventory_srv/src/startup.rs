@@ -194,12 +194,9 @@ fn spawn_settle(
     service_db::spawn_periodic("settle", every, WITHIN, stop, move || {
         let (pool, settled) = (pool.clone(), settled.clone());
         async move {
-            match crate::stock::settle(&pool, after, BATCH).await {
+            match crate::stock::settle(&pool, after, BATCH, |n| settled.inc_by(n)).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    settled.inc_by(n);
-                    tracing::info!(settled = n, "settled paid orders' deductions");
-                }
+                Ok(n) => tracing::info!(settled = n, "settled paid orders' deductions"),
                 Err(crate::error::Error::Database(e)) if service_db::is_unreachable(&e) => {
                     service_db::MYSQL.failed(&e);
                 }

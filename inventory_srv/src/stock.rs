@@ -131,27 +131,45 @@ pub async fn reback(pool: &MySqlPool, order_sn: &OrderSn) -> Result<RebackOutcom
 /// transaction: each batch adds its lines to `stock_settled` and deletes its detail rows,
 /// so stock_sell_detail stays bounded while I1 keeps holding (see the migration). Safe
 /// because a paid order is never closed (no reback will look for the row) and `after` is
-/// far beyond any Sell still in flight for it. Returns the rows settled.
-pub async fn settle(pool: &MySqlPool, after: std::time::Duration, batch: u32) -> Result<u64> {
+/// far beyond any Sell still in flight for it. `settled` is told each batch as it
+/// commits; returns the rows settled. A detail that cannot be read is left in place (and
+/// in I1's sum) for an operator, and the round moves past it.
+pub async fn settle(
+    pool: &MySqlPool,
+    after: std::time::Duration,
+    batch: u32,
+    mut settled: impl FnMut(u64),
+) -> Result<u64> {
     let mut total = 0u64;
+    // Before any confirmation (1970).
+    let mut from = (chrono::NaiveDateTime::default(), 0);
     loop {
-        let (seen, settled) = with_deadlock_retry(|| settle_batch(pool, after, batch)).await?;
-        total = total.saturating_add(settled);
-        // A short batch is the last; one that settled nothing holds only unreadable rows.
-        if seen < batch as usize || settled == 0 {
-            return Ok(total);
+        let done = with_deadlock_retry(|| settle_batch(pool, after, from, batch)).await?;
+        settled(done.settled);
+        total = total.saturating_add(done.settled);
+        match done.last {
+            Some(last) if done.seen >= batch as usize => from = last,
+            _ => return Ok(total),
         }
     }
 }
 
-/// One settle transaction: (rows looked at, rows settled).
+/// What one settle transaction did.
+struct SettleBatch {
+    seen: usize,
+    settled: u64,
+    /// The last row looked at: where the next batch starts.
+    last: Option<(chrono::NaiveDateTime, i64)>,
+}
+
 async fn settle_batch(
     pool: &MySqlPool,
     after: std::time::Duration,
+    from: (chrono::NaiveDateTime, i64),
     batch: u32,
-) -> Result<(usize, u64)> {
+) -> Result<SettleBatch> {
     let mut tx = pool.begin().await?;
-    let rows = db::lock_settle_candidates(&mut tx, after, batch).await?;
+    let rows = db::lock_settle_candidates(&mut tx, after, from, batch).await?;
     let mut per_goods: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -164,7 +182,6 @@ async fn settle_batch(
                 }
                 ids.push(row.id);
             }
-            // Left in place (and in I1's sum) for an operator; never settled blind.
             Err(e) => tracing::warn!(order_sn = %row.order_sn, error = %e,
                 "a confirmed deduction's detail is unreadable; not settled"),
         }
@@ -175,7 +192,11 @@ async fn settle_batch(
     }
     let settled = db::delete_details(&mut tx, &ids).await?;
     tx.commit().await?;
-    Ok((rows.len(), settled))
+    Ok(SettleBatch {
+        seen: rows.len(),
+        settled,
+        last: rows.last().map(|row| (row.confirmed_at, row.id)),
+    })
 }
 
 /// Sets the absolute stock of one goods (admin), creating its row when missing.

@@ -304,16 +304,28 @@ pub async fn purge_once(
     expiry: Expiry,
     retention: Duration,
 ) -> sqlx::Result<u64> {
-    let mut total = 0;
+    purge_counting(pool, expiry, retention, |_| {}).await
+}
+
+/// [`purge_once`], telling `deleted` each batch as it commits (a round cut short still
+/// counts what it deleted).
+async fn purge_counting(
+    pool: &MySqlPool,
+    expiry: Expiry,
+    retention: Duration,
+    mut deleted: impl FnMut(u64),
+) -> sqlx::Result<u64> {
+    let mut total = 0u64;
     loop {
-        let deleted = sqlx::query(expiry.delete_batch)
+        let batch = sqlx::query(expiry.delete_batch)
             .bind(retention.as_secs())
             .bind(PURGE_BATCH)
             .execute(pool)
             .await?
             .rows_affected();
-        total += deleted;
-        if deleted < u64::from(PURGE_BATCH) {
+        deleted(batch);
+        total = total.saturating_add(batch);
+        if batch < u64::from(PURGE_BATCH) {
             return Ok(total);
         }
     }
@@ -332,12 +344,9 @@ pub fn spawn_purge(
     spawn_periodic("purge", every, PURGE_WITHIN, stop, move || {
         let (pool, purged) = (pool.clone(), purged.clone());
         async move {
-            match purge_once(&pool, expiry, retention).await {
+            match purge_counting(&pool, expiry, retention, |n| purged.inc_by(n)).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    purged.inc_by(n);
-                    tracing::info!(deleted = n, "purged expired {}", expiry.what);
-                }
+                Ok(n) => tracing::info!(deleted = n, "purged expired {}", expiry.what),
                 Err(e) if is_unreachable(&e) => {
                     MYSQL.failed(&e);
                 }

@@ -100,14 +100,34 @@ async fn confirmed_deductions_are_settled_and_the_audit_still_holds(
     };
     confirm(&orders[0], 8).await.expect("confirmed long ago");
     confirm(&orders[1], 0).await.expect("confirmed now");
+    // A corrupt confirmed row, older still: left alone, and the round moves past it.
+    sqlx::query(
+        "INSERT INTO stock_sell_detail (order_sn, status, detail, confirmed_at) \
+         VALUES ('BROKEN-1', 'DEDUCTED', 'not json', NOW(6) - INTERVAL 9 DAY)",
+    )
+    .execute(&stack.inventory_pool)
+    .await
+    .expect("corrupt row");
 
-    let settled = inventory_srv::stock::settle(&stack.inventory_pool, 7 * DAY, 500)
-        .await
-        .expect("settle");
+    // One row per batch: the first batch holds only the corrupt row.
+    let mut batches = Vec::new();
+    let settled = inventory_srv::stock::settle(&stack.inventory_pool, 7 * DAY, 1, |n| {
+        batches.push(n);
+    })
+    .await
+    .expect("settle");
 
     assert_eq!(settled, 1);
+    assert_eq!(batches, [0, 1, 0]);
     let left = detail_order_sns(&stack).await;
-    assert_eq!(left, [orders[1].clone(), orders[2].clone()]);
+    assert_eq!(
+        left,
+        [orders[1].clone(), orders[2].clone(), "BROKEN-1".into()]
+    );
+    sqlx::query("DELETE FROM stock_sell_detail WHERE order_sn = 'BROKEN-1'")
+        .execute(&stack.inventory_pool)
+        .await
+        .expect("cleaned up");
     let totals: Vec<(i32, i64, i64)> =
         sqlx::query_as("SELECT goods_id, nums, orders FROM stock_settled ORDER BY goods_id")
             .fetch_all(&stack.inventory_pool)
@@ -117,7 +137,7 @@ async fn confirmed_deductions_are_settled_and_the_audit_still_holds(
     assert_eq!((stack.stock(1).await, stack.stock(2).await), (4, 7));
     stack.audit(&[(1, 10), (2, 10)], &orders).await;
     // Settled once: a second run finds nothing.
-    let again = inventory_srv::stock::settle(&stack.inventory_pool, 7 * DAY, 500)
+    let again = inventory_srv::stock::settle(&stack.inventory_pool, 7 * DAY, 500, |_| {})
         .await
         .expect("settle");
     assert_eq!(again, 0);
