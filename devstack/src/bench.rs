@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use crate::{
     calls::{self, Stock},
-    driver::{Pool, Tickets},
+    driver::{Pool, Tickets, ms, percentile},
     history,
     procs::{Parts, Proc, fresh_databases},
     steps,
@@ -119,16 +119,8 @@ impl RunStats {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
-        self.latencies[rank.min(self.latencies.len() - 1)]
+        percentile(&self.latencies, p / 100.0)
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The worker pool chaos and bench place their orders with: a number of workers take the
 //! next index from one shared counter, each in its own task, until the counter says stop.
+//! And how bench, soak and the history probes read the latencies they collect.
 
 use std::sync::{
     Arc,
@@ -76,4 +77,14 @@ impl Pool {
             let _ = worker.await;
         }
     }
+}
+
+/// The `q` quantile (0..=1) of sorted latencies, nearest rank; zero when there are none.
+pub(crate) fn percentile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
+    let i = (sorted.len().saturating_sub(1) as f64 * q).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }

@@ -25,6 +25,8 @@ use serde_json::json;
 use sqlx::{ConnectOptions, Connection, MySqlConnection, MySqlPool};
 use tonic::transport::Channel;
 
+use crate::driver::{ms, percentile};
+
 /// The orders of the last few minutes seeded at every size, for the probes.
 const RECENT: u64 = 2_000;
 /// Rows per `INSERT ... SELECT` (five digits of generated numbers, [`numbers`]).
@@ -215,10 +217,7 @@ pub struct Probe {
 impl Probe {
     fn of(name: &'static str, mut latencies: Vec<Duration>, failed: usize) -> Self {
         latencies.sort();
-        let at = |q: f64| {
-            let i = ((latencies.len().saturating_sub(1)) as f64 * q).round() as usize;
-            latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
+        let at = |q: f64| ms(percentile(&latencies, q));
         Self {
             name,
             calls: latencies.len(),

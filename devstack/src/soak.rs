@@ -33,6 +33,7 @@ use testkit::audit::{AuditInput, Liveness, close_report, report};
 use crate::{
     calls,
     chaos::count,
+    driver::{ms, percentile},
     procs::{Parts, Proc, fresh_databases},
 };
 
@@ -1112,16 +1113,4 @@ async fn scrape_counters(addr: &str) -> anyhow::Result<String> {
         .map(str::to_owned)
         .collect();
     Ok(found.join(", "))
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

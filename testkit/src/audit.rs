@@ -257,7 +257,7 @@ impl<'a> Seen<'a> {
             let now = current.get(&id).copied().unwrap_or(0);
             let deducted = self.deducted_by_goods.get(&id).copied().unwrap_or(0);
             let settled = settled.get(&id).copied().unwrap_or(0);
-            if before != now + deducted + settled {
+            if before != now.saturating_add(deducted).saturating_add(settled) {
                 violations.push(format!(
                     "goods {id}: initial {before} != current {now} + deducted {deducted} \
                      + settled {settled}"
@@ -308,8 +308,8 @@ impl<'a> Seen<'a> {
         for (order_sn, goods_id, nums) in &self.rows.order_goods {
             if settled_orders.contains(order_sn.as_str()) {
                 let (units, orders) = expected.entry(*goods_id).or_default();
-                *units += nums;
-                *orders += 1;
+                *units = units.saturating_add(*nums);
+                *orders = orders.saturating_add(1);
             }
         }
         let recorded: BTreeMap<i32, (i64, i64)> = self
